@@ -1,0 +1,123 @@
+"""Export of a study's best: config.yaml, generator, samples, metrics.json and a plotly report.html."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.artifacts import download_artifact
+from optuna.trial import FrozenTrial, TrialState
+
+from search.errors import StudyError
+from search.objective import CONFIRM_ATTR, SEED_ATTR
+from search.spec import StudySpec
+from trainer import TrainConfig, load_data, train
+from trainer.io import CONFIG_FILE, GENERATOR_FILE, METRICS_FILE, SAMPLES_FILE, write_json
+from trainer.metrics import make_evaluator
+
+log = logging.getLogger(__name__)
+
+
+def search_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Complete trials of the search itself (seed-confirmation trials excluded)."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if CONFIRM_ATTR not in t.user_attrs and t.value is not None]
+
+
+def ranked(study: optuna.Study) -> list[FrozenTrial]:
+    sign = 1.0 if study.direction == optuna.study.StudyDirection.MINIMIZE else -1.0
+    return sorted(search_trials(study), key=lambda t: sign * float(t.value))  # type: ignore[arg-type]
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial:
+    trials = ranked(study)
+    if not trials:
+        raise StudyError(f"study {study.study_name!r} has no complete trial to export; run more trials first.")
+    return trials[0]
+
+
+def enqueue_confirmations(study: optuna.Study, top_k: int, seeds: int, base_seed: int = 10_000) -> list[int]:
+    """Enqueue ``seeds`` fresh-seed re-runs of each of the ``top_k`` best configs (skipping ones already there)."""
+    existing = {(t.user_attrs.get(CONFIRM_ATTR), t.user_attrs.get(SEED_ATTR)) for t in study.get_trials(deepcopy=False)}
+    origins = [t.number for t in ranked(study)[:top_k]]
+    for trial in ranked(study)[:top_k]:
+        for s in range(seeds):
+            seed = base_seed + s
+            if (trial.number, seed) not in existing:
+                study.enqueue_trial(trial.params, user_attrs={CONFIRM_ATTR: trial.number, SEED_ATTR: seed})
+    return origins
+
+
+def confirmation_table(study: optuna.Study, origins: list[int]) -> list[dict[str, Any]]:
+    """Per confirmed config: original value, fresh-seed values, mean and spread; best mean first."""
+    trials = study.get_trials(deepcopy=False)
+    rows = []
+    for number in origins:
+        values = [float(t.value) for t in trials if t.user_attrs.get(CONFIRM_ATTR) == number
+                  and t.state == TrialState.COMPLETE and t.value is not None]
+        if not values:
+            continue
+        rows.append({"trial": number, "search_value": trials[number].value, "seed_values": values,
+                     "mean": statistics.fmean(values), "std": statistics.pstdev(values) if len(values) > 1 else 0.0})
+    sign = 1.0 if study.direction == optuna.study.StudyDirection.MINIMIZE else -1.0
+    return sorted(rows, key=lambda r: sign * r["mean"])
+
+
+def export(study: optuna.Study, spec: StudySpec, out: Path, store: Any, *, retrain_images: int | None = None,
+           confirmed: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Write the export of the best trial (or the best-mean confirmed config) into ``out`` (which must be new)."""
+    best = best_trial(study)
+    if confirmed:
+        best = study.get_trials(deepcopy=False)[confirmed[0]["trial"]]
+    cfg = TrainConfig.from_dict(best.user_attrs["config"], source=f"trial {best.number} config")
+    out.mkdir(parents=True, exist_ok=True)
+    metrics: dict[str, Any] = {"study": study.study_name, "trial": best.number, "objective": spec.objective,
+                               "direction": spec.direction, "value": best.value, "params": best.params,
+                               "user_attrs": {k: v for k, v in best.user_attrs.items() if k != "config"}}
+    if confirmed:
+        metrics["confirmation"] = confirmed
+    if retrain_images:
+        cfg = cfg.replace(budget_images=retrain_images, eval_every_images=min(cfg.eval_every_images, retrain_images))
+        data = load_data(cfg)
+        evaluator = make_evaluator(cfg, data) if cfg.eval_metric != "none" else None
+        result = train(cfg, data=data, out_dir=out, evaluator=evaluator)
+        (out / "checkpoint.pt").unlink(missing_ok=True)
+        metrics["retrain"] = {"images": retrain_images, "final_metrics": result.final_metrics,
+                              "images_per_s": result.images_per_s}
+    else:
+        for attr, name in (("generator_artifact", GENERATOR_FILE), ("samples_artifact", SAMPLES_FILE)):
+            download_artifact(artifact_store=store, file_path=str(out / name), artifact_id=best.user_attrs[attr])
+        cfg.save(out / CONFIG_FILE)
+    write_json(out / METRICS_FILE, metrics)
+    write_report(study, out / "report.html", confirmed)
+    return metrics
+
+
+def write_report(study: optuna.Study, path: Path, confirmed: list[dict[str, Any]] | None = None) -> None:
+    """report.html: optimization history, intermediate values, importances, parallel coordinates, slices."""
+    import plotly.graph_objects as go
+    from optuna import visualization as vis
+
+    figures: list[tuple[str, Any]] = []
+    for title, make in (("Optimization history", vis.plot_optimization_history),
+                        ("Intermediate values", vis.plot_intermediate_values),
+                        ("Parameter importances", vis.plot_param_importances),
+                        ("Parallel coordinates", vis.plot_parallel_coordinate),
+                        ("Slices", vis.plot_slice)):
+        try:
+            figures.append((title, make(study)))
+        except (ValueError, RuntimeError) as exc:  # e.g. importances need two complete trials
+            log.info("report: %s skipped (%s)", title, exc)
+    if confirmed:
+        fig = go.Figure([go.Box(y=r["seed_values"], name=f"trial {r['trial']}", boxpoints="all") for r in confirmed])
+        fig.update_layout(title="Fresh-seed re-runs of the top configs (value per seed)")
+        figures.append(("Seed confirmation", fig))
+    parts = [f"<h1>gan-search report: {study.study_name}</h1>"]
+    for i, (title, fig) in enumerate(figures):
+        parts.append(f"<h2>{title}</h2>")
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0)))
+    path.write_text("<!doctype html><html><head><meta charset='utf-8'><title>gan-search report</title></head><body>"
+                    + "\n".join(parts) + "</body></html>")

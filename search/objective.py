@@ -1,0 +1,143 @@
+"""trial -> TrainConfig -> trainer.train(callback = report / should_prune) -> artifacts and user attributes."""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.artifacts import download_artifact, upload_artifact
+
+from search.pruners import LOSSES_ATTR, guard_reason
+from search.spec import StudySpec
+from trainer import Diverged, EvalEvent, TrainConfig, load_data, train
+from trainer.io import CHECKPOINT_FILE, GENERATOR_FILE, SAMPLES_FILE, save_generator, save_grid
+from trainer.metrics import make_evaluator
+
+log = logging.getLogger(__name__)
+
+CONFIRM_ATTR = "confirm_of"  # user attribute of a seed-confirmation trial: the trial number it re-runs
+SEED_ATTR = "seed_override"
+
+
+def suggest_config(trial: optuna.Trial, spec: StudySpec) -> TrainConfig:
+    """Apply the trial's suggestions for ``spec.space`` onto ``spec.train``."""
+    values: dict[str, Any] = {}
+    for p in spec.space:
+        if p.type == "categorical":
+            values[p.name] = trial.suggest_categorical(p.name, list(p.choices))
+        elif p.type == "int":
+            values[p.name] = trial.suggest_int(p.name, int(p.low or 0), int(p.high or 0),
+                                               step=int(p.step or 1), log=p.log)
+        else:
+            values[p.name] = trial.suggest_float(p.name, float(p.low or 0), float(p.high or 0), step=p.step, log=p.log)
+    seed = trial.user_attrs.get(SEED_ATTR)
+    if seed is not None:
+        values["seed"] = int(seed)
+    return spec.train.replace(**values)
+
+
+def objective_value(spec: StudySpec, event: EvalEvent) -> float:
+    return event.metrics[spec.objective] if spec.objective in ("fid", "kid") else event.losses["g_loss"]
+
+
+class TrialRunner:
+    """Runs trials of one study in this process; data, feature network and real statistics are loaded once."""
+
+    def __init__(self, spec: StudySpec, artifact_store: Any, device: str | None = None) -> None:
+        self.spec = spec
+        self.store = artifact_store
+        base = spec.train if device is None else spec.train.replace(device=device)
+        self.device = torch.device("cuda" if base.device == "auto" and torch.cuda.is_available()
+                                   else ("cpu" if base.device == "auto" else base.device))
+        self.data = load_data(base, self.device)
+        self.evaluator = make_evaluator(base, self.data, self.device) if spec.objective != "g_loss" else None
+
+    # ------------------------------------------------------------ one trial
+    def __call__(self, trial: optuna.Trial) -> float:
+        cfg = suggest_config(trial, self.spec).replace(device=str(self.device))
+        confirming = CONFIRM_ATTR in trial.user_attrs
+        trial.set_user_attr("config", cfg.to_dict())
+        trial.set_user_attr("seed", cfg.seed)
+        trial.set_user_attr("device", str(self.device))
+        workdir = Path(tempfile.mkdtemp(prefix=f"trial-{trial.number}-"))
+        frozen = trial.study.get_trials(deepcopy=False)[trial.number]
+        resume = self._checkpoint_of_failed_trial(trial, frozen.system_attrs.get("failed_trial"), workdir)
+        reported = set(frozen.intermediate_values)  # a retry inherits the intermediate values of the dead trial
+        losses: list[dict[str, float]] = list(trial.user_attrs.get(LOSSES_ATTR, []))
+        state: dict[str, Any] = {"best": math.inf if self.spec.direction == "minimize" else -math.inf, "last": None}
+        start = time.perf_counter()
+
+        def on_eval(event: EvalEvent) -> None:
+            value = objective_value(self.spec, event)
+            state["last"] = value
+            better = value < state["best"] if self.spec.direction == "minimize" else value > state["best"]
+            state["best"] = value if better else state["best"]
+            losses.append({"mark": event.mark, **event.losses})
+            trial.set_user_attr(LOSSES_ATTR, losses)
+            trial.set_user_attr("images_seen", event.images_seen)
+            if event.checkpoint is not None and not event.final:  # what a retry resumes from
+                trial.set_user_attr("checkpoint_artifact", self._upload(trial, event.checkpoint))
+            if event.mark not in reported:
+                trial.report(value, event.mark)
+                reported.add(event.mark)
+            if not event.final and not confirming and trial.should_prune():
+                reason = guard_reason(losses, self.spec.guard) or (
+                    f"{self.spec.pruner['name']} pruner: {self.spec.objective}={value:.4g} at {event.mark} images")
+                trial.set_user_attr("prune_reason", reason)
+                self._finish(trial, event.sample, cfg, workdir, start, event.images_seen, state)
+                raise optuna.TrialPruned(reason)
+
+        try:
+            result = train(cfg, data=self.data, out_dir=workdir, callback=on_eval, evaluator=self.evaluator,
+                           resume_from=resume)
+            self._finish(trial, result.generator.sample, cfg, workdir, start, result.images_seen, state,
+                         generator=result.generator, shape=result.shape, images_per_s=result.images_per_s)
+            return float(state["last"])
+        except Diverged as exc:
+            reason = f"guard: non-finite loss at step {exc.step} ({exc.losses})"
+            trial.set_user_attr("prune_reason", reason)
+            raise optuna.TrialPruned(reason) from None
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    # ------------------------------------------------------------ helpers
+    def _upload(self, trial: optuna.Trial, path: Path) -> str:
+        return upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=trial)
+
+    def _finish(self, trial: optuna.Trial, sample: Any, cfg: TrainConfig, workdir: Path, start: float,
+                images_seen: int, state: dict[str, Any], generator: Any = None, shape: Any = None,
+                images_per_s: float | None = None) -> None:
+        """Store the trial's samples (and generator) as artifacts and its measurements as user attributes."""
+        wall = time.perf_counter() - start
+        grid = workdir / SAMPLES_FILE
+        save_grid(sample(64), grid)
+        trial.set_user_attr("samples_artifact", self._upload(trial, grid))
+        if generator is not None:
+            save_generator(generator, cfg, shape, workdir)
+            trial.set_user_attr("generator_artifact", self._upload(trial, workdir / GENERATOR_FILE))
+            trial.set_user_attr("shape", list(shape))
+        trial.set_user_attr("wall_seconds", round(wall, 3))
+        trial.set_user_attr("images_per_s", round(images_per_s if images_per_s else images_seen / max(wall, 1e-9), 1))
+        trial.set_user_attr("final_value", state["last"])
+        trial.set_user_attr("best_value", state["best"] if math.isfinite(state["best"]) else None)
+
+    def _checkpoint_of_failed_trial(self, trial: optuna.Trial, number: int | None, workdir: Path) -> Path | None:
+        """A retry of a trial whose worker died resumes from that trial's last checkpoint artifact."""
+        if number is None:
+            return None
+        failed = trial.study.get_trials(deepcopy=False)[number]
+        artifact = failed.user_attrs.get("checkpoint_artifact")
+        if artifact is None:
+            return None
+        path = workdir / CHECKPOINT_FILE
+        download_artifact(artifact_store=self.store, file_path=str(path), artifact_id=artifact)
+        trial.set_user_attr("resumed_from_trial", number)
+        log.info("trial %d resumes trial %d from its checkpoint", trial.number, number)
+        return path

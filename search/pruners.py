@@ -1,0 +1,90 @@
+"""The loss-curve guard (a GAN-aware Optuna pruner) composed with the metric pruner; sampler/pruner factories."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import optuna
+from optuna.pruners import BasePruner
+from optuna.trial import FrozenTrial
+
+from search.spec import Guard, StudySpec
+
+LOSSES_ATTR = "loss_history"  # user attribute: [{"mark": images, "d_loss": x, "g_loss": y}, ...]
+
+
+def guard_reason(history: Sequence[dict[str, float]], guard: Guard) -> str | None:
+    """Why a loss curve looks hopeless (NaN/inf, divergence, discriminator collapse), or None."""
+    if not guard.enabled or not history:
+        return None
+    last = history[-1]
+    for key in ("d_loss", "g_loss"):
+        if not math.isfinite(last[key]):
+            return f"guard: {key} is {last[key]} at {last['mark']} images"
+        if abs(last[key]) > guard.max_loss:
+            return f"guard: {key}={last[key]:.4g} above max_loss={guard.max_loss:g} at {last['mark']} images"
+    k = guard.grow_evals
+    if k and len(history) > k:
+        tail = [h["g_loss"] for h in history[-(k + 1):]]
+        if all(b > a for a, b in zip(tail, tail[1:], strict=False)) and tail[-1] > 2 * abs(tail[0]) + 1e-8:
+            return f"guard: g_loss grew for {k} evaluations ({tail[0]:.4g} -> {tail[-1]:.4g}) at {last['mark']} images"
+    k = guard.collapse_evals
+    if k and len(history) >= k and all(abs(h["d_loss"]) < guard.collapse_loss for h in history[-k:]):
+        return f"guard: discriminator collapse (d_loss < {guard.collapse_loss:g} for {k} evaluations)"
+    return None
+
+
+class LossGuardPruner(BasePruner):
+    """Prunes on the trial's loss curve (stored as a user attribute), then asks the wrapped pruner."""
+
+    def __init__(self, guard: Guard, wrapped: BasePruner | None = None) -> None:
+        self.guard = guard
+        self.wrapped = wrapped
+
+    def reason(self, trial: FrozenTrial) -> str | None:
+        return guard_reason(trial.user_attrs.get(LOSSES_ATTR, []), self.guard)
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        if self.reason(trial) is not None:
+            return True
+        return self.wrapped.prune(study, trial) if self.wrapped is not None else False
+
+
+def build_pruner(spec: StudySpec) -> LossGuardPruner:
+    name, args = spec.pruner["name"], dict(spec.pruner.get("args", {}))
+    inner: BasePruner
+    if name == "median":
+        inner = optuna.pruners.MedianPruner(**args)
+    elif name == "percentile":
+        inner = optuna.pruners.PercentilePruner(**{"percentile": 50.0, **args})
+    elif name == "successive_halving":
+        inner = optuna.pruners.SuccessiveHalvingPruner(**args)
+    elif name == "hyperband":
+        inner = optuna.pruners.HyperbandPruner(**{"min_resource": spec.train.eval_every_images,
+                                                  "max_resource": spec.train.budget_images, **args})
+    elif name == "threshold":
+        inner = optuna.pruners.ThresholdPruner(**args)
+    else:
+        inner = optuna.pruners.NopPruner()
+    if spec.pruner.get("patience"):
+        inner = optuna.pruners.PatientPruner(inner, patience=spec.pruner["patience"])
+    return LossGuardPruner(spec.guard, inner)
+
+
+def build_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
+    name, args = spec.sampler["name"], dict(spec.sampler.get("args", {}))
+    seed = spec.sampler.get("seed")
+    kwargs: dict[str, Any] = {"seed": seed, **args} if seed is not None else args
+    if name == "tpe":
+        return optuna.samplers.TPESampler(**{"constant_liar": True, **kwargs})
+    if name == "random":
+        return optuna.samplers.RandomSampler(**kwargs)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(**kwargs)
+    if name == "gp":
+        return optuna.samplers.GPSampler(**kwargs)
+    if name == "qmc":
+        return optuna.samplers.QMCSampler(**kwargs)
+    return optuna.samplers.GridSampler({p.name: list(p.choices) for p in spec.space}, **kwargs)

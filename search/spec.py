@@ -1,0 +1,228 @@
+"""StudySpec: a study file (studies/*.yaml) parsed and validated before anything is created."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from search.errors import SpecError
+from trainer.config import TrainConfig
+from trainer.errors import ConfigError
+
+OBJECTIVES = ("fid", "kid", "g_loss")
+SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc", "grid")
+PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "threshold", "none")
+PARAM_TYPES = ("float", "int", "categorical")
+TOP_KEYS = ("name", "direction", "objective", "train", "space", "sampler", "pruner", "guard", "budget", "storage")
+DEFAULT_STORAGE = "sqlite:///runs/gan-search.db"
+DEFAULT_ARTIFACTS = "runs/artifacts"
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched TrainConfig field."""
+
+    name: str
+    type: str  # float | int | categorical
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class Guard:
+    """Loss-curve guard settings (GAN-aware pruning on losses, independent of the metric)."""
+
+    enabled: bool = True
+    max_loss: float = 100.0  # prune when a mean loss exceeds this bound
+    grow_evals: int = 4  # prune when the generator loss grew for this many evaluations in a row
+    collapse_loss: float = 1e-3  # discriminator loss under this counts as collapse ...
+    collapse_evals: int = 2  # ... for this many evaluations in a row
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    name: str
+    train: TrainConfig  # the fixed part (with the per-trial budget and evaluation interval applied)
+    space: tuple[Param, ...]
+    objective: str = "fid"
+    direction: str = "minimize"
+    sampler: Mapping[str, Any] = field(default_factory=lambda: {"name": "tpe"})
+    pruner: Mapping[str, Any] = field(default_factory=lambda: {"name": "median"})
+    guard: Guard = Guard()
+    n_trials: int = 20  # trials in the whole study, across every worker
+    timeout: float | None = None  # seconds a `run` may take before it stops starting trials
+    storage: str = DEFAULT_STORAGE
+    artifacts: str = DEFAULT_ARTIFACTS
+    heartbeat_interval: int = 10  # seconds between heartbeats of a running trial (RDB storage)
+    grace_period: int = 30  # a RUNNING trial without heartbeat for this long is failed and retried
+    max_retry: int = 2  # retries of a trial whose worker died
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)  # the file as written
+
+    # ------------------------------------------------------------ parsing
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> StudySpec:
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise SpecError(f"study file {str(path)!r} cannot be read: {exc.strerror}.") from None
+        except yaml.YAMLError as exc:
+            raise SpecError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}).") from None
+        return cls.from_dict(raw, source=str(path))
+
+    @classmethod
+    def from_dict(cls, raw: Any, source: str = "study") -> StudySpec:
+        def err(key: str, message: str) -> SpecError:
+            return SpecError(f"{source}: {key}: {message}")
+
+        if not isinstance(raw, Mapping):
+            raise SpecError(f"{source}: expected a mapping with keys {', '.join(TOP_KEYS)}.")
+        for key in raw:
+            if key not in TOP_KEYS:
+                raise err(str(key), f"unknown key; allowed: {', '.join(TOP_KEYS)}.")
+        name = raw.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise err("name", "a non-empty study name is required.")
+        objective = raw.get("objective", "fid")
+        if objective not in OBJECTIVES:
+            raise err("objective", f"must be one of {', '.join(OBJECTIVES)}, but got {objective!r}.")
+        direction = raw.get("direction", "minimize")
+        if direction not in ("minimize", "maximize"):
+            raise err("direction", f"must be minimize or maximize, but got {direction!r}.")
+
+        budget = _mapping(raw.get("budget", {}), "budget", err)
+        _only(budget, ("n_trials", "timeout", "trial_images", "eval_every_images"), "budget", err)
+        train_raw = dict(_mapping(raw.get("train", {}), "train", err))
+        if "trial_images" in budget:
+            train_raw["budget_images"] = budget["trial_images"]
+        if "eval_every_images" in budget:
+            train_raw["eval_every_images"] = budget["eval_every_images"]
+        if objective in ("fid", "kid"):
+            train_raw["eval_metric"] = objective
+        try:
+            train = TrainConfig.from_dict(train_raw, source="train")
+        except ConfigError as exc:
+            raise SpecError(f"{source}: {exc}") from None
+
+        space = tuple(_param(k, v, err) for k, v in _mapping(raw.get("space", {}), "space", err).items())
+        for p in space:  # every bound must make a valid TrainConfig on its own
+            for value in (p.choices or (p.low, p.high)):
+                try:
+                    train.replace(**{p.name: value})
+                except ConfigError as exc:
+                    raise err(f"space.{p.name}", str(exc)) from None
+
+        sampler = dict(_mapping(raw.get("sampler", {"name": "tpe"}), "sampler", err))
+        _only(sampler, ("name", "seed", "args"), "sampler", err)
+        if sampler.get("name", "tpe") not in SAMPLERS:
+            raise err("sampler.name", f"must be one of {', '.join(SAMPLERS)}, but got {sampler.get('name')!r}.")
+        sampler.setdefault("name", "tpe")
+        if sampler["name"] == "grid" and any(p.type != "categorical" for p in space):
+            raise err("sampler.name", "grid needs every space entry to be categorical (list its choices).")
+        pruner = dict(_mapping(raw.get("pruner", {"name": "median"}), "pruner", err))
+        _only(pruner, ("name", "args", "patience"), "pruner", err)
+        if pruner.get("name", "median") not in PRUNERS:
+            raise err("pruner.name", f"must be one of {', '.join(PRUNERS)}, but got {pruner.get('name')!r}.")
+        pruner.setdefault("name", "median")
+        if "patience" in pruner and (not isinstance(pruner["patience"], int) or pruner["patience"] < 0):
+            raise err("pruner.patience", f"must be an int >= 0, but got {pruner['patience']!r}.")
+        for part in (sampler, pruner):
+            if not isinstance(part.get("args", {}), Mapping):
+                raise err("args", "must be a mapping of keyword arguments.")
+
+        guard_raw = _mapping(raw.get("guard", {}), "guard", err)
+        guard_fields = {f.name: f.type for f in dataclasses.fields(Guard)}
+        _only(guard_raw, tuple(guard_fields), "guard", err)
+        guard = Guard(**guard_raw)
+
+        storage_raw = _mapping(raw.get("storage", {}), "storage", err)
+        _only(storage_raw, ("url", "artifacts", "heartbeat_interval", "grace_period", "max_retry"), "storage", err)
+        n_trials = budget.get("n_trials", 20)
+        if not isinstance(n_trials, int) or n_trials < 1:
+            raise err("budget.n_trials", f"must be an int >= 1, but got {n_trials!r}.")
+        timeout = budget.get("timeout")
+        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+            raise err("budget.timeout", f"must be a number of seconds > 0, but got {timeout!r}.")
+        for key in ("heartbeat_interval", "grace_period", "max_retry"):
+            value = storage_raw.get(key, 1)
+            if not isinstance(value, int) or value < (0 if key == "max_retry" else 1):
+                raise err(f"storage.{key}", f"must be a positive int, but got {value!r}.")
+        spec = cls(
+            name=name, train=train, space=space, objective=objective, direction=direction,
+            sampler=sampler, pruner=pruner, guard=guard, n_trials=n_trials, timeout=timeout,
+            storage=os.environ.get("GAN_SEARCH_STORAGE") or storage_raw.get("url", DEFAULT_STORAGE),
+            artifacts=storage_raw.get("artifacts", DEFAULT_ARTIFACTS),
+            heartbeat_interval=storage_raw.get("heartbeat_interval", 10),
+            grace_period=storage_raw.get("grace_period", 30), max_retry=storage_raw.get("max_retry", 2),
+            raw=dict(raw),
+        )
+        if spec.grace_period <= spec.heartbeat_interval:
+            raise err("storage.grace_period", "must be larger than storage.heartbeat_interval.")
+        return spec
+
+    def with_overrides(self, **changes: Any) -> StudySpec:
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+# ---------------------------------------------------------------- helpers
+def _mapping(value: Any, key: str, err: Any) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise err(key, f"must be a mapping, but got {type(value).__name__}.")
+    return value
+
+
+def _only(value: Mapping[str, Any], allowed: tuple[str, ...], key: str, err: Any) -> None:
+    for k in value:
+        if k not in allowed:
+            raise err(f"{key}.{k}", f"unknown key; allowed: {', '.join(allowed)}.")
+
+
+def _param(name: str, raw: Any, err: Any) -> Param:
+    key = f"space.{name}"
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    if name not in fields:
+        raise err(key, f"{name!r} is not a TrainConfig field; allowed: {', '.join(sorted(fields))}.")
+    if isinstance(raw, list):
+        raw = {"type": "categorical", "choices": raw}
+    raw = _mapping(raw, key, err)
+    _only(raw, ("type", "low", "high", "log", "step", "choices"), key, err)
+    ptype = raw.get("type", "categorical" if "choices" in raw else "float")
+    if ptype not in PARAM_TYPES:
+        raise err(f"{key}.type", f"must be one of {', '.join(PARAM_TYPES)}, but got {ptype!r}.")
+    if ptype == "categorical":
+        choices = raw.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise err(f"{key}.choices", "a categorical entry needs a non-empty list of choices.")
+        return Param(name, ptype, choices=tuple(choices))
+    low, high = raw.get("low"), raw.get("high")
+    for bound, value in (("low", low), ("high", high)):
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise err(f"{key}.{bound}", f"must be a number, but got {value!r}.")
+    low, high = float(low), float(high)  # type: ignore[arg-type]
+    if low > high:
+        raise err(key, f"low must be <= high, but got low={low:g} > high={high:g}.")
+    log = bool(raw.get("log", False))
+    if log and low <= 0:
+        raise err(f"{key}.low", f"must be > 0 with log: true, but got low={low:g}.")
+    step = raw.get("step")
+    if step is not None and log:
+        raise err(f"{key}.step", "cannot be combined with log: true.")
+    if ptype == "int":
+        if low != int(low) or high != int(high):
+            raise err(key, "an int entry needs integer low and high.")
+        return Param(name, ptype, int(low), int(high), log, int(step) if step is not None else 1)
+    return Param(name, ptype, low, high, log, float(step) if step is not None else None)

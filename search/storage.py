@@ -1,0 +1,90 @@
+"""Storage URL -> Optuna RDBStorage (heartbeats, retries, small pools) and the artifact store."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import NullPool
+
+from search.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+
+def redact(url: str) -> str:
+    """The URL with its password hidden (safe to print or log)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<invalid storage URL>"
+
+
+def _prepare_sqlite(url: str) -> None:
+    """Create the folder of a SQLite file and switch it to WAL so several local workers can share it."""
+    database = make_url(url).database
+    if not database or database == ":memory:":
+        return
+    path = Path(database)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path, timeout=60) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+
+
+def make_storage(url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None,
+                 max_retry: int = 2) -> RDBStorage:
+    """An RDBStorage for ``url`` (sqlite/postgresql/mysql) with heartbeats and retry of dead workers' trials.
+
+    Connections are not pooled (NullPool): dozens of workers then hold at most one connection each,
+    and only while they talk to the database.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StorageError(f"storage must be an SQLAlchemy URL such as sqlite:///runs/x.db, but got {url!r}.") from None
+    engine: dict[str, Any] = {}
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        _prepare_sqlite(url)
+        engine["connect_args"] = {"timeout": 60}
+    elif backend in ("postgresql", "mysql", "mariadb"):
+        engine["poolclass"] = NullPool
+        engine["pool_pre_ping"] = True
+    else:
+        raise StorageError(f"storage must be a sqlite, postgresql or mysql URL, but got {redact(url)!r}.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry, inherit_intermediate_values=True)
+            return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_interval,
+                              grace_period=grace_period,
+                              heartbeat_stale_trial_callback=retry if heartbeat_interval else None)
+    except Exception as exc:  # driver errors carry the URL: never show it unredacted
+        message = str(exc).splitlines()[0].replace(url, redact(url))
+        if parsed.password:
+            message = message.replace(parsed.password, "***")
+        raise StorageError(f"cannot open storage {redact(url)}: {message}") from None
+
+
+def artifact_store(path: str | Path) -> FileSystemArtifactStore:
+    folder = Path(path).expanduser().resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(str(folder))
+
+
+def load_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    from search.errors import StudyError
+
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+        raise StudyError(f"study {name!r} not found in the storage; studies there: {', '.join(names) or 'none'}.") from None

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from search.cli import app
+from trainer import ConfigError, TrainConfig
+
+
+def test_defaults_are_valid_and_round_trip_through_yaml(tmp_path: Path) -> None:
+    cfg = TrainConfig(lr_g=1e-3, arch="mlp")
+    cfg.save(tmp_path / "c.yaml")
+    assert TrainConfig.from_file(tmp_path / "c.yaml") == cfg
+    cfg.save(tmp_path / "c.json")
+    assert TrainConfig.from_file(tmp_path / "c.json") == cfg
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"lr_gg": 1e-3}, "unknown key 'lr_gg'"),
+        ({"lr_g": 0}, "lr_g must be > 0, but got lr_g=0"),
+        ({"lr_g": "fast"}, "lr_g must be a float"),
+        ({"batch_size": 1.5}, "batch_size must be a int"),
+        ({"loss": "wasserstein"}, "loss must be one of 'bce', 'hinge', 'wgan-gp', 'lsgan'"),
+        ({"beta1": 1.0}, "beta1 must be in [0, 1)"),
+        ({"arch": "dcgan", "image_size": 20}, "image_size must be one of (8, 16, 28, 32, 64)"),
+        ({"spectral_norm": "yes"}, "spectral_norm must be a bool"),
+        ({"dataset": "folder"}, "data_root is required"),
+    ],
+)
+def test_bad_values_name_the_key_and_what_is_allowed(data: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        TrainConfig.from_dict(data)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_overrides_are_parsed_as_yaml_scalars(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text("arch: mlp\nlr_g: 1e-3\n")
+    cfg = TrainConfig.from_file(tmp_path / "c.yaml", ["batch_size=32", "spectral_norm=true", "loss=hinge"])
+    assert (cfg.arch, cfg.lr_g, cfg.batch_size, cfg.spectral_norm, cfg.loss) == ("mlp", 1e-3, 32, True, "hinge")
+
+
+def test_cli_train_rejects_bad_config_with_exit_2_and_writes_nothing(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text("arch: transformer\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "c.yaml"), "--out", str(out)])
+    assert result.exit_code == 2
+    assert "arch must be one of 'mlp', 'dcgan'" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not out.exists()
+    result = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "c.yaml"), "--out", str(out),
+                                      "--set", "arch=mlp", "--set", "n_critic=0"])
+    assert result.exit_code == 2 and "n_critic must be > 0" in result.output
+    assert not out.exists()

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainer import Diverged, EvalEvent, ImageData, TrainConfig, load_data, load_generator, train
+
+SMALL = dict(g_width=8, d_width=8, latent_dim=8, batch_size=16, eval_metric="none")
+
+
+@pytest.fixture(scope="module")
+def digits() -> ImageData:
+    return load_data(TrainConfig())
+
+
+@pytest.mark.parametrize("arch", ["mlp", "dcgan"])
+@pytest.mark.parametrize("loss", ["bce", "hinge", "wgan-gp", "lsgan"])
+def test_each_loss_and_architecture_takes_a_step(digits: ImageData, arch: str, loss: str) -> None:
+    cfg = TrainConfig(arch=arch, loss=loss, budget_images=32, eval_every_images=32, r1_weight=1.0, **SMALL)
+    before = {k: v.clone() for k, v in train(cfg.replace(budget_images=16), data=digits).generator.state_dict().items()}
+    result = train(cfg, data=digits)
+    assert result.steps == 2 and result.images_seen == 32
+    losses = result.history[-1]["losses"]
+    assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+    after = result.generator.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point())
+
+
+def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(digits: ImageData, tmp_path: Path) -> None:
+    cfg = TrainConfig(arch="mlp", ema_decay=0.9, n_critic=2, budget_images=640, eval_every_images=320, **SMALL)
+    full = train(cfg, data=digits, out_dir=tmp_path / "full")
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(event: EvalEvent) -> None:
+        raise Stop
+
+    with pytest.raises(Stop):
+        train(cfg, data=digits, out_dir=tmp_path / "part", callback=stop_after_first)
+    resumed = train(cfg, data=digits, out_dir=tmp_path / "part", resume_from=tmp_path / "part" / "checkpoint.pt")
+    assert resumed.steps == full.steps and resumed.images_seen == full.images_seen
+    for key, value in full.generator.state_dict().items():
+        assert torch.equal(value, resumed.generator.state_dict()[key]), key
+    assert [h["losses"] for h in resumed.history] == [h["losses"] for h in full.history]
+
+
+def test_nan_loss_raises_diverged_with_the_step(digits: ImageData) -> None:
+    poisoned = ImageData(torch.full_like(digits.train, float("nan")), digits.train_labels, digits.holdout,
+                         digits.holdout_labels, "nan")
+    with pytest.raises(Diverged) as info:
+        train(TrainConfig(budget_images=160, **SMALL), data=poisoned)
+    assert info.value.step == 1
+
+
+def test_callback_sees_aligned_evaluations_and_samples(digits: ImageData) -> None:
+    events: list[EvalEvent] = []
+    train(TrainConfig(budget_images=100, eval_every_images=40, **SMALL), data=digits, callback=events.append)
+    assert [e.mark for e in events] == [40, 80, 100] and events[-1].final
+    assert events[0].sample(5).shape == (5, 1, 8, 8)
+
+
+def test_outputs_load_in_a_fresh_process(digits: ImageData, tmp_path: Path) -> None:
+    train(TrainConfig(arch="dcgan", budget_images=64, eval_every_images=64, **SMALL), data=digits, out_dir=tmp_path)
+    assert {"generator.safetensors", "config.yaml", "samples.png", "metrics.json"} <= {p.name for p in tmp_path.iterdir()}
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["device"] == "cpu" and metrics["images_per_s"] > 0
+    code = (f"from trainer import load_generator; g = load_generator({str(tmp_path)!r}); x = g.sample(3); "
+            "print(g.latent_dim, tuple(x.shape), float(x.min()) >= -1, float(x.max()) <= 1)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["8", "(3,", "1,", "8,", "8)", "True", "True"]
+    assert load_generator(tmp_path).latent_dim == 8
+
+
+def test_cpu_bf16_autocast_and_channels_last_train(digits: ImageData) -> None:
+    cfg = TrainConfig(arch="dcgan", amp="on", channels_last="on", budget_images=64, eval_every_images=64, **SMALL)
+    result = train(cfg, data=digits)
+    assert result.generator.sample(2).dtype == torch.float32

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainer import ConfigError, ImageData, TrainConfig, build_generator, load_data, train
+from trainer.metrics import (
+    InceptionFeatures,
+    domain_net,
+    features,
+    frechet_distance,
+    kernel_distance,
+    make_evaluator,
+    real_features,
+    sampled,
+    statistics,
+)
+
+
+@pytest.fixture(scope="module")
+def mnist(mnist_dir: Path) -> ImageData:
+    return load_data(TrainConfig(dataset="idx", data_root=str(mnist_dir)))
+
+
+@pytest.fixture(scope="module")
+def digits() -> ImageData:
+    return load_data(TrainConfig())
+
+
+def test_domain_network_accuracy_thresholds(mnist: ImageData, digits: ImageData) -> None:
+    _, acc_mnist = domain_net(mnist)
+    _, acc_digits = domain_net(digits)
+    assert acc_mnist >= 0.97
+    assert acc_digits >= 0.95
+
+
+def test_domain_network_is_cached_and_deterministic(digits: ImageData) -> None:
+    first, acc = domain_net(digits)
+    again, acc_again = domain_net(digits)  # from the cache file
+    assert acc == acc_again
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values(), strict=True))
+
+
+def test_real_halves_score_far_lower_than_an_untrained_generator(mnist: ImageData) -> None:
+    net, _ = domain_net(mnist)
+    half_a, half_b = mnist.holdout[:1000], mnist.holdout[1000:2000]
+    fa, fb = features(net, iter([half_a])), features(net, iter([half_b]))
+    gen = build_generator(TrainConfig(), mnist.shape).eval()
+    torch.manual_seed(0)
+    fg = features(net, sampled(lambda n: gen.sample(n), 1000))
+    real_fid, fake_fid = frechet_distance(statistics(fa), statistics(fb)), frechet_distance(statistics(fa), statistics(fg))
+    assert real_fid * 20 < fake_fid, (real_fid, fake_fid)
+    assert kernel_distance(fa, fb) * 20 < kernel_distance(fa, fg)
+
+
+def test_longer_training_scores_better(digits: ImageData) -> None:
+    cfg = TrainConfig(arch="dcgan", g_width=16, d_width=16, latent_dim=16, batch_size=64, ema_decay=0.99,
+                      budget_images=24_000, eval_every_images=3_000, eval_samples=500)
+    evaluator = make_evaluator(cfg, digits)
+    result = train(cfg, data=digits, evaluator=evaluator)
+    fids = [h["metrics"]["fid"] for h in result.history]
+    assert fids[-1] < 0.5 * fids[0], fids
+
+
+def test_kid_metric_and_real_statistics_cache(digits: ImageData, tmp_path: Path) -> None:
+    cfg = TrainConfig(eval_metric="kid", eval_samples=200)
+    evaluator = make_evaluator(cfg, digits, cache=tmp_path)
+    assert evaluator is not None
+    assert list(tmp_path.glob("real-*-holdout-domain-*-200.safetensors"))
+    gen = build_generator(cfg, digits.shape).eval()
+    assert evaluator(gen.sample)["kid"] > kernel_distance(evaluator.real_feats[:100], evaluator.real_feats[100:])
+    cached = real_features(evaluator.net, evaluator.net_key, digits, 200, cache=tmp_path)
+    assert torch.equal(cached, evaluator.real_feats)
+
+
+def test_too_few_samples_for_the_feature_dimension(digits: ImageData) -> None:
+    with pytest.raises(ConfigError, match="eval_samples must be > the feature dimension 128"):
+        make_evaluator(TrainConfig(eval_samples=100), digits)
+
+
+def test_inception_loads_a_weights_file(tmp_path: Path) -> None:
+    from torchvision.models import inception_v3
+
+    torch.manual_seed(0)
+    torch.save(inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict(), tmp_path / "w.pth")
+    net = InceptionFeatures(str(tmp_path / "w.pth"))
+    feats = features(net, iter([torch.rand(2, 1, 28, 28) * 2 - 1]))
+    assert feats.shape == (2, 2048) and bool(torch.isfinite(feats).all())
+    with pytest.raises(ConfigError, match="feature_weights"):
+        InceptionFeatures(str(tmp_path / "missing.pth"))

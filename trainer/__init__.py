@@ -1,0 +1,14 @@
+"""The shared GAN trainer: one training loop for search trials and production runs (no Optuna here)."""
+
+from trainer.config import TrainConfig, parse_overrides
+from trainer.data import ImageData, load_data
+from trainer.errors import ConfigError, DataError, Diverged, GanSearchError
+from trainer.io import load_generator, save_generator, save_grid
+from trainer.loop import EvalEvent, TrainResult, resolve_device, train
+from trainer.models import Generator, build_discriminator, build_generator
+
+__all__ = [
+    "ConfigError", "DataError", "Diverged", "EvalEvent", "GanSearchError", "Generator", "ImageData",
+    "TrainConfig", "TrainResult", "build_discriminator", "build_generator", "load_data", "load_generator",
+    "parse_overrides", "resolve_device", "save_generator", "save_grid", "train",
+]

@@ -1,0 +1,222 @@
+"""TrainConfig: every hyperparameter and the budget of one training run, frozen and validated."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+from trainer.errors import ConfigError
+
+Dataset = Literal["digits", "mnist", "fashion-mnist", "cifar10", "idx", "folder"]
+Arch = Literal["mlp", "dcgan"]
+Loss = Literal["bce", "hinge", "wgan-gp", "lsgan"]
+Metric = Literal["fid", "kid", "none"]
+FeatureNet = Literal["domain", "inception"]
+Switch = Literal["auto", "on", "off"]
+
+DCGAN_SIZES = (8, 16, 28, 32, 64)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # --- data ---
+    dataset: Dataset = "digits"  # which dataset; digits is offline (scikit-learn) and the default
+    data_root: str | None = None  # folder of the dataset files (mnist/fashion-mnist/cifar10/idx/folder)
+    download: bool = False  # download torchvision datasets into data_root when missing
+    image_size: int = 0  # side in pixels after resizing; 0 keeps the dataset's own size
+    holdout_fraction: float = 0.2  # share of images held out for evaluation where no test split exists
+    # --- models ---
+    arch: Arch = "dcgan"  # mlp (the article's, fixed) or dcgan (conv)
+    latent_dim: int = 64  # size of the noise vector z
+    g_width: int = 32  # generator base width (mlp: hidden = 4w, 8w, 16w; dcgan: channels)
+    d_width: int = 32  # discriminator base width
+    spectral_norm: bool = False  # spectral normalisation on every discriminator layer
+    # --- objective ---
+    loss: Loss = "bce"  # bce (non-saturating), hinge, wgan-gp, lsgan
+    gp_weight: float = 10.0  # gradient-penalty weight (wgan-gp only)
+    r1_weight: float = 0.0  # R1 penalty weight on real images; 0 turns it off
+    # --- optimisation ---
+    lr_g: float = 2e-4  # Adam learning rate of the generator
+    lr_d: float = 2e-4  # Adam learning rate of the discriminator
+    beta1: float = 0.5  # Adam beta1 for both networks
+    beta2: float = 0.999  # Adam beta2 for both networks
+    batch_size: int = 64  # images per discriminator step
+    n_critic: int = 1  # discriminator steps per generator step
+    ema_decay: float = 0.0  # EMA decay of the generator weights; 0 turns EMA off
+    # --- budget and evaluation ---
+    seed: int = 0  # seeds weights, noise and batch order
+    budget_images: int = 100_000  # real images shown to the discriminator before training stops
+    eval_every_images: int = 25_000  # evaluate (and checkpoint) every this many images
+    eval_metric: Metric = "fid"  # metric computed at each evaluation
+    eval_samples: int = 1000  # generated (and at most held-out real) images per evaluation
+    feature_net: FeatureNet = "domain"  # feature network of FID/KID
+    feature_weights: str | None = None  # Inception weights file (feature_net=inception); None downloads
+    # --- hardware ---
+    device: str = "auto"  # auto (cuda if present, else cpu), cpu, cuda, cuda:N
+    amp: Switch = "auto"  # bf16 autocast: auto = on for CUDA, off for CPU
+    channels_last: Switch = "auto"  # channels_last memory format (dcgan): auto = on for CUDA
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            _check_type(f.name, getattr(self, f.name), _hints()[f.name])
+        _positive(self, "latent_dim", "g_width", "d_width", "batch_size", "n_critic", "budget_images",
+                  "eval_every_images", "eval_samples", "lr_g", "lr_d")
+        _nonnegative(self, "gp_weight", "r1_weight", "seed")
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise ConfigError(f"holdout_fraction must be in (0, 1), but got holdout_fraction={self.holdout_fraction!r}.")
+        for name in ("beta1", "beta2", "ema_decay"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1), but got {name}={value!r}.")
+        if self.image_size < 0:
+            raise ConfigError(f"image_size must be >= 0 (0 keeps the dataset's size), but got image_size={self.image_size}.")
+        if self.arch == "dcgan" and self.image_size not in (0, *DCGAN_SIZES):
+            raise ConfigError(f"image_size must be one of {DCGAN_SIZES} for arch='dcgan', but got image_size={self.image_size}.")
+        if self.eval_samples < 2:
+            raise ConfigError(f"eval_samples must be >= 2, but got eval_samples={self.eval_samples}.")
+        if self.dataset in ("idx", "folder") and not self.data_root:
+            raise ConfigError(f"data_root is required for dataset={self.dataset!r}.")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, but got device={self.device!r}.")
+
+    # ---- derived values ----
+    @property
+    def total_steps(self) -> int:
+        """Generator steps in the budget (each step shows batch_size * n_critic real images)."""
+        return math.ceil(self.budget_images / (self.batch_size * self.n_critic))
+
+    # ---- in and out ----
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> TrainConfig:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{source}: expected a mapping of TrainConfig fields, but got {type(data).__name__}.")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown key {unknown[0]!r}; allowed keys: {', '.join(sorted(known))}.")
+        coerced = {k: _coerce(v, _hints()[k]) for k, v in data.items()}
+        try:
+            return cls(**coerced)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], overrides: Iterable[str] = ()) -> TrainConfig:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror}.") from None
+        try:
+            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (yaml.YAMLError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid YAML/JSON ({str(exc).splitlines()[0]}).") from None
+        data = dict(data or {})
+        data.update(parse_overrides(overrides))
+        return cls.from_dict(data, source=str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        path = Path(path)
+        text = json.dumps(self.to_dict(), indent=2) if path.suffix == ".json" else self.to_yaml()
+        path.write_text(text)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return self.from_dict({**self.to_dict(), **changes})
+
+
+def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
+    """Turn ``["lr_g=1e-3", "arch=mlp"]`` into a dict; values are parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, but got {item!r}.")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            out[key.strip()] = raw
+    return out
+
+
+# ---------------------------------------------------------------- validation helpers
+_HINTS: dict[str, Any] = {}
+
+
+def _hints() -> dict[str, Any]:
+    if not _HINTS:
+        _HINTS.update(typing.get_type_hints(TrainConfig))
+    return _HINTS
+
+
+def _describe(hint: Any) -> str:
+    origin = get_origin(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(hint))
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return " or ".join(_describe(a) for a in get_args(hint))
+    if hint is type(None):
+        return "null"
+    return "a " + getattr(hint, "__name__", str(hint))
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin = get_origin(hint)
+    if origin is Literal:
+        return value in get_args(hint)
+    if origin is not None and type(None) in get_args(hint):
+        return any(_matches(value, a) for a in get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, hint)
+
+
+def _check_type(name: str, value: Any, hint: Any) -> None:
+    if not _matches(value, hint):
+        raise ConfigError(f"{name} must be {_describe(hint)}, but got {name}={value!r}.")
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """Accept ints for floats (``lr_g: 1``) and numeric strings YAML left as text (``1e-3``)."""
+    if hint is float and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _positive(cfg: TrainConfig, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if value <= 0:
+            raise ConfigError(f"{name} must be > 0, but got {name}={value!r}.")
+
+
+def _nonnegative(cfg: TrainConfig, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if value < 0:
+            raise ConfigError(f"{name} must be >= 0, but got {name}={value!r}.")

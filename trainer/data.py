@@ -1,0 +1,192 @@
+"""Datasets decoded once into tensors in [-1, 1] on the training device, with a deterministic split."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from trainer.config import TrainConfig
+from trainer.errors import DataError
+
+log = logging.getLogger(__name__)
+
+SPLIT_SEED = 20240101  # the held-out split is part of the dataset definition, not of the run's seed
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """Images (N, C, H, W) in [-1, 1] and integer labels (N,) (-1 where unknown)."""
+
+    train: torch.Tensor
+    train_labels: torch.Tensor
+    holdout: torch.Tensor
+    holdout_labels: torch.Tensor
+    fingerprint: str  # identifies the exact pixels of both splits (for caches)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        c, h, w = self.train.shape[1:]
+        return int(c), int(h), int(w)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.train_labels.max().item()) + 1 if self.train_labels.numel() else 0
+
+    def to(self, device: torch.device | str) -> ImageData:
+        return ImageData(self.train.to(device), self.train_labels.to(device), self.holdout.to(device),
+                         self.holdout_labels.to(device), self.fingerprint)
+
+
+# ---------------------------------------------------------------- readers (uint8 arrays, N x H x W [x C])
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (MNIST format), gzip-compressed or not."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        raw = fh.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataError(f"{path} is not an unsigned-byte IDX file.")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise DataError(f"{path}: header says {dims} but holds {data.size} values.")
+    return data.reshape(dims)
+
+
+def _find_idx(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_idx_folder(folder: Path) -> tuple[list[tuple[np.ndarray, np.ndarray]], bool]:
+    """Load the MNIST-format splits found in ``folder``; returns ([(images, labels)...], has_official_split)."""
+    splits = []
+    for prefix in ("train", "t10k"):
+        images = _find_idx(folder, f"{prefix}-images-idx3-ubyte")
+        labels = _find_idx(folder, f"{prefix}-labels-idx1-ubyte")
+        if images is not None:
+            x = read_idx(images)
+            y = read_idx(labels) if labels is not None else np.full(len(x), -1, dtype=np.int64)
+            splits.append((x, y.astype(np.int64)))
+    return splits, len(splits) == 2
+
+
+TORCHVISION = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}
+
+
+def _idx_candidates(root: Path, dataset: str) -> list[Path]:
+    return [root, root / TORCHVISION.get(dataset, "") / "raw"]
+
+
+def _load_torchvision(cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """mnist/fashion-mnist/cifar10: IDX/pickle files under data_root, downloaded by torchvision if asked."""
+    root = Path(cfg.data_root or "data")
+    if cfg.dataset != "cifar10":
+        for folder in _idx_candidates(root, cfg.dataset):
+            splits, official = load_idx_folder(folder)
+            if splits:
+                if official:
+                    (xtr, ytr), (xte, yte) = splits
+                    return xtr, ytr, xte, yte
+                return _split(*splits[0], cfg.holdout_fraction)
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, TORCHVISION[cfg.dataset])
+    try:
+        train = cls(str(root), train=True, download=cfg.download)
+        test = cls(str(root), train=False, download=cfg.download)
+    except RuntimeError as exc:
+        where = " or ".join(str(p) for p in _idx_candidates(root, cfg.dataset))
+        if cfg.dataset == "cifar10":
+            where = str(root / "cifar-10-batches-py")
+        raise DataError(
+            f"dataset {cfg.dataset!r} not found under {where} ({exc}); set download: true (needs internet) "
+            f"or place the files there (data_root={str(root)!r})."
+        ) from None
+    return (np.asarray(train.data), np.asarray(train.targets), np.asarray(test.data), np.asarray(test.targets))
+
+
+def _split(x: np.ndarray, y: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(x))
+    n_hold = max(1, int(round(len(x) * fraction)))
+    hold, train = order[:n_hold], order[n_hold:]
+    return x[train], y[train], x[hold], y[hold]
+
+
+def _load_digits(cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.clip(digits.images * (255.0 / 16.0), 0, 255).round().astype(np.uint8)
+    return _split(images, digits.target.astype(np.int64), cfg.holdout_fraction)
+
+
+def _load_folder(cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """An image folder: every image below data_root; the first-level subfolder names are the labels."""
+    from PIL import Image
+
+    root = Path(cfg.data_root or "")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under data_root={str(root)!r}.")
+    classes = sorted({p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1})
+    first = Image.open(files[0])
+    mode = "L" if first.mode in ("L", "1", "I", "I;16") else "RGB"
+    size = cfg.image_size or first.size[0]
+    arrays, labels = [], []
+    for p in files:
+        with Image.open(p) as im:
+            arrays.append(np.asarray(im.convert(mode).resize((size, size), Image.Resampling.BILINEAR)))
+        parts = p.relative_to(root).parts
+        labels.append(classes.index(parts[0]) if len(parts) > 1 else -1)
+    return _split(np.stack(arrays), np.asarray(labels, dtype=np.int64), cfg.holdout_fraction)
+
+
+def _to_tensor(x: np.ndarray, size: int) -> torch.Tensor:
+    t = torch.from_numpy(np.array(x, copy=True))
+    t = t.unsqueeze(1) if t.ndim == 3 else t.permute(0, 3, 1, 2)  # (N, C, H, W)
+    t = t.float().div(127.5).sub(1.0)
+    if size and size != t.shape[-1]:
+        t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp(-1, 1)
+    return t.contiguous()
+
+
+def load_data(cfg: TrainConfig, device: torch.device | str = "cpu") -> ImageData:
+    """Decode the dataset of ``cfg`` once into tensors on ``device``."""
+    if cfg.dataset == "digits":
+        xtr, ytr, xte, yte = _load_digits(cfg)
+    elif cfg.dataset == "idx":
+        splits, official = load_idx_folder(Path(cfg.data_root or ""))
+        if not splits:
+            raise DataError(
+                f"no MNIST-format files (train-/t10k-images-idx3-ubyte[.gz]) in data_root={cfg.data_root!r}."
+            )
+        if official:
+            (xtr, ytr), (xte, yte) = splits
+        else:
+            xtr, ytr, xte, yte = _split(*splits[0], cfg.holdout_fraction)
+    elif cfg.dataset == "folder":
+        xtr, ytr, xte, yte = _load_folder(cfg)
+    else:
+        loaded = _load_torchvision(cfg)
+        assert loaded is not None
+        xtr, ytr, xte, yte = loaded
+    digest = hashlib.sha256()
+    for arr in (xtr, ytr, xte, yte):
+        digest.update(np.ascontiguousarray(arr).tobytes())
+    digest.update(str(cfg.image_size).encode())
+    data = ImageData(_to_tensor(xtr, cfg.image_size), torch.from_numpy(ytr).long(),
+                     _to_tensor(xte, cfg.image_size), torch.from_numpy(yte).long(), digest.hexdigest()[:16])
+    log.info("dataset %s: %d train / %d held-out images of shape %s", cfg.dataset, len(data.train),
+             len(data.holdout), data.shape)
+    return data.to(device)

@@ -1,0 +1,243 @@
+"""FID and KID as a chain of small functions: features -> statistics -> distance.
+
+Feature networks:
+  * ``domain``: a small CNN classifier trained by the project on the dataset's training split
+    (deterministic from a seed), cached on disk under a key of dataset fingerprint + version + seed.
+  * ``inception``: torchvision's Inception-v3 pool features (2048-d), from a weights file or a download.
+Real statistics are cached on disk keyed by dataset fingerprint, split, feature network and count.
+The distances come from torchmetrics (``_compute_fid``, ``poly_mmd``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torchmetrics.image.fid import _compute_fid
+from torchmetrics.image.kid import poly_mmd
+
+from trainer.config import TrainConfig
+from trainer.data import ImageData
+from trainer.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+DOMAIN_VERSION = 1  # bump when DomainNet or its training changes: invalidates cached networks
+DOMAIN_SEED = 0  # the domain network is deterministic from this seed
+DOMAIN_FEATURES = 128
+KID_SUBSETS, KID_SUBSET_SIZE = 20, 500
+
+
+def cache_dir() -> Path:
+    """``$GAN_SEARCH_CACHE`` or ``~/.cache/gan-search``."""
+    return Path(os.environ.get("GAN_SEARCH_CACHE") or Path.home() / ".cache" / "gan-search")
+
+
+# ---------------------------------------------------------------- feature networks
+class DomainNet(nn.Module):
+    """Small classifier; its penultimate layer (128-d) is the FID feature space."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, 32, 3, 1, 1), nn.BatchNorm2d(32), nn.ReLU(),  # (B, 32, H, W)
+            nn.Conv2d(32, 64, 3, 2, 1), nn.BatchNorm2d(64), nn.ReLU(),        # (B, 64, H/2, W/2)
+            nn.Conv2d(64, 64, 3, 2, 1), nn.BatchNorm2d(64), nn.ReLU(),        # (B, 64, H/4, W/4)
+            nn.AdaptiveAvgPool2d(2), nn.Flatten(),                            # (B, 256)
+            nn.Linear(256, DOMAIN_FEATURES), nn.ReLU(),                       # (B, 128) features
+        )
+        self.head = nn.Linear(DOMAIN_FEATURES, num_classes)    # (B, classes) logits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def _accuracy(net: DomainNet, x: torch.Tensor, y: torch.Tensor) -> float:
+    net.eval()
+    with torch.no_grad():
+        pred = torch.cat([net.logits(x[i:i + 512]).argmax(1) for i in range(0, len(x), 512)])
+    return float((pred == y).float().mean())
+
+
+def train_domain_net(data: ImageData, seed: int = DOMAIN_SEED, steps: int = 600) -> tuple[DomainNet, float]:
+    """Train the classifier on the training split (light shift augmentation); returns it and held-out accuracy."""
+    if data.num_classes < 2 or bool((data.train_labels < 0).any()):
+        raise DataError("feature_net='domain' needs class labels (>= 2 classes); use feature_net='inception'.")
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    x, y = data.train.cpu(), data.train_labels.cpu()
+    net = DomainNet(x.shape[1], data.num_classes)
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
+    pad = max(1, x.shape[-1] // 14)
+    net.train()
+    for _ in range(steps):
+        idx = torch.randint(len(x), (128,), generator=gen)
+        xb = x[idx]
+        dx, dy = torch.randint(-pad, pad + 1, (2,), generator=gen).tolist()  # small random shift
+        xb = torch.roll(F.pad(xb, (pad,) * 4, value=-1.0), (dx, dy), (2, 3))[..., pad:-pad, pad:-pad]
+        loss = F.cross_entropy(net.logits(xb), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    acc = _accuracy(net, data.holdout.cpu(), data.holdout_labels.cpu())
+    return net.eval(), acc
+
+
+def domain_net(data: ImageData, seed: int = DOMAIN_SEED, cache: Path | None = None) -> tuple[DomainNet, float]:
+    """The cached domain network of ``data`` (trained once per machine); returns (net, held-out accuracy)."""
+    path = (cache or cache_dir()) / f"domain-{data.fingerprint}-v{DOMAIN_VERSION}-s{seed}.safetensors"
+    net = DomainNet(data.shape[0], data.num_classes)
+    if path.is_file():
+        net.load_state_dict(load_file(str(path)))
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            acc = float(fh.metadata()["holdout_accuracy"])
+        return net.eval(), acc
+    log.info("training the domain feature network (once per dataset; cached at %s)", path)
+    net, acc = train_domain_net(data, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file(net.state_dict(), str(tmp), metadata={"holdout_accuracy": str(acc), "seed": str(seed)})
+    os.replace(tmp, path)
+    log.info("domain network held-out accuracy %.4f", acc)
+    return net.eval(), acc
+
+
+class InceptionFeatures(nn.Module):
+    """torchvision Inception-v3 pool features (2048-d) of images in [-1, 1], any size and 1 or 3 channels."""
+
+    def __init__(self, weights: str | None = None) -> None:
+        super().__init__()
+        from torchvision.models import Inception_V3_Weights, inception_v3
+
+        if weights is None:  # needs internet once; torchvision caches the file
+            net = inception_v3(weights=Inception_V3_Weights.IMAGENET1K_V1)
+        else:
+            if not Path(weights).is_file():
+                raise ConfigError(f"feature_weights must be an Inception-v3 weights file, but {weights!r} does not exist.")
+            net = inception_v3(weights=None, aux_logits=True, init_weights=False)
+            net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        net.fc = nn.Identity()  # type: ignore[assignment]
+        net.aux_logits, net.AuxLogits = False, None
+        self.net = net.eval()
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x                 # (B, 3, H, W)
+        x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)  # (B, 3, 299, 299)
+        x = ((x + 1) / 2 - self.mean) / self.std
+        return self.net(x)                                                     # (B, 2048)
+
+
+# ---------------------------------------------------------------- features -> statistics -> distance
+@torch.no_grad()
+def features(net: nn.Module, batches: Iterator[torch.Tensor]) -> torch.Tensor:
+    """Stack the features of every batch as float64 on the CPU: (N, D)."""
+    net.eval()
+    device = next(net.parameters()).device
+    return torch.cat([net(b.to(device).float()).double().cpu() for b in batches])
+
+
+def statistics(feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (D,) and covariance (D, D) of features (N, D)."""
+    return feats.mean(0), torch.cov(feats.T)
+
+
+def frechet_distance(real: tuple[torch.Tensor, torch.Tensor], fake: tuple[torch.Tensor, torch.Tensor]) -> float:
+    return float(_compute_fid(real[0], real[1], fake[0], fake[1]))
+
+
+def kernel_distance(real: torch.Tensor, fake: torch.Tensor, subsets: int = KID_SUBSETS,
+                    subset_size: int = KID_SUBSET_SIZE, seed: int = 0) -> float:
+    """Mean unbiased polynomial MMD^2 over random subsets (the KID of Binkowski et al.)."""
+    size = min(subset_size, len(real), len(fake))
+    g = torch.Generator().manual_seed(seed)
+    values = [poly_mmd(real[torch.randperm(len(real), generator=g)[:size]],
+                       fake[torch.randperm(len(fake), generator=g)[:size]]) for _ in range(subsets)]
+    return float(torch.stack(values).mean())
+
+
+def _chunks(x: torch.Tensor, size: int = 500) -> Iterator[torch.Tensor]:
+    return (x[i:i + size] for i in range(0, len(x), size))
+
+
+def sampled(sample: Callable[[int], torch.Tensor], n: int, size: int = 500) -> Iterator[torch.Tensor]:
+    """Stream ``n`` generated images in batches (never all in memory, never on disk)."""
+    for i in range(0, n, size):
+        yield sample(min(size, n - i))
+
+
+# ---------------------------------------------------------------- the evaluator used by the loop
+@dataclass
+class Evaluator:
+    """Scores a sampler against cached held-out statistics; built once per worker and reused."""
+
+    net: nn.Module
+    net_key: str
+    real_feats: torch.Tensor
+    real_stats: tuple[torch.Tensor, torch.Tensor]
+    samples: int
+    metric: str
+
+    def __call__(self, sample: Callable[[int], torch.Tensor]) -> dict[str, float]:
+        fake = features(self.net, sampled(sample, self.samples))
+        if self.metric == "kid":
+            return {"kid": kernel_distance(self.real_feats, fake)}
+        return {"fid": frechet_distance(self.real_stats, statistics(fake))}
+
+
+def feature_network(cfg: TrainConfig, data: ImageData, device: torch.device | str = "cpu",
+                    cache: Path | None = None) -> tuple[nn.Module, str]:
+    """The feature network of ``cfg`` and a key naming exactly what produced its features."""
+    if cfg.feature_net == "inception":
+        key = "inception-" + (hashlib.sha256(Path(cfg.feature_weights).read_bytes()).hexdigest()[:12]
+                              if cfg.feature_weights else "torchvision-imagenet1k-v1")
+        return InceptionFeatures(cfg.feature_weights).to(device), key
+    net, _ = domain_net(data, cache=cache)
+    return net.to(device), f"domain-{data.fingerprint}-v{DOMAIN_VERSION}-s{DOMAIN_SEED}"
+
+
+def real_features(net: nn.Module, net_key: str, data: ImageData, n: int, cache: Path | None = None) -> torch.Tensor:
+    """Features of the first ``n`` held-out images, cached on disk by (dataset, split, network, n)."""
+    n = min(n, len(data.holdout))
+    path = (cache or cache_dir()) / f"real-{data.fingerprint}-holdout-{net_key}-{n}.safetensors"
+    if path.is_file():
+        return load_file(str(path))["features"]
+    feats = features(net, _chunks(data.holdout[:n]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({"features": feats.contiguous()}, str(tmp), metadata={"key": json.dumps([data.fingerprint, net_key, n])})
+    os.replace(tmp, path)
+    return feats
+
+
+def make_evaluator(cfg: TrainConfig, data: ImageData, device: torch.device | str = "cpu",
+                   cache: Path | None = None) -> Evaluator | None:
+    """Build the evaluator of ``cfg`` (None when eval_metric is 'none')."""
+    if cfg.eval_metric == "none":
+        return None
+    net, key = feature_network(cfg, data, device, cache)
+    real = real_features(net, key, data, cfg.eval_samples, cache)
+    dim = real.shape[1]
+    if cfg.eval_metric == "fid" and min(cfg.eval_samples, len(real)) <= dim:
+        raise ConfigError(
+            f"eval_samples must be > the feature dimension {dim} for FID (and the held-out split has {len(real)} "
+            f"images), but got eval_samples={cfg.eval_samples}."
+        )
+    return Evaluator(net, key, real, statistics(real), cfg.eval_samples, cfg.eval_metric)

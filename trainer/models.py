@@ -1,0 +1,122 @@
+"""Generators and discriminators: the article's MLP (fixed) and a DCGAN for 8/16/28/32/64 px."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm as _sn
+
+from trainer.config import DCGAN_SIZES, TrainConfig
+from trainer.errors import ConfigError
+
+
+class Generator(nn.Module):
+    """Base of every generator: knows its latent size and samples images in [-1, 1]."""
+
+    latent_dim: int
+
+    @torch.no_grad()
+    def sample(self, n: int, device: torch.device | str | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        device = device or next(self.parameters()).device
+        z = torch.randn(n, self.latent_dim, device=device, generator=generator)
+        return self(z).float()
+
+
+class MLPGenerator(Generator):
+    """The article's generator, fixed: ends in C*H*W units with Tanh and is reshaped to an image."""
+
+    def __init__(self, latent_dim: int, width: int, shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.latent_dim, self.shape = latent_dim, shape
+        out = math.prod(shape)
+        self.net = nn.Sequential(
+            nn.Linear(latent_dim, 4 * width), nn.LeakyReLU(0.2),   # (B, 4w)
+            nn.Linear(4 * width, 8 * width), nn.LeakyReLU(0.2),    # (B, 8w)
+            nn.Linear(8 * width, 16 * width), nn.LeakyReLU(0.2),   # (B, 16w)
+            nn.Linear(16 * width, out), nn.Tanh(),                 # (B, C*H*W) in [-1, 1]
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).view(-1, *self.shape)  # (B, C, H, W)
+
+
+class MLPDiscriminator(nn.Module):
+    """The article's discriminator, fixed: returns logits (no Sigmoid) so the losses stay stable."""
+
+    def __init__(self, width: int, shape: tuple[int, int, int], sn: bool) -> None:
+        super().__init__()
+        w = _sn if sn else (lambda m: m)
+        self.net = nn.Sequential(
+            nn.Flatten(),                                                     # (B, C*H*W)
+            w(nn.Linear(math.prod(shape), 16 * width)), nn.LeakyReLU(0.2), nn.Dropout(0.3),  # (B, 16w)
+            w(nn.Linear(16 * width, 8 * width)), nn.LeakyReLU(0.2), nn.Dropout(0.3),         # (B, 8w)
+            w(nn.Linear(8 * width, 4 * width)), nn.LeakyReLU(0.2), nn.Dropout(0.3),          # (B, 4w)
+            w(nn.Linear(4 * width, 1)),                                       # (B, 1) logit
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).view(-1)  # (B,)
+
+
+def _dcgan_plan(size: int) -> tuple[int, int]:
+    """(start side s0, number of x2 stages n) with s0 * 2**n == size."""
+    if size not in DCGAN_SIZES:
+        raise ConfigError(f"image_size must be one of {DCGAN_SIZES} for arch='dcgan', but got image_size={size}.")
+    return (7, 2) if size == 28 else (4, int(math.log2(size // 4)))
+
+
+class DCGANGenerator(Generator):
+    def __init__(self, latent_dim: int, width: int, shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        c, size, _ = shape
+        s0, n = _dcgan_plan(size)
+        ch = width * 2 ** (n - 1) if n else width
+        self.latent_dim, self.s0, self.ch = latent_dim, s0, ch
+        self.project = nn.Sequential(nn.Linear(latent_dim, ch * s0 * s0, bias=False),
+                                     nn.BatchNorm1d(ch * s0 * s0), nn.ReLU(True))  # (B, ch*s0*s0)
+        blocks: list[nn.Module] = []
+        for _ in range(n):  # each stage: (B, ch, s, s) -> (B, ch/2, 2s, 2s)
+            out = max(ch // 2, 16)
+            blocks += [nn.ConvTranspose2d(ch, out, 4, 2, 1, bias=False), nn.BatchNorm2d(out), nn.ReLU(True)]
+            ch = out
+        blocks += [nn.Conv2d(ch, c, 3, 1, 1), nn.Tanh()]  # (B, C, size, size) in [-1, 1]
+        self.body = nn.Sequential(*blocks)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.project(z).view(-1, self.ch, self.s0, self.s0)  # (B, ch, s0, s0)
+        return self.body(x)
+
+
+class DCGANDiscriminator(nn.Module):
+    """Strided convs without batch norm (so gradient penalties stay per-sample), optional spectral norm."""
+
+    def __init__(self, width: int, shape: tuple[int, int, int], sn: bool) -> None:
+        super().__init__()
+        c, size, _ = shape
+        s0, n = _dcgan_plan(size)
+        w = _sn if sn else (lambda m: m)
+        layers: list[nn.Module] = []
+        ch_in, ch = c, width
+        for _ in range(n):  # each stage: (B, ch_in, s, s) -> (B, ch, s/2, s/2)
+            layers += [w(nn.Conv2d(ch_in, ch, 4, 2, 1)), nn.LeakyReLU(0.2, True)]
+            ch_in, ch = ch, ch * 2
+        layers += [nn.Flatten(), w(nn.Linear(ch_in * s0 * s0, 1))]  # (B, ch_in*s0*s0) -> (B, 1) logit
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).view(-1)  # (B,)
+
+
+def build_generator(cfg: TrainConfig, shape: tuple[int, int, int]) -> Generator:
+    if cfg.arch == "mlp":
+        return MLPGenerator(cfg.latent_dim, cfg.g_width, shape)
+    return DCGANGenerator(cfg.latent_dim, cfg.g_width, shape)
+
+
+def build_discriminator(cfg: TrainConfig, shape: tuple[int, int, int]) -> nn.Module:
+    if cfg.arch == "mlp":
+        return MLPDiscriminator(cfg.d_width, shape, cfg.spectral_norm)
+    return DCGANDiscriminator(cfg.d_width, shape, cfg.spectral_norm)
