@@ -96,18 +96,19 @@ class TrainConfig:
 
     # ---- in and out ----
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> TrainConfig:
+    def from_dict(cls, data: Mapping[str, Any], *, source: str | None = None) -> TrainConfig:
+        prefix = f"{source}: " if source else ""
         if not isinstance(data, Mapping):
-            raise ConfigError(f"{source}: expected a mapping of TrainConfig fields, but got {type(data).__name__}.")
+            raise ConfigError(f"{prefix}expected a mapping of TrainConfig fields, but got {type(data).__name__}.")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError(f"{source}: unknown key {unknown[0]!r}; allowed keys: {', '.join(sorted(known))}.")
+            raise ConfigError(f"{prefix}unknown key {unknown[0]!r}; allowed keys: {', '.join(sorted(known))}.")
         coerced = {k: _coerce(v, _hints()[k]) for k, v in data.items()}
         try:
             return cls(**coerced)
         except ConfigError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
+            raise ConfigError(f"{prefix}{exc}") from None
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], overrides: Iterable[str] = ()) -> TrainConfig:

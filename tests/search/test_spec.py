@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from search import SpecError, StudySpec
+from search.cli import app
+from tests.search.conftest import small_study, write_study
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "studies").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_study_files_are_valid(path: Path) -> None:
+    spec = StudySpec.from_file(path)
+    assert spec.name == path.stem and spec.space
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"space": {"lr_gg": {"type": "float", "low": 1e-4, "high": 1e-3}}},
+         "space.lr_gg: 'lr_gg' is not a TrainConfig field; allowed:"),
+        ({"space": {"lr_g": {"type": "float", "low": 1e-2, "high": 1e-3}}}, "space.lr_g: low must be <= high"),
+        ({"sampler": {"name": "bayes"}}, "sampler.name: must be one of tpe, random, cmaes, gp, qmc, grid"),
+        ({"pruner": {"name": "early"}}, "pruner.name: must be one of median, percentile"),
+        ({"space": {"lr_g": {"type": "float", "low": -1.0, "high": 1e-3}}}, "space.lr_g: lr_g must be > 0"),
+        ({"space": {"loss": ["bce", "wasserstein"]}}, "space.loss: loss must be one of"),
+        ({"objective": "is"}, "objective: must be one of fid, kid, g_loss"),
+        ({"budget": {"n_trials": 0}}, "budget.n_trials: must be an int >= 1"),
+        ({"train": {"lr_g": "fast"}}, "lr_g must be a float"),
+        ({"sampler": {"name": "grid"}}, "grid needs every space entry to be categorical"),
+        ({"extra": 1}, "extra: unknown key"),
+    ],
+)
+def test_invalid_study_files_name_the_key(tmp_path: Path, override: dict[str, object], message: str) -> None:
+    study = small_study("bad", tmp_path)
+    for key, value in override.items():
+        study[key] = {**study[key], **value} if isinstance(value, dict) and key in ("budget", "train") else value
+    path = write_study(tmp_path, study)
+    with pytest.raises(SpecError) as info:
+        StudySpec.from_file(path)
+    assert message in str(info.value) and str(path) in str(info.value)
+
+
+def test_cli_run_with_a_bad_study_exits_2_and_creates_nothing(tmp_path: Path) -> None:
+    study = small_study("bad", tmp_path, space={"lr_g": {"type": "float", "low": 1.0, "high": 0.1}})
+    result = CliRunner().invoke(app, ["run", str(write_study(tmp_path, study))])
+    assert result.exit_code == 2
+    assert len(result.output.strip().splitlines()) == 1 and "space.lr_g: low must be <= high" in result.output
+    assert not (tmp_path / "study.db").exists() and not (tmp_path / "artifacts").exists()
+
+
+def test_storage_env_variable_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GAN_SEARCH_STORAGE", "postgresql+psycopg://u:secret@127.0.0.1/db")
+    spec = StudySpec.from_file(write_study(tmp_path, small_study("env", tmp_path)))
+    assert spec.storage.startswith("postgresql")

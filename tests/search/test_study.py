@@ -1,0 +1,153 @@
+"""The search service end to end on the embedded SQLite store (real Optuna, real training)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.artifacts import get_all_artifact_meta
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from search import StudySpec, create_or_load_study, plan, run_workers
+from search.cli import app
+from tests.search.conftest import small_study, write_study
+from trainer import TrainConfig
+
+
+def run_cli(*args: str) -> CliRunner:
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_run_status_export_and_train_the_exported_config(tmp_path: Path) -> None:
+    study_file = write_study(tmp_path, small_study("e2e", tmp_path))
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    result = run_cli("run", str(study_file))
+    assert "state counts: COMPLETE=3" in result.output
+    status = json.loads(run_cli("status", "e2e", "--storage", storage, "--json").output)
+    assert status["states"] == {"COMPLETE": 3} and status["best_value"] is not None
+
+    # a plain Optuna session sees the trials, intermediate values, user attributes and artifacts
+    study = optuna.load_study(study_name="e2e", storage=storage)
+    for trial in study.trials:
+        assert sorted(trial.intermediate_values) == [320, 640]
+        attrs = trial.user_attrs
+        assert {"config", "seed", "images_seen", "wall_seconds", "images_per_s", "device", "final_value",
+                "best_value", "loss_history"} <= set(attrs)
+        assert TrainConfig.from_dict(attrs["config"]).lr_g == trial.params["lr_g"]
+        names = {m.filename for m in get_all_artifact_meta(trial, storage=study._storage)}
+        assert {"samples.png", "generator.safetensors"} <= names
+
+    out = tmp_path / "best"
+    run_cli("export", "e2e", "--storage", storage, "--out", str(out))
+    assert {"config.yaml", "generator.safetensors", "samples.png", "metrics.json", "report.html"} <= {
+        p.name for p in out.iterdir()}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["value"] == study.best_value
+    assert "plotly" in (out / "report.html").read_text()[:200_000].lower()
+    cfg = TrainConfig.from_file(out / "config.yaml")
+    assert cfg.lr_g == study.best_params["lr_g"] and cfg.loss == study.best_params["loss"]
+
+    again = tmp_path / "again"
+    run_cli("train", "--config", str(out / "config.yaml"), "--out", str(again), "--set", "eval_metric=none")
+    assert (again / "generator.safetensors").is_file()
+
+
+def test_rerun_continues_the_same_study(tmp_path: Path) -> None:
+    study_file = write_study(tmp_path, small_study("again", tmp_path, budget={"n_trials": 2}))
+    run_cli("run", str(study_file))
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    first = optuna.load_study(study_name="again", storage=storage)
+    run_cli("run", str(study_file))  # nothing left to do: the study already has its 2 trials
+    assert len(first.trials) == 2
+    run_cli("run", str(study_file), "--n-trials", "3")
+    study = optuna.load_study(study_name="again", storage=storage)
+    assert study._study_id == first._study_id
+    assert [t.number for t in study.trials] == [0, 1, 2]
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+
+
+def test_a_hopeless_learning_rate_is_pruned_before_its_budget(tmp_path: Path) -> None:
+    study = small_study("prune", tmp_path, objective="fid",
+                        space={"lr_g": {"type": "float", "low": 1e-9, "high": 1e-2, "log": True}},
+                        pruner={"name": "median", "args": {"n_startup_trials": 2}},
+                        budget={"n_trials": 3, "trial_images": 3200, "eval_every_images": 640})
+    study["space"].pop("loss", None)
+    spec = StudySpec.from_file(write_study(tmp_path, study))
+    optuna_study = create_or_load_study(spec)
+    for lr in (2e-3, 2e-3, 1e-9):  # two reasonable trials, then a hopeless one
+        optuna_study.enqueue_trial({"lr_g": lr})
+    run_workers(spec.name, spec.storage, 1)
+    trials = optuna_study.get_trials()
+    hopeless = trials[2]
+    assert [t.state for t in trials[:2]] == [TrialState.COMPLETE] * 2
+    assert hopeless.state == TrialState.PRUNED
+    assert hopeless.user_attrs["images_seen"] < 3200
+    assert "median pruner" in hopeless.user_attrs["prune_reason"]
+    assert hopeless.user_attrs["samples_artifact"]
+
+
+def test_the_guard_prunes_a_diverging_run_with_its_reason(tmp_path: Path) -> None:
+    study = small_study("guard", tmp_path, guard={"max_loss": 0.05}, budget={"n_trials": 1})
+    spec = StudySpec.from_file(write_study(tmp_path, study))
+    plan(create_or_load_study(spec), 1)
+    run_workers(spec.name, spec.storage, 1)
+    trial = optuna.load_study(study_name="guard", storage=spec.storage).trials[0]
+    assert trial.state == TrialState.PRUNED
+    assert "above max_loss=0.05" in trial.user_attrs["prune_reason"]
+    assert trial.user_attrs["images_seen"] < 640
+
+
+def test_a_trial_that_raises_is_failed_with_its_reason_and_the_study_goes_on(tmp_path: Path) -> None:
+    study = small_study("fails", tmp_path, budget={"n_trials": 2})
+    spec = StudySpec.from_file(write_study(tmp_path, study))
+    optuna_study = create_or_load_study(spec)
+    optuna_study.enqueue_trial({"lr_g": 1e-3, "loss": "bce"}, user_attrs={"seed_override": -1})  # invalid seed
+    plan(optuna_study, 2)
+    run_workers(spec.name, spec.storage, 1)
+    trials = optuna_study.get_trials()
+    assert trials[0].state == TrialState.FAIL and "seed must be >= 0" in trials[0].user_attrs["fail_reason"]
+    assert trials[1].state == TrialState.COMPLETE
+
+
+def test_export_without_a_complete_trial_exits_2_and_writes_nothing(tmp_path: Path) -> None:
+    spec = StudySpec.from_file(write_study(tmp_path, small_study("empty", tmp_path)))
+    create_or_load_study(spec)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["export", "empty", "--storage", spec.storage, "--out", str(out)])
+    assert result.exit_code == 2 and "no complete trial" in result.output
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+    result = CliRunner().invoke(app, ["status", "nope", "--storage", spec.storage])
+    assert result.exit_code == 2 and "study 'nope' not found" in result.output
+
+
+def test_export_retrain_and_seed_confirmation(tmp_path: Path) -> None:
+    study_file = write_study(tmp_path, small_study("confirm", tmp_path))
+    run_cli("run", str(study_file))
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    out = tmp_path / "best"
+    result = run_cli("export", "confirm", "--storage", storage, "--out", str(out), "--confirm", "2", "--seeds", "2",
+                     "--retrain", "960")
+    metrics = json.loads((out / "metrics.json").read_text())
+    table = metrics["confirmation"]
+    assert len(table) == 2 and all(len(row["seed_values"]) == 2 for row in table)
+    assert table[0]["mean"] <= table[1]["mean"] and metrics["trial"] == table[0]["trial"]
+    assert metrics["retrain"]["images"] == 960
+    assert yaml.safe_load((out / "config.yaml").read_text())["budget_images"] == 960
+    study = optuna.load_study(study_name="confirm", storage=storage)
+    assert sum("confirm_of" in t.user_attrs for t in study.trials) == 4  # recorded in the study
+    assert json.loads(result.output.strip().splitlines()[-1])["trial"] == table[0]["trial"]
+
+
+@pytest.mark.parametrize("workers", [2])
+def test_sqlite_with_several_local_workers(tmp_path: Path, workers: int) -> None:
+    study_file = write_study(tmp_path, small_study("sqlite-many", tmp_path, budget={"n_trials": 4}))
+    result = run_cli("run", str(study_file), "--workers", str(workers), "--json")
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["states"] == {"COMPLETE": 4}
+    assert sum(w["trials"] for w in summary["workers"]) == 4
