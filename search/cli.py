@@ -182,11 +182,9 @@ def run(
         raise ConfigError(f"--n-trials must be >= 1, but got {n_trials}.")
     spec = StudySpec.from_file(study_file)
     if data_root:
-        import dataclasses
-
         raw = dict(spec.raw)
         raw["train"] = {**raw.get("train", {}), "data_root": data_root}
-        spec = dataclasses.replace(StudySpec.from_dict(raw, source=str(study_file)))
+        spec = StudySpec.from_dict(raw, source=str(study_file))
     spec = spec.with_overrides(storage=storage, artifacts=artifacts, n_trials=n_trials, timeout=timeout)
     if spec.storage.startswith("sqlite") and workers > 1 and backend == "local":
         log.info("SQLite with %d local workers: WAL mode and long lock timeouts are on; for many workers "
@@ -211,6 +209,28 @@ def run(
         if best is not None:
             typer.echo(f"best: trial {best.number} value {best.value:.4g} params {best.params}")
         typer.echo(f"wall time {wall:.1f} s")
+
+
+@app.command()
+@known_errors
+def create(
+    study_file: Annotated[Path, typer.Argument(help="A study file (studies/*.yaml).")],
+    storage: StorageOpt = None,
+    artifacts: Annotated[str | None, typer.Option(help="Artifact folder (default: the study file's).")] = None,
+    n_trials: Annotated[int | None, typer.Option("--n-trials", help="Study-wide total of trials.")] = None,
+) -> None:
+    """Create (or update) a study and plan its trials without running any: workers then join it by name."""
+    from search.spec import StudySpec
+    from search.storage import redact
+    from search.workers import create_or_load_study, plan
+
+    if n_trials is not None and n_trials < 1:
+        raise ConfigError(f"--n-trials must be >= 1, but got {n_trials}.")
+    spec = StudySpec.from_file(study_file).with_overrides(storage=storage, artifacts=artifacts, n_trials=n_trials)
+    study = create_or_load_study(spec)
+    added = plan(study, spec.n_trials)
+    typer.echo(json.dumps({"study": spec.name, "storage": redact(spec.storage), "n_trials": spec.n_trials,
+                           "added": added}))
 
 
 def _best_or_none(study: Any) -> Any:

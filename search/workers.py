@@ -214,7 +214,8 @@ def placement(n_workers: int) -> list[tuple[str | None, int | None]]:
 
 def _worker_entry(study_name: str, storage_url: str, artifacts: str | None, device: str | None,
                   threads: int | None, timeout: float | None, worker: int) -> WorkerReport:
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if threading.current_thread() is threading.main_thread():  # Dask runs tasks in a worker thread
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker{worker} %(levelname)s %(name)s: %(message)s")
     for noisy in ("optuna", "distributed", "sqlalchemy"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -56,3 +56,13 @@ def test_cli_train_rejects_bad_config_with_exit_2_and_writes_nothing(tmp_path: P
                                       "--set", "arch=mlp", "--set", "n_critic=0"])
     assert result.exit_code == 2 and "n_critic must be > 0" in result.output
     assert not out.exists()
+
+
+def test_shipped_article_config_trains(tmp_path: Path, mnist_dir: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    result = CliRunner().invoke(app, ["train", "--config", str(root / "configs" / "article-mlp.yaml"), "--out",
+                                      str(tmp_path), "--data-root", str(mnist_dir),
+                                      "--set", "budget_images=512", "--set", "eval_metric=none"])
+    assert result.exit_code == 0, result.output
+    cfg = TrainConfig.from_file(tmp_path / "config.yaml")
+    assert (cfg.arch, cfg.loss, cfg.lr_g, cfg.lr_d, cfg.batch_size) == ("mlp", "bce", 2e-4, 2e-4, 256)
