@@ -12,8 +12,8 @@ import logging
 import os
 import signal
 import threading
-import warnings
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,7 +41,7 @@ STORAGE_SECONDS_ATTR = "storage_seconds"  # trial user attribute: time spent tal
 def create_or_load_study(spec: StudySpec) -> optuna.Study:
     """Create the study (or load it) and store the study file and artifact folder with it."""
     storage = make_storage(spec.storage)
-    study = optuna.create_study(study_name=spec.name, storage=storage, direction=spec.direction,
+    study = optuna.create_study(study_name=spec.name, storage=storage, direction=spec.direction,  # type: ignore[arg-type]
                                 sampler=build_sampler(spec), pruner=build_pruner(spec), load_if_exists=True)
     stored = study.user_attrs.get(SPEC_ATTR)
     if stored is not None and stored != dict(spec.raw):

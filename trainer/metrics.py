@@ -135,6 +135,8 @@ class InceptionFeatures(nn.Module):
         net.fc = nn.Identity()  # type: ignore[assignment]
         net.aux_logits, net.AuxLogits = False, None
         self.net = net.eval()
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
 

@@ -56,8 +56,7 @@ def test_sixteen_workers_share_postgres_without_connection_errors(tmp_path: Path
 
 
 def test_killed_worker_trial_is_retried_from_its_checkpoint(tmp_path: Path, postgres_url: str) -> None:
-    spec = make_study(tmp_path, postgres_url, "kill", budget={"n_trials": 2, "trial_images": 16000,
-                                                              "eval_every_images": 1600})
+    make_study(tmp_path, postgres_url, "kill", budget={"n_trials": 2, "trial_images": 16000, "eval_every_images": 1600})
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     victim = subprocess.Popen([*CLI, "worker", "kill", "--storage", postgres_url], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
