@@ -23,6 +23,7 @@ from typing import Any
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
+from sqlalchemy import event
 
 from search.errors import StudyError
 from search.objective import TrialRunner
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 
 SPEC_ATTR = "spec"  # study user attribute: the study file as a mapping
 ARTIFACTS_ATTR = "artifacts"  # study user attribute: the artifact folder
-STORAGE_SECONDS_ATTR = "storage_seconds"  # trial user attribute: time spent talking to the storage
 
 
 # ---------------------------------------------------------------- study and plan
@@ -124,7 +124,27 @@ class WorkerReport:
     worker: int
     trials: int
     seconds: float
-    storage_seconds: float
+    storage_seconds: float  # time spent executing SQL (all threads of this worker, heartbeats included)
+    statements: int  # SQL statements executed
+
+
+class SqlTimer:
+    """Adds up the time an engine spends executing SQL statements (SQLAlchemy cursor events)."""
+
+    def __init__(self, engine: Any) -> None:
+        self.seconds, self.statements = 0.0, 0
+        self._lock = threading.Lock()
+        event.listen(engine, "before_cursor_execute", self._before)
+        event.listen(engine, "after_cursor_execute", self._after)
+
+    def _before(self, conn: Any, *args: Any) -> None:
+        conn.info.setdefault("gan_search_t0", []).append(time.perf_counter())
+
+    def _after(self, conn: Any, *args: Any) -> None:
+        elapsed = time.perf_counter() - conn.info["gan_search_t0"].pop()
+        with self._lock:
+            self.seconds += elapsed
+            self.statements += 1
 
 
 def work(study_name: str, storage_url: str, *, artifacts: str | None = None, device: str | None = None,
@@ -144,27 +164,26 @@ def work(study_name: str, storage_url: str, *, artifacts: str | None = None, dev
     store = artifact_store(artifacts or study.user_attrs.get(ARTIFACTS_ATTR) or spec.artifacts)
     runner = TrialRunner(spec, store, device)
     log.info("worker %d joined study %s on %s (device %s)", worker, study_name, redact(storage_url), runner.device)
-    done, storage_seconds = 0, 0.0
+    timer = SqlTimer(storage.engine)
+    done = 0
     while timeout is None or time.perf_counter() - start < timeout:
-        t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             fail_stale_trials(study)
         trial = _pop_waiting(study)
-        storage_seconds += time.perf_counter() - t0
         if trial is None:
             if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 time.sleep(min(spec.heartbeat_interval, 5))  # a running trial may still go stale
                 continue
             break
-        storage_seconds += run_trial(study, trial, runner, spec, storage)
+        run_trial(study, trial, runner, spec, storage)
         done += 1
-    return WorkerReport(worker, done, time.perf_counter() - start, storage_seconds)
+    return WorkerReport(worker, done, time.perf_counter() - start, timer.seconds, timer.statements)
 
 
 def run_trial(study: optuna.Study, trial: optuna.Trial, runner: TrialRunner, spec: StudySpec,
-              storage: RDBStorage) -> float:
-    """Run one claimed trial and record its end state; returns seconds spent in the storage at the end."""
+              storage: RDBStorage) -> None:
+    """Run one claimed trial and record its end state."""
     value: float | None = None
     state = TrialState.FAIL
     try:
@@ -184,12 +203,10 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, runner: TrialRunner, spe
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         trial.set_user_attr("fail_reason", reason[:500])
         log.warning("trial %d failed: %s", trial.number, reason)
-    t0 = time.perf_counter()
     if state == TrialState.COMPLETE and value is not None:
         study.tell(trial, value)
     else:
         study.tell(trial, state=state)
-    return time.perf_counter() - t0
 
 
 # ---------------------------------------------------------------- many workers

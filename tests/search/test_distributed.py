@@ -100,3 +100,26 @@ def test_password_is_never_printed() -> None:
 
     result = CliRunner().invoke(app, ["status", "x", "--storage", "postgresql+psycopg://alice:s3cret@127.0.0.1:1/x"])
     assert result.exit_code != 0 and "s3cret" not in result.output
+
+
+def test_ctrl_c_stops_a_worker_cleanly_and_requeues_its_trial(tmp_path: Path, postgres_url: str) -> None:
+    make_study(tmp_path, postgres_url, "sigint", budget={"n_trials": 1, "trial_images": 16000, "eval_every_images": 1600})
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    worker = subprocess.Popen([*CLI, "worker", "sigint", "--storage", postgres_url], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    study = optuna.load_study(study_name="sigint", storage=postgres_url)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        running = study.get_trials(states=(TrialState.RUNNING,))
+        if running and len(running[0].user_attrs.get("loss_history", [])) >= 2:
+            break
+        time.sleep(0.2)
+    worker.send_signal(signal.SIGINT)
+    _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 130 and "error: interrupted" in err
+    trials = study.get_trials()
+    assert trials[0].state == TrialState.FAIL and "interrupted" in trials[0].user_attrs["fail_reason"]
+    assert trials[1].state == TrialState.WAITING and trials[1].system_attrs["failed_trial"] == 0
+    run_workers("sigint", postgres_url, 1)
+    finished = assert_exact(postgres_url, "sigint", 1)
+    assert finished[1].user_attrs["resumed_from_trial"] == 0

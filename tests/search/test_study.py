@@ -8,6 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from click.testing import Result
 from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 from typer.testing import CliRunner
@@ -18,7 +19,7 @@ from tests.search.conftest import small_study, write_study
 from trainer import TrainConfig
 
 
-def run_cli(*args: str) -> CliRunner:
+def run_cli(*args: str) -> Result:
     result = CliRunner().invoke(app, list(args))
     assert result.exit_code == 0, result.output
     return result
@@ -29,7 +30,7 @@ def test_run_status_export_and_train_the_exported_config(tmp_path: Path) -> None
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     result = run_cli("run", str(study_file))
     assert "state counts: COMPLETE=3" in result.output
-    status = json.loads(run_cli("status", "e2e", "--storage", storage, "--json").output)
+    status = json.loads(run_cli("status", "e2e", "--storage", storage, "--json").stdout)
     assert status["states"] == {"COMPLETE": 3} and status["best_value"] is not None
 
     # a plain Optuna session sees the trials, intermediate values, user attributes and artifacts
@@ -141,13 +142,13 @@ def test_export_retrain_and_seed_confirmation(tmp_path: Path) -> None:
     assert yaml.safe_load((out / "config.yaml").read_text())["budget_images"] == 960
     study = optuna.load_study(study_name="confirm", storage=storage)
     assert sum("confirm_of" in t.user_attrs for t in study.trials) == 4  # recorded in the study
-    assert json.loads(result.output.strip().splitlines()[-1])["trial"] == table[0]["trial"]
+    assert json.loads(result.stdout.strip().splitlines()[-1])["trial"] == table[0]["trial"]
 
 
 @pytest.mark.parametrize("workers", [2])
 def test_sqlite_with_several_local_workers(tmp_path: Path, workers: int) -> None:
     study_file = write_study(tmp_path, small_study("sqlite-many", tmp_path, budget={"n_trials": 4}))
     result = run_cli("run", str(study_file), "--workers", str(workers), "--json")
-    summary = json.loads(result.output.strip().splitlines()[-1])
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["states"] == {"COMPLETE": 4}
     assert sum(w["trials"] for w in summary["workers"]) == 4

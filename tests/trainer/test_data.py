@@ -77,3 +77,37 @@ def test_torchvision_layout_with_both_splits_uses_the_official_split(tmp_path: P
     write("t10k-labels-idx1-ubyte", rng.integers(0, 10, (7,)))
     data = load_data(TrainConfig(dataset="mnist", data_root=str(tmp_path)))
     assert len(data.train) == 30 and len(data.holdout) == 7
+
+
+def test_download_path_fetches_made_files_over_http(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torchvision's real download code, pointed at a loopback server holding small files made here."""
+    import hashlib
+    import http.server
+    import threading
+    from functools import partial
+
+    import torchvision.datasets as tvd
+
+    served = tmp_path / "served"
+    served.mkdir()
+    rng = np.random.default_rng(2)
+    resources = []
+    for name, arr in [("train-images-idx3-ubyte", rng.integers(0, 255, (20, 28, 28))),
+                      ("train-labels-idx1-ubyte", rng.integers(0, 10, (20,))),
+                      ("t10k-images-idx3-ubyte", rng.integers(0, 255, (6, 28, 28))),
+                      ("t10k-labels-idx1-ubyte", rng.integers(0, 10, (6,)))]:
+        header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+        blob = gzip.compress(header + arr.astype(np.uint8).tobytes())
+        (served / f"{name}.gz").write_bytes(blob)
+        resources.append((f"{name}.gz", hashlib.md5(blob).hexdigest()))
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(tvd.MNIST, "mirrors", [f"http://127.0.0.1:{server.server_address[1]}/"])
+    monkeypatch.setattr(tvd.MNIST, "resources", resources)
+    try:
+        data = load_data(TrainConfig(dataset="mnist", data_root=str(tmp_path / "root"), download=True))
+    finally:
+        server.shutdown()
+    assert len(data.train) == 20 and len(data.holdout) == 6
+    assert (tmp_path / "root" / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file()
