@@ -123,3 +123,14 @@ def test_ctrl_c_stops_a_worker_cleanly_and_requeues_its_trial(tmp_path: Path, po
     run_workers("sigint", postgres_url, 1)
     finished = assert_exact(postgres_url, "sigint", 1)
     assert finished[1].user_attrs["resumed_from_trial"] == 0
+
+
+def test_placement_splits_cpu_cores_between_workers() -> None:
+    from search.workers import placement
+
+    places = placement(4)
+    assert len(places) == 4
+    if places[0][0] == "cpu":
+        assert {p[1] for p in places} == {max(1, (os.cpu_count() or 1) // 4)}
+    else:  # on a GPU machine: round-robin over the visible devices
+        assert places[0][0] == "cuda:0"

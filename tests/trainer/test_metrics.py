@@ -90,3 +90,21 @@ def test_inception_loads_a_weights_file(tmp_path: Path) -> None:
     assert feats.shape == (2, 2048) and bool(torch.isfinite(feats).all())
     with pytest.raises(ConfigError, match="feature_weights"):
         InceptionFeatures(str(tmp_path / "missing.pth"))
+
+
+def test_cli_evaluate_scores_a_trained_folder(digits: ImageData, tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from search.cli import app
+
+    cfg = TrainConfig(g_width=8, d_width=8, latent_dim=8, budget_images=640, eval_every_images=640,
+                      eval_metric="none", eval_samples=300)
+    train(cfg, data=digits, out_dir=tmp_path)
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(scores) == {"fid", "kid"} and scores["fid"] > 0
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path), "--samples", "50"])
+    assert result.exit_code == 2 and "eval_samples must be > the feature dimension" in result.output
