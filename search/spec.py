@@ -20,6 +20,10 @@ SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc", "grid")
 PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "threshold", "none")
 PARAM_TYPES = ("float", "int", "categorical")
 TOP_KEYS = ("name", "direction", "objective", "train", "space", "sampler", "pruner", "guard", "budget", "storage")
+# Shared by every trial of a worker (data, feature network and real statistics are loaded once), or fixing
+# the points where trials are compared: these TrainConfig fields cannot be searched.
+NOT_SEARCHABLE = ("dataset", "data_root", "download", "image_size", "holdout_fraction", "eval_metric", "eval_samples",
+                  "feature_net", "feature_weights", "device", "budget_images", "eval_every_images")
 DEFAULT_STORAGE = "sqlite:///runs/gan-search.db"
 DEFAULT_ARTIFACTS = "runs/artifacts"
 
@@ -191,6 +195,9 @@ def _param(name: str, raw: Any, err: Any) -> Param:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     if name not in fields:
         raise err(key, f"{name!r} is not a TrainConfig field; allowed: {', '.join(sorted(fields))}.")
+    if name in NOT_SEARCHABLE:
+        allowed = sorted(fields - set(NOT_SEARCHABLE))
+        raise err(key, f"{name!r} is shared by all trials (set it under train:); searchable: {', '.join(allowed)}.")
     if isinstance(raw, list):
         raw = {"type": "categorical", "choices": raw}
     raw = _mapping(raw, key, err)

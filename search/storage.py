@@ -16,6 +16,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import NullPool
 
 from search.errors import StorageError
+from trainer.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def make_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise StorageError(f"storage must be an SQLAlchemy URL such as sqlite:///runs/x.db, but got {url!r}.") from None
+        raise ConfigError(f"storage must be an SQLAlchemy URL such as sqlite:///runs/x.db, but got {url!r}.") from None
     engine: dict[str, Any] = {}
     backend = parsed.get_backend_name()
     if backend == "sqlite":
@@ -59,7 +60,7 @@ def make_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
         engine["poolclass"] = NullPool
         engine["pool_pre_ping"] = True
     else:
-        raise StorageError(f"storage must be a sqlite, postgresql or mysql URL, but got {redact(url)!r}.")
+        raise ConfigError(f"storage must be a sqlite, postgresql or mysql URL, but got {redact(url)!r}.")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

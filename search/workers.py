@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 from sqlalchemy import event
 
 from search.errors import StudyError
-from search.objective import TrialRunner
+from search.objective import CONFIRM_ATTR, TrialRunner
 from search.pruners import build_pruner, build_sampler
 from search.spec import StudySpec
 from search.storage import artifact_store, load_study, make_storage, redact
@@ -67,10 +67,11 @@ def retried_numbers(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
 
 
 def planned_trials(study: optuna.Study) -> int:
-    """Trials that count towards n_trials: all, except failed ones that a retry replaces."""
+    """Trials that count towards n_trials: all, except failed ones that a retry replaces and seed confirmations."""
     trials = study.get_trials(deepcopy=False)
     retried = retried_numbers(trials)
-    return sum(1 for t in trials if not (t.state == TrialState.FAIL and t.number in retried))
+    return sum(1 for t in trials
+               if not (t.state == TrialState.FAIL and t.number in retried) and CONFIRM_ATTR not in t.user_attrs)
 
 
 def plan(study: optuna.Study, n_trials: int) -> int:

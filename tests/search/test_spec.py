@@ -33,6 +33,7 @@ def test_shipped_study_files_are_valid(path: Path) -> None:
         ({"train": {"lr_g": "fast"}}, "lr_g must be a float"),
         ({"sampler": {"name": "grid"}}, "grid needs every space entry to be categorical"),
         ({"extra": 1}, "extra: unknown key"),
+        ({"space": {"image_size": [8, 16]}}, "space.image_size: 'image_size' is shared by all trials"),
     ],
 )
 def test_invalid_study_files_name_the_key(tmp_path: Path, override: dict[str, object], message: str) -> None:
@@ -57,3 +58,9 @@ def test_storage_env_variable_overrides_the_file(tmp_path: Path, monkeypatch: py
     monkeypatch.setenv("GAN_SEARCH_STORAGE", "postgresql+psycopg://u:secret@127.0.0.1/db")
     spec = StudySpec.from_file(write_study(tmp_path, small_study("env", tmp_path)))
     assert spec.storage.startswith("postgresql")
+
+
+def test_bad_storage_url_exits_2(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["status", "x", "--storage", "mongodb://u:pw@host/db"])
+    assert result.exit_code == 2 and "storage must be a sqlite, postgresql or mysql URL" in result.output
+    assert "pw" not in result.output
