@@ -3,7 +3,7 @@
 Feature networks:
   * ``domain``: a small CNN classifier trained by the project on the dataset's training split
     (deterministic from a seed), cached on disk under a key of dataset fingerprint + version + seed.
-  * ``inception``: torchvision's Inception-v3 pool features (2048-d), from a weights file or a download.
+  * ``inception``: the FID literature's Inception-v3 pool3 features (2048-d), from a weights file or a download.
 Real statistics are cached on disk keyed by dataset fingerprint, split, feature network and count.
 The distances come from torchmetrics (``_compute_fid``, ``poly_mmd``).
 """
@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,32 +120,35 @@ def domain_net(data: ImageData, seed: int = DOMAIN_SEED, cache: Path | None = No
 
 
 class InceptionFeatures(nn.Module):
-    """torchvision Inception-v3 pool features (2048-d) of images in [-1, 1], any size and 1 or 3 channels."""
+    """Inception-v3 pool3 features (2048-d) as in the FID literature (torch-fidelity's port of the TF graph).
+
+    ``weights``: a file of the pt_inception-2015-12-05 weights (read with ``weights_only=True``); None downloads it.
+    """
 
     def __init__(self, weights: str | None = None) -> None:
         super().__init__()
-        from torchvision.models import Inception_V3_Weights, inception_v3
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-        if weights is None:  # needs internet once; torchvision caches the file
-            net = inception_v3(weights=Inception_V3_Weights.IMAGENET1K_V1)
-        else:
-            if not Path(weights).is_file():
-                raise ConfigError(f"feature_weights must be an Inception-v3 weights file, but {weights!r} does not exist.")
-            net = inception_v3(weights=None, aux_logits=True, init_weights=False)
-            net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        net.fc = nn.Identity()  # type: ignore[assignment]
-        net.aux_logits, net.AuxLogits = False, None
-        self.net = net.eval()
-        self.mean: torch.Tensor
-        self.std: torch.Tensor
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+        if weights is None:  # needs internet once; torch-fidelity caches the file
+            self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+            return
+        if not Path(weights).is_file():
+            raise ConfigError(f"feature_weights must be an Inception-v3 FID weights file, but {weights!r} does not exist.")
+        state = torch.load(weights, map_location="cpu", weights_only=True)  # never unpickles objects
+        with tempfile.TemporaryDirectory() as tmp:  # torch-fidelity reads a path; give it plain tensors only
+            safe = Path(tmp) / "inception.pth"
+            torch.save(state, safe)
+            try:
+                self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
+                                                       feature_extractor_weights_path=str(safe))
+            except RuntimeError as exc:
+                raise ConfigError(f"feature_weights {weights!r} does not have the Inception-v3 FID layout "
+                                  f"({str(exc).splitlines()[0]}).") from None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x                 # (B, 3, H, W)
-        x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)  # (B, 3, 299, 299)
-        x = ((x + 1) / 2 - self.mean) / self.std
-        return self.net(x)                                                     # (B, 2048)
+        x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x             # (B, 3, H, W) in [-1, 1]
+        x = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)       # the extractor resizes to 299 itself
+        return self.net(x)[0]                                              # (B, 2048)
 
 
 # ---------------------------------------------------------------- features -> statistics -> distance
@@ -209,7 +213,7 @@ def feature_network(cfg: TrainConfig, data: ImageData, device: torch.device | st
     """The feature network of ``cfg`` and a key naming exactly what produced its features."""
     if cfg.feature_net == "inception":
         key = "inception-" + (hashlib.sha256(Path(cfg.feature_weights).read_bytes()).hexdigest()[:12]
-                              if cfg.feature_weights else "torchvision-imagenet1k-v1")
+                              if cfg.feature_weights else "pt_inception-2015-12-05")
         return InceptionFeatures(cfg.feature_weights).to(device), key
     net, _ = domain_net(data, cache=cache)
     return net.to(device), f"domain-{data.fingerprint}-v{DOMAIN_VERSION}-s{DOMAIN_SEED}"

@@ -83,13 +83,17 @@ def test_too_few_samples_for_the_feature_dimension(digits: ImageData) -> None:
 def test_inception_loads_a_weights_file(tmp_path: Path) -> None:
     from torchvision.models import inception_v3
 
-    torch.manual_seed(0)
-    torch.save(inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict(), tmp_path / "w.pth")
+    torch.manual_seed(0)  # the FID Inception layout (1008 classes, no aux head), random values
+    layout = inception_v3(weights=None, aux_logits=False, init_weights=False, num_classes=1008).state_dict()
+    torch.save(layout, tmp_path / "w.pth")
     net = InceptionFeatures(str(tmp_path / "w.pth"))
     feats = features(net, iter([torch.rand(2, 1, 28, 28) * 2 - 1]))
     assert feats.shape == (2, 2048) and bool(torch.isfinite(feats).all())
     with pytest.raises(ConfigError, match="feature_weights"):
         InceptionFeatures(str(tmp_path / "missing.pth"))
+    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
+    with pytest.raises(ConfigError, match="does not have the Inception-v3 FID layout"):
+        InceptionFeatures(str(tmp_path / "other.pth"))
 
 
 def test_cli_evaluate_scores_a_trained_folder(digits: ImageData, tmp_path: Path) -> None:
