@@ -11,7 +11,7 @@ from trainer import TrainConfig, build_discriminator, build_generator
 def test_dcgan_shapes(size: int, channels: int) -> None:
     cfg = TrainConfig(arch="dcgan", g_width=8, d_width=8, latent_dim=16, spectral_norm=True)
     gen, disc = build_generator(cfg, (channels, size, size)), build_discriminator(cfg, (channels, size, size))
-    images = gen(torch.randn(3, 16))
+    images = gen(torch.randn(3, 16)).detach()
     assert images.shape == (3, channels, size, size)
     assert float(images.abs().max()) <= 1.0
     assert disc(images).shape == (3,)
