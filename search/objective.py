@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import shutil
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import optuna
 import torch
-from optuna.artifacts import download_artifact, upload_artifact
+from optuna.artifacts import upload_artifact
+from optuna.artifacts.exceptions import ArtifactNotFound
 
 from search.pruners import LOSSES_ATTR, guard_reason
 from search.spec import StudySpec
@@ -24,6 +27,7 @@ log = logging.getLogger(__name__)
 
 CONFIRM_ATTR = "confirm_of"  # user attribute of a seed-confirmation trial: the trial number it re-runs
 SEED_ATTR = "seed_override"
+CHECKPOINT_ATTR = "checkpoint_artifact"  # id (in the artifact store) of the running trial's last whole checkpoint
 
 
 def suggest_config(trial: optuna.Trial, spec: StudySpec) -> TrainConfig:
@@ -68,7 +72,10 @@ class TrialRunner:
         trial.set_user_attr("device", str(self.device))
         workdir = Path(tempfile.mkdtemp(prefix=f"trial-{trial.number}-"))
         frozen = trial.study.get_trials(deepcopy=False)[trial.number]
+        inherited = trial.user_attrs.get("checkpoint_slots", [])  # a retry's copy of the dead trial's slots
         resume = self._checkpoint_of_failed_trial(trial, frozen.system_attrs.get("failed_trial"), workdir)
+        slots = [f"checkpoint-{uuid.uuid4().hex}" for _ in range(2)]  # written in turn: one is always whole
+        trial.set_user_attr("checkpoint_slots", slots)
         reported = set(frozen.intermediate_values)  # a retry inherits the intermediate values of the dead trial
         losses: list[dict[str, float]] = list(trial.user_attrs.get(LOSSES_ATTR, []))
         state: dict[str, Any] = {"best": math.inf if self.spec.direction == "minimize" else -math.inf, "last": None}
@@ -83,7 +90,10 @@ class TrialRunner:
             trial.set_user_attr(LOSSES_ATTR, losses)
             trial.set_user_attr("images_seen", event.images_seen)
             if event.checkpoint is not None and not event.final:  # what a retry resumes from
-                trial.set_user_attr("checkpoint_artifact", self._upload(trial, event.checkpoint))
+                slot = slots[event.eval_index % 2]
+                with open(event.checkpoint, "rb") as fh:
+                    self.store.write(slot, fh)
+                trial.set_user_attr(CHECKPOINT_ATTR, slot)
             if event.mark not in reported:
                 trial.report(value, event.mark)
                 reported.add(event.mark)
@@ -94,6 +104,7 @@ class TrialRunner:
                 self._finish(trial, event.sample, cfg, workdir, start, event.images_seen, state)
                 raise optuna.TrialPruned(reason)
 
+        keep_checkpoint = False  # Ctrl-C re-enqueues the trial: its retry resumes from the checkpoint
         try:
             result = train(cfg, data=self.data, out_dir=workdir, callback=on_eval, evaluator=self.evaluator,
                            resume_from=resume)
@@ -104,8 +115,15 @@ class TrialRunner:
             reason = f"guard: non-finite loss at step {exc.step} ({exc.losses})"
             trial.set_user_attr("prune_reason", reason)
             raise optuna.TrialPruned(reason) from None
+        except KeyboardInterrupt:
+            keep_checkpoint = True
+            raise
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+            for artifact_id in (*slots, *inherited):  # a finished trial is never resumed (a killed one never gets here)
+                if not keep_checkpoint:
+                    with contextlib.suppress(ArtifactNotFound):
+                        self.store.remove(artifact_id)
 
     # ------------------------------------------------------------ helpers
     def _upload(self, trial: optuna.Trial, path: Path) -> str:
@@ -133,11 +151,16 @@ class TrialRunner:
         if number is None:
             return None
         failed = trial.study.get_trials(deepcopy=False)[number]
-        artifact = failed.user_attrs.get("checkpoint_artifact")
+        artifact = failed.user_attrs.get(CHECKPOINT_ATTR)
         if artifact is None:
             return None
         path = workdir / CHECKPOINT_FILE
-        download_artifact(artifact_store=self.store, file_path=str(path), artifact_id=artifact)
+        try:
+            with self.store.open_reader(artifact) as src, open(path, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        except ArtifactNotFound:
+            log.warning("trial %d: the checkpoint of trial %d is gone; training from the start", trial.number, number)
+            return None
         trial.set_user_attr("resumed_from_trial", number)
         log.info("trial %d resumes trial %d from its checkpoint", trial.number, number)
         return path

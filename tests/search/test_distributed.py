@@ -83,6 +83,7 @@ def test_killed_worker_trial_is_retried_from_its_checkpoint(tmp_path: Path, post
     assert marks[: len(marks_before)] == marks_before  # inherited, then continued
     assert marks == list(range(1600, 16001, 1600))  # the images-seen counter did not restart from zero
     assert sorted(retry.intermediate_values) == marks
+    assert not list((tmp_path / "artifacts").glob("checkpoint-*"))  # resume checkpoints are removed when done
 
 
 def test_dask_backend_on_a_local_cluster(tmp_path: Path, postgres_url: str) -> None:
