@@ -94,27 +94,9 @@ def evaluate(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Score a trained generator folder with FID and KID against the held-out split."""
-    from trainer import TrainConfig, load_data, load_generator, resolve_device
-    from trainer.io import CONFIG_FILE
-    from trainer.metrics import make_evaluator
+    from trainer import evaluate as score
 
-    if metric not in (None, "fid", "kid"):
-        raise ConfigError(f"--metric must be fid or kid, but got {metric!r}.")
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise ConfigError(f"{run_dir} must hold {CONFIG_FILE} and the generator (a `gan-search train` output).")
-    cfg = TrainConfig.from_file(run_dir / CONFIG_FILE, [f"data_root={data_root}"] if data_root else [])
-    changes: dict[str, Any] = {}
-    if samples is not None:
-        changes["eval_samples"] = samples
-    cfg = cfg.replace(**changes)
-    device = resolve_device(cfg.device)
-    gen = load_generator(run_dir, device)
-    data = load_data(cfg, device)
-    result: dict[str, float] = {}
-    for name in [metric] if metric else ["fid", "kid"]:
-        evaluator = make_evaluator(cfg.replace(eval_metric=name), data, device)
-        assert evaluator is not None
-        result.update(evaluator(gen.sample))
+    result = score(run_dir, metrics=(metric,) if metric else ("fid", "kid"), samples=samples, data_root=data_root)
     if json_out:
         typer.echo(json.dumps(result))
     else:

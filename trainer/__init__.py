@@ -5,10 +5,12 @@ from trainer.data import ImageData, load_data
 from trainer.errors import ConfigError, DataError, Diverged, GanSearchError
 from trainer.io import load_generator, save_generator, save_grid
 from trainer.loop import EvalEvent, TrainResult, resolve_device, train
+from trainer.metrics import evaluate, make_evaluator
 from trainer.models import Generator, build_discriminator, build_generator
 
 __all__ = [
     "ConfigError", "DataError", "Diverged", "EvalEvent", "GanSearchError", "Generator", "ImageData",
-    "TrainConfig", "TrainResult", "build_discriminator", "build_generator", "load_data", "load_generator",
-    "parse_overrides", "resolve_device", "save_generator", "save_grid", "train",
+    "TrainConfig", "TrainResult", "build_discriminator", "build_generator", "evaluate", "load_data",
+    "load_generator", "make_evaluator", "parse_overrides", "resolve_device", "save_generator", "save_grid",
+    "train",
 ]

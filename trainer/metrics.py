@@ -233,6 +233,15 @@ def real_features(net: nn.Module, net_key: str, data: ImageData, n: int, cache: 
     return feats
 
 
+def _check_samples(cfg: TrainConfig, real: torch.Tensor) -> None:
+    dim = real.shape[1]
+    if min(cfg.eval_samples, len(real)) <= dim:
+        raise ConfigError(
+            f"eval_samples must be > the feature dimension {dim} for FID (and the held-out split has {len(real)} "
+            f"images), but got eval_samples={cfg.eval_samples}."
+        )
+
+
 def make_evaluator(cfg: TrainConfig, data: ImageData, device: torch.device | str = "cpu",
                    cache: Path | None = None) -> Evaluator | None:
     """Build the evaluator of ``cfg`` (None when eval_metric is 'none')."""
@@ -240,10 +249,39 @@ def make_evaluator(cfg: TrainConfig, data: ImageData, device: torch.device | str
         return None
     net, key = feature_network(cfg, data, device, cache)
     real = real_features(net, key, data, cfg.eval_samples, cache)
-    dim = real.shape[1]
-    if cfg.eval_metric == "fid" and min(cfg.eval_samples, len(real)) <= dim:
-        raise ConfigError(
-            f"eval_samples must be > the feature dimension {dim} for FID (and the held-out split has {len(real)} "
-            f"images), but got eval_samples={cfg.eval_samples}."
-        )
+    if cfg.eval_metric == "fid":
+        _check_samples(cfg, real)
     return Evaluator(net, key, real, statistics(real), cfg.eval_samples, cfg.eval_metric)
+
+
+def evaluate(run_dir: str | os.PathLike[str], *, metrics: tuple[str, ...] = ("fid", "kid"), samples: int | None = None,
+             data_root: str | None = None, device: str | None = None) -> dict[str, float]:
+    """FID and/or KID of the generator saved in ``run_dir`` against its dataset's held-out split (one pass)."""
+    from trainer.data import load_data
+    from trainer.io import CONFIG_FILE, load_generator
+    from trainer.loop import resolve_device
+
+    for name in metrics:
+        if name not in ("fid", "kid"):
+            raise ConfigError(f"metric must be fid or kid, but got {name!r}.")
+    folder = Path(run_dir)
+    if not (folder / CONFIG_FILE).is_file():
+        raise ConfigError(f"{folder} must hold {CONFIG_FILE} and the generator (a `gan-search train` output).")
+    overrides = [f"data_root={data_root}"] if data_root else []
+    overrides += [f"eval_samples={samples}"] if samples is not None else []
+    overrides += [f"device={device}"] if device else []
+    cfg = TrainConfig.from_file(folder / CONFIG_FILE, overrides)
+    dev = resolve_device(cfg.device)
+    data = load_data(cfg, dev)
+    gen = load_generator(folder, dev)
+    net, key = feature_network(cfg, data, dev)
+    real = real_features(net, key, data, cfg.eval_samples)
+    if "fid" in metrics:
+        _check_samples(cfg, real)
+    fake = features(net, sampled(gen.sample, cfg.eval_samples))
+    out: dict[str, float] = {}
+    if "fid" in metrics:
+        out["fid"] = frechet_distance(statistics(real), statistics(fake))
+    if "kid" in metrics:
+        out["kid"] = kernel_distance(real, fake)
+    return out
