@@ -8,6 +8,7 @@ re-enqueued by Optuna's ``RetryFailedTrialCallback``; the retry resumes from its
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import signal
@@ -24,6 +25,7 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 from sqlalchemy import event
+from sqlalchemy.engine import make_url
 
 from search.errors import StudyError
 from search.objective import CONFIRM_ATTR, TrialRunner
@@ -108,15 +110,34 @@ def _heartbeat(storage: RDBStorage, trial_id: int) -> Iterator[None]:
         yield
 
 
-def _pop_waiting(study: optuna.Study) -> optuna.Trial | None:
+@contextmanager
+def _claim_lock(storage_url: str) -> Iterator[None]:
+    """SQLite ignores SELECT ... FOR UPDATE, so local workers on one SQLite file claim trials under a file lock.
+
+    PostgreSQL and MySQL lock the trial row instead (Optuna's ``set_trial_state_values``).
+    """
+    url = make_url(storage_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        yield
+        return
+    with open(f"{url.database}.claim-lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _pop_waiting(study: optuna.Study, storage_url: str) -> optuna.Trial | None:
     """Atomically claim a WAITING trial (never creates one)."""
     storage = study._storage  # noqa: SLF001 - the study's own storage object
-    for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        try:
-            if storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
-                return optuna.Trial(study, frozen._trial_id)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
+    with _claim_lock(storage_url):
+        for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            try:
+                if storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
+                    return optuna.Trial(study, frozen._trial_id)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
     return None
 
 
@@ -171,7 +192,7 @@ def work(study_name: str, storage_url: str, *, artifacts: str | None = None, dev
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             fail_stale_trials(study)
-        trial = _pop_waiting(study)
+        trial = _pop_waiting(study, storage_url)
         if trial is None:
             if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 time.sleep(min(spec.heartbeat_interval, 5))  # a running trial may still go stale
@@ -194,6 +215,9 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, runner: TrialRunner, spe
     except optuna.TrialPruned as exc:
         state = TrialState.PRUNED
         log.info("trial %d pruned: %s", trial.number, exc)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        _finished_elsewhere(trial)
+        return
     except KeyboardInterrupt:
         trial.set_user_attr("fail_reason", "interrupted (Ctrl-C); re-enqueued")
         frozen = study.tell(trial, state=TrialState.FAIL)
@@ -204,10 +228,19 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, runner: TrialRunner, spe
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         trial.set_user_attr("fail_reason", reason[:500])
         log.warning("trial %d failed: %s", trial.number, reason)
-    if state == TrialState.COMPLETE and value is not None:
-        study.tell(trial, value)
-    else:
-        study.tell(trial, state=state)
+    try:
+        if state == TrialState.COMPLETE and value is not None:
+            study.tell(trial, value)
+        else:
+            study.tell(trial, state=state)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        _finished_elsewhere(trial)
+
+
+def _finished_elsewhere(trial: optuna.Trial) -> None:
+    """Another worker failed this trial as stale (no heartbeat within the grace period) and re-enqueued it."""
+    log.warning("trial %d was failed as stale by another worker while it ran here (a heartbeat was late); "
+                "its retry counts instead of it", trial.number)
 
 
 # ---------------------------------------------------------------- many workers

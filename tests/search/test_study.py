@@ -145,10 +145,10 @@ def test_export_retrain_and_seed_confirmation(tmp_path: Path) -> None:
     assert json.loads(result.stdout.strip().splitlines()[-1])["trial"] == table[0]["trial"]
 
 
-@pytest.mark.parametrize("workers", [2])
+@pytest.mark.parametrize("workers", [3])
 def test_sqlite_with_several_local_workers(tmp_path: Path, workers: int) -> None:
-    study_file = write_study(tmp_path, small_study("sqlite-many", tmp_path, budget={"n_trials": 4}))
+    study_file = write_study(tmp_path, small_study("sqlite-many", tmp_path, budget={"n_trials": 9}))
     result = run_cli("run", str(study_file), "--workers", str(workers), "--json")
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary["states"] == {"COMPLETE": 4}
-    assert sum(w["trials"] for w in summary["workers"]) == 4
+    assert summary["states"] == {"COMPLETE": 9}
+    assert sum(w["trials"] for w in summary["workers"]) == 9  # each trial claimed by exactly one worker
