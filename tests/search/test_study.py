@@ -152,3 +152,33 @@ def test_sqlite_with_several_local_workers(tmp_path: Path, workers: int) -> None
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["states"] == {"COMPLETE": 9}
     assert sum(w["trials"] for w in summary["workers"]) == 9  # each trial claimed by exactly one worker
+
+
+def _claim_all(url: str) -> list[int]:
+    from search.storage import make_storage
+    from search.workers import _pop_waiting
+
+    study = optuna.load_study(study_name="claims", storage=make_storage(url))
+    claimed = []
+    while (trial := _pop_waiting(study, url)) is not None:
+        claimed.append(trial.number)
+    return claimed
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgres", "mariadb"])
+def test_concurrent_claims_never_take_a_trial_twice(tmp_path: Path, db: str, request: pytest.FixtureRequest) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from search.storage import make_storage
+
+    url = {"sqlite": lambda: f"sqlite:///{tmp_path / 'claims.db'}", "postgres": lambda: request.getfixturevalue("postgres_url"),
+           "mariadb": lambda: request.getfixturevalue("mysql_url")}[db]()
+
+    study = optuna.create_study(study_name="claims", storage=make_storage(url))
+    for _ in range(120):
+        study.enqueue_trial({})
+    with ProcessPoolExecutor(4, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = list(pool.map(_claim_all, [url] * 4))
+    claimed = [n for r in results for n in r]
+    assert sorted(claimed) == list(range(120))  # every trial claimed exactly once
