@@ -42,13 +42,13 @@ def best_trial(study: optuna.Study) -> FrozenTrial:
 def enqueue_confirmations(study: optuna.Study, top_k: int, seeds: int, base_seed: int = 10_000) -> list[int]:
     """Enqueue ``seeds`` fresh-seed re-runs of each of the ``top_k`` best configs (skipping ones already there)."""
     existing = {(t.user_attrs.get(CONFIRM_ATTR), t.user_attrs.get(SEED_ATTR)) for t in study.get_trials(deepcopy=False)}
-    origins = [t.number for t in ranked(study)[:top_k]]
-    for trial in ranked(study)[:top_k]:
+    top = ranked(study)[:top_k]
+    for trial in top:
         for s in range(seeds):
             seed = base_seed + s
             if (trial.number, seed) not in existing:
                 study.enqueue_trial(trial.params, user_attrs={CONFIRM_ATTR: trial.number, SEED_ATTR: seed})
-    return origins
+    return [t.number for t in top]
 
 
 def confirmation_table(study: optuna.Study, origins: list[int]) -> list[dict[str, Any]]:

@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
 from optuna.artifacts import upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 
 from search.pruners import LOSSES_ATTR, guard_reason
 from search.spec import StudySpec
-from trainer import Diverged, EvalEvent, TrainConfig, load_data, train
+from trainer import Diverged, EvalEvent, TrainConfig, load_data, resolve_device, train
 from trainer.io import CHECKPOINT_FILE, GENERATOR_FILE, SAMPLES_FILE, save_generator, save_grid
 from trainer.metrics import make_evaluator
 
@@ -58,8 +57,7 @@ class TrialRunner:
         self.spec = spec
         self.store = artifact_store
         base = spec.train if device is None else spec.train.replace(device=device)
-        self.device = torch.device("cuda" if base.device == "auto" and torch.cuda.is_available()
-                                   else ("cpu" if base.device == "auto" else base.device))
+        self.device = resolve_device(base.device)
         self.data = load_data(base, self.device)
         self.evaluator = make_evaluator(base, self.data, self.device) if spec.objective != "g_loss" else None
 

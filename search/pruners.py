@@ -43,11 +43,8 @@ class LossGuardPruner(BasePruner):
         self.guard = guard
         self.wrapped = wrapped
 
-    def reason(self, trial: FrozenTrial) -> str | None:
-        return guard_reason(trial.user_attrs.get(LOSSES_ATTR, []), self.guard)
-
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        if self.reason(trial) is not None:
+        if guard_reason(trial.user_attrs.get(LOSSES_ATTR, []), self.guard) is not None:
             return True
         return self.wrapped.prune(study, trial) if self.wrapped is not None else False
 

@@ -144,8 +144,14 @@ class StudySpec:
                 raise err("args", "must be a mapping of keyword arguments.")
 
         guard_raw = _mapping(raw.get("guard", {}), "guard", err)
-        guard_fields = {f.name: f.type for f in dataclasses.fields(Guard)}
-        _only(guard_raw, tuple(guard_fields), "guard", err)
+        _only(guard_raw, tuple(f.name for f in dataclasses.fields(Guard)), "guard", err)
+        for key, value in guard_raw.items():
+            if key == "enabled" and not isinstance(value, bool):
+                raise err("guard.enabled", f"must be true or false, but got {value!r}.")
+            if key.endswith("_evals") and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise err(f"guard.{key}", f"must be an int >= 0, but got {value!r}.")
+            if key in ("max_loss", "collapse_loss") and (not isinstance(value, (int, float)) or value < 0):
+                raise err(f"guard.{key}", f"must be a number >= 0, but got {value!r}.")
         guard = Guard(**guard_raw)
 
         storage_raw = _mapping(raw.get("storage", {}), "storage", err)

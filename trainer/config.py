@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -168,7 +169,7 @@ def _describe(hint: Any) -> str:
     origin = get_origin(hint)
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in get_args(hint))
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         return " or ".join(_describe(a) for a in get_args(hint))
     if hint is type(None):
         return "null"

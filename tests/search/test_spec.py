@@ -33,6 +33,7 @@ def test_shipped_study_files_are_valid(path: Path) -> None:
         ({"train": {"lr_g": "fast"}}, "lr_g must be a float"),
         ({"sampler": {"name": "grid"}}, "grid needs every space entry to be categorical"),
         ({"extra": 1}, "extra: unknown key"),
+        ({"guard": {"grow_evals": "three"}}, "guard.grow_evals: must be an int >= 0"),
         ({"space": {"image_size": [8, 16]}}, "space.image_size: 'image_size' is shared by all trials"),
     ],
 )
