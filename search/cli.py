@@ -134,6 +134,27 @@ def _summary_table(study: Any) -> str:
     return "\n".join(lines)
 
 
+def _create_and_plan(study_file: Path, storage: str | None, artifacts: str | None, n_trials: int | None,
+                     data_root: str | None, timeout: float | None = None) -> tuple[Any, Any, int]:
+    """Validate the study file (before anything is created), create or load the study, enqueue missing trials."""
+    from search.spec import StudySpec
+    from search.storage import redact
+    from search.workers import create_or_load_study, plan
+
+    if n_trials is not None and n_trials < 1:
+        raise ConfigError(f"--n-trials must be >= 1, but got {n_trials}.")
+    spec = StudySpec.from_file(study_file)
+    if data_root:
+        raw = dict(spec.raw)
+        raw["train"] = {**raw.get("train", {}), "data_root": data_root}
+        spec = StudySpec.from_dict(raw, source=str(study_file))
+    spec = spec.with_overrides(storage=storage, artifacts=artifacts, n_trials=n_trials, timeout=timeout)
+    study = create_or_load_study(spec)
+    added = plan(study, spec.n_trials)
+    log.info("study %s on %s: %d trials planned (%d added now)", spec.name, redact(spec.storage), spec.n_trials, added)
+    return spec, study, added
+
+
 @app.command()
 @known_errors
 def run(
@@ -152,42 +173,29 @@ def run(
     """Create or resume a study and run its trials; ends with a summary table."""
     import time
 
-    from search.spec import StudySpec
-    from search.storage import redact
-    from search.workers import create_or_load_study, plan, run_workers, trials_summary
+    from search.workers import run_workers, trials_summary
 
     if backend not in ("local", "dask"):
         raise ConfigError(f"--backend must be local or dask, but got {backend!r}.")
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, but got {workers}.")
-    if n_trials is not None and n_trials < 1:
-        raise ConfigError(f"--n-trials must be >= 1, but got {n_trials}.")
-    spec = StudySpec.from_file(study_file)
-    if data_root:
-        raw = dict(spec.raw)
-        raw["train"] = {**raw.get("train", {}), "data_root": data_root}
-        spec = StudySpec.from_dict(raw, source=str(study_file))
-    spec = spec.with_overrides(storage=storage, artifacts=artifacts, n_trials=n_trials, timeout=timeout)
+    spec, study, _ = _create_and_plan(study_file, storage, artifacts, n_trials, data_root, timeout)
     if spec.storage.startswith("sqlite") and workers > 1 and backend == "local":
-        log.info("SQLite with %d local workers: WAL mode and long lock timeouts are on; for many workers "
-                 "use PostgreSQL or MySQL", workers)
-    study = create_or_load_study(spec)
-    added = plan(study, spec.n_trials)
-    log.info("study %s on %s: %d trials planned (%d added now)", spec.name, redact(spec.storage), spec.n_trials, added)
+        log.info("SQLite with %d local workers: WAL mode, long lock timeouts and a claim lock are on; for many "
+                 "workers use PostgreSQL or MySQL", workers)
     start = time.perf_counter()
     reports = run_workers(spec.name, spec.storage, workers, artifacts=spec.artifacts, timeout=spec.timeout,
                           backend=backend, scheduler=scheduler)
     wall = time.perf_counter() - start
     if export_to is not None:
         _export_study(study, spec, export_to)
+    best = _best_or_none(study)
     if json_out:
-        best = _best_or_none(study)
         typer.echo(json.dumps({"study": spec.name, "wall_seconds": round(wall, 1), "states": trials_summary(study),
                                "best_value": best.value if best else None, "best_params": best.params if best else None,
                                "workers": [r.__dict__ for r in reports]}))
     else:
         typer.echo(_summary_table(study))
-        best = _best_or_none(study)
         if best is not None:
             typer.echo(f"best: trial {best.number} value {best.value:.4g} params {best.params}")
         typer.echo(f"wall time {wall:.1f} s")
@@ -200,17 +208,12 @@ def create(
     storage: StorageOpt = None,
     artifacts: Annotated[str | None, typer.Option(help="Artifact folder (default: the study file's).")] = None,
     n_trials: Annotated[int | None, typer.Option("--n-trials", help="Study-wide total of trials.")] = None,
+    data_root: Annotated[str | None, typer.Option("--data-root", help="Dataset folder (overrides train.data_root).")] = None,
 ) -> None:
     """Create (or update) a study and plan its trials without running any: workers then join it by name."""
-    from search.spec import StudySpec
     from search.storage import redact
-    from search.workers import create_or_load_study, plan
 
-    if n_trials is not None and n_trials < 1:
-        raise ConfigError(f"--n-trials must be >= 1, but got {n_trials}.")
-    spec = StudySpec.from_file(study_file).with_overrides(storage=storage, artifacts=artifacts, n_trials=n_trials)
-    study = create_or_load_study(spec)
-    added = plan(study, spec.n_trials)
+    spec, _, added = _create_and_plan(study_file, storage, artifacts, n_trials, data_root)
     typer.echo(json.dumps({"study": spec.name, "storage": redact(spec.storage), "n_trials": spec.n_trials,
                            "added": added}))
 
