@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from search import attrs
 from trainer.errors import ConfigError, DataError, Diverged, GanSearchError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -119,18 +120,18 @@ def _storage_url(url: str | None) -> str:
 def _summary_table(study: Any) -> str:
     from optuna.trial import TrialState
 
-    from search.workers import trials_summary
+    from search.workers import describe_progress, progress
 
-    lines = ["state counts: " + ", ".join(f"{k}={v}" for k, v in sorted(trials_summary(study).items()))]
+    lines = [describe_progress(progress(study))]
     lines.append(f"{'#':>4} {'state':<9} {'value':>10} {'images':>8} {'img/s':>8}  params / reason")
     for t in study.get_trials(deepcopy=False):
         value = f"{t.value:.4g}" if t.value is not None else "-"
         if t.state != TrialState.COMPLETE and t.intermediate_values:
             value = f"({list(t.intermediate_values.values())[-1]:.4g})"
-        why = t.user_attrs.get("prune_reason") or t.user_attrs.get("fail_reason") or ""
+        why = t.user_attrs.get(attrs.PRUNE_REASON) or t.user_attrs.get(attrs.FAIL_REASON) or ""
         params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
-        lines.append(f"{t.number:>4} {t.state.name:<9} {value:>10} {t.user_attrs.get('images_seen', 0):>8} "
-                     f"{t.user_attrs.get('images_per_s', 0):>8}  {params}{'  <- ' + why if why else ''}")
+        lines.append(f"{t.number:>4} {t.state.name:<9} {value:>10} {t.user_attrs.get(attrs.IMAGES_SEEN, 0):>8} "
+                     f"{t.user_attrs.get(attrs.IMAGES_PER_S, 0):>8}  {params}{'  <- ' + why if why else ''}")
     return "\n".join(lines)
 
 
@@ -150,8 +151,9 @@ def _create_and_plan(study_file: Path, storage: str | None, artifacts: str | Non
         spec = StudySpec.from_dict(raw, source=str(study_file))
     spec = spec.with_overrides(storage=storage, artifacts=artifacts, n_trials=n_trials, timeout=timeout)
     study = create_or_load_study(spec)
-    added = plan(study, spec.n_trials)
-    log.info("study %s on %s: %d trials planned (%d added now)", spec.name, redact(spec.storage), spec.n_trials, added)
+    added = plan(study, spec.n_trials, spec.warm_start)
+    log.info("study %s on %s: %d trials planned (%d warm starts enqueued now)", spec.name, redact(spec.storage),
+             spec.n_trials, added)
     return spec, study, added
 
 
@@ -173,7 +175,7 @@ def run(
     """Create or resume a study and run its trials; ends with a summary table."""
     import time
 
-    from search.workers import run_workers, trials_summary
+    from search.workers import progress, run_workers, trials_summary
 
     if backend not in ("local", "dask"):
         raise ConfigError(f"--backend must be local or dask, but got {backend!r}.")
@@ -192,6 +194,7 @@ def run(
     best = _best_or_none(study)
     if json_out:
         typer.echo(json.dumps({"study": spec.name, "wall_seconds": round(wall, 1), "states": trials_summary(study),
+                               "progress": progress(study),
                                "best_value": best.value if best else None, "best_params": best.params if best else None,
                                "workers": [r.__dict__ for r in reports]}))
     else:
@@ -250,14 +253,15 @@ def status(
 ) -> None:
     """Trials by state, pruned trials with reasons, best value and params."""
     from search.storage import load_study, make_storage
-    from search.workers import trials_summary
+    from search.workers import progress, trials_summary
 
     study = load_study(study_name, make_storage(_storage_url(storage)))
     best = _best_or_none(study)
     if json_out:
-        pruned = {t.number: t.user_attrs.get("prune_reason") for t in study.get_trials(deepcopy=False)
+        pruned = {t.number: t.user_attrs.get(attrs.PRUNE_REASON) for t in study.get_trials(deepcopy=False)
                   if t.state.name == "PRUNED"}
-        typer.echo(json.dumps({"study": study_name, "states": trials_summary(study), "pruned": pruned,
+        typer.echo(json.dumps({"study": study_name, "states": trials_summary(study), "progress": progress(study),
+                               "pruned": pruned,
                                "best_trial": best.number if best else None, "best_value": best.value if best else None,
                                "best_params": best.params if best else None}))
         return
@@ -270,10 +274,9 @@ def _export_study(study: Any, spec: Any, out: Path, retrain: int | None = None,
                   confirmed: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     from search.export import best_trial, export
     from search.storage import artifact_store
-    from search.workers import ARTIFACTS_ATTR
 
     best_trial(study)  # fails before anything is written
-    store = artifact_store(study.user_attrs.get(ARTIFACTS_ATTR) or spec.artifacts)
+    store = artifact_store(study.user_attrs.get(attrs.ARTIFACTS) or spec.artifacts)
     tmp = _atomic_dir(out)
     try:
         metrics = export(study, spec, tmp, store, retrain_images=retrain, confirmed=confirmed)
@@ -311,7 +314,7 @@ def export_cmd(
     confirmed = None
     if confirm:
         origins = enqueue_confirmations(study, confirm, seeds)
-        run_workers(study_name, url, workers)
+        run_workers(study_name, url, workers, new_trials=False)
         confirmed = confirmation_table(study, origins)
     metrics = _export_study(study, spec, out, retrain, confirmed)
     typer.echo(json.dumps({"out": str(out), "trial": metrics["trial"], "value": metrics["value"],
@@ -332,13 +335,12 @@ def dashboard(
 
     from search.spec import DEFAULT_ARTIFACTS
     from search.storage import artifact_store, make_storage, redact
-    from search.workers import ARTIFACTS_ATTR
 
     url = _storage_url(storage)
     rdb = make_storage(url)
     if artifacts is None:
         for summary in optuna.get_all_study_summaries(rdb, include_best_trial=False):
-            artifacts = summary.user_attrs.get(ARTIFACTS_ATTR)
+            artifacts = summary.user_attrs.get(attrs.ARTIFACTS)
             if artifacts:
                 break
     log.info("dashboard on http://%s:%d for %s", host, port, redact(url))

@@ -11,8 +11,8 @@ import optuna
 from optuna.artifacts import download_artifact
 from optuna.trial import FrozenTrial, TrialState
 
+from search import attrs
 from search.errors import StudyError
-from search.objective import CONFIRM_ATTR, SEED_ATTR
 from search.spec import StudySpec
 from trainer import TrainConfig, load_data, train
 from trainer.io import CONFIG_FILE, GENERATOR_FILE, METRICS_FILE, SAMPLES_FILE, write_json
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 def search_trials(study: optuna.Study) -> list[FrozenTrial]:
     """Complete trials of the search itself (seed-confirmation trials excluded)."""
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if CONFIRM_ATTR not in t.user_attrs and t.value is not None]
+            if attrs.CONFIRM not in t.user_attrs and t.value is not None]
 
 
 def ranked(study: optuna.Study) -> list[FrozenTrial]:
@@ -41,13 +41,14 @@ def best_trial(study: optuna.Study) -> FrozenTrial:
 
 def enqueue_confirmations(study: optuna.Study, top_k: int, seeds: int, base_seed: int = 10_000) -> list[int]:
     """Enqueue ``seeds`` fresh-seed re-runs of each of the ``top_k`` best configs (skipping ones already there)."""
-    existing = {(t.user_attrs.get(CONFIRM_ATTR), t.user_attrs.get(SEED_ATTR)) for t in study.get_trials(deepcopy=False)}
+    existing = {(t.user_attrs.get(attrs.CONFIRM), t.user_attrs.get(attrs.SEED_OVERRIDE))
+                for t in study.get_trials(deepcopy=False)}
     top = ranked(study)[:top_k]
     for trial in top:
         for s in range(seeds):
             seed = base_seed + s
             if (trial.number, seed) not in existing:
-                study.enqueue_trial(trial.params, user_attrs={CONFIRM_ATTR: trial.number, SEED_ATTR: seed})
+                study.enqueue_trial(trial.params, user_attrs={attrs.CONFIRM: trial.number, attrs.SEED_OVERRIDE: seed})
     return [t.number for t in top]
 
 
@@ -56,7 +57,7 @@ def confirmation_table(study: optuna.Study, origins: list[int]) -> list[dict[str
     trials = study.get_trials(deepcopy=False)
     rows = []
     for number in origins:
-        values = [float(t.value) for t in trials if t.user_attrs.get(CONFIRM_ATTR) == number
+        values = [float(t.value) for t in trials if t.user_attrs.get(attrs.CONFIRM) == number
                   and t.state == TrialState.COMPLETE and t.value is not None]
         if not values:
             continue
@@ -72,7 +73,7 @@ def export(study: optuna.Study, spec: StudySpec, out: Path, store: Any, *, retra
     best = best_trial(study)
     if confirmed:
         best = study.get_trials(deepcopy=False)[confirmed[0]["trial"]]
-    cfg = TrainConfig.from_dict(best.user_attrs["config"], source=f"trial {best.number} config")
+    cfg = TrainConfig.from_dict(best.user_attrs[attrs.CONFIG], source=f"trial {best.number} config")
     out.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, Any] = {"study": study.study_name, "trial": best.number, "objective": spec.objective,
                                "direction": spec.direction, "value": best.value, "params": best.params,

@@ -16,7 +16,8 @@ import optuna
 from optuna.artifacts import upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 
-from search.pruners import LOSSES_ATTR, guard_reason
+from search import attrs
+from search.pruners import guard_reason
 from search.spec import StudySpec
 from trainer import Diverged, EvalEvent, TrainConfig, load_data, resolve_device, train
 from trainer.io import CHECKPOINT_FILE, GENERATOR_FILE, SAMPLES_FILE, save_generator, save_grid
@@ -24,9 +25,6 @@ from trainer.metrics import make_evaluator
 
 log = logging.getLogger(__name__)
 
-CONFIRM_ATTR = "confirm_of"  # user attribute of a seed-confirmation trial: the trial number it re-runs
-SEED_ATTR = "seed_override"
-CHECKPOINT_ATTR = "checkpoint_artifact"  # id (in the artifact store) of the running trial's last whole checkpoint
 
 
 def suggest_config(trial: optuna.Trial, spec: StudySpec) -> TrainConfig:
@@ -40,7 +38,7 @@ def suggest_config(trial: optuna.Trial, spec: StudySpec) -> TrainConfig:
                                                step=int(p.step or 1), log=p.log)
         else:
             values[p.name] = trial.suggest_float(p.name, float(p.low or 0), float(p.high or 0), step=p.step, log=p.log)
-    seed = trial.user_attrs.get(SEED_ATTR)
+    seed = trial.user_attrs.get(attrs.SEED_OVERRIDE)
     if seed is not None:
         values["seed"] = int(seed)
     return spec.train.replace(**values)
@@ -64,18 +62,18 @@ class TrialRunner:
     # ------------------------------------------------------------ one trial
     def __call__(self, trial: optuna.Trial) -> float:
         cfg = suggest_config(trial, self.spec).replace(device=str(self.device))
-        confirming = CONFIRM_ATTR in trial.user_attrs
-        trial.set_user_attr("config", cfg.to_dict())
-        trial.set_user_attr("seed", cfg.seed)
-        trial.set_user_attr("device", str(self.device))
+        confirming = attrs.CONFIRM in trial.user_attrs
+        trial.set_user_attr(attrs.CONFIG, cfg.to_dict())
+        trial.set_user_attr(attrs.SEED, cfg.seed)
+        trial.set_user_attr(attrs.DEVICE, str(self.device))
         workdir = Path(tempfile.mkdtemp(prefix=f"trial-{trial.number}-"))
         frozen = trial.study.get_trials(deepcopy=False)[trial.number]
-        inherited = trial.user_attrs.get("checkpoint_slots", [])  # a retry's copy of the dead trial's slots
-        resume = self._checkpoint_of_failed_trial(trial, frozen.system_attrs.get("failed_trial"), workdir)
+        inherited = trial.user_attrs.get(attrs.CHECKPOINT_SLOTS, [])  # a retry's copy of the dead trial's slots
+        resume = self._checkpoint_of_failed_trial(trial, frozen.system_attrs.get(attrs.FAILED_TRIAL), workdir)
         slots = [f"checkpoint-{uuid.uuid4().hex}" for _ in range(2)]  # written in turn: one is always whole
-        trial.set_user_attr("checkpoint_slots", slots)
+        trial.set_user_attr(attrs.CHECKPOINT_SLOTS, slots)
         reported = set(frozen.intermediate_values)  # a retry inherits the intermediate values of the dead trial
-        losses: list[dict[str, float]] = list(trial.user_attrs.get(LOSSES_ATTR, []))
+        losses: list[dict[str, float]] = list(trial.user_attrs.get(attrs.LOSSES, []))
         state: dict[str, Any] = {"best": math.inf if self.spec.direction == "minimize" else -math.inf, "last": None}
         start = time.perf_counter()
 
@@ -85,20 +83,20 @@ class TrialRunner:
             better = value < state["best"] if self.spec.direction == "minimize" else value > state["best"]
             state["best"] = value if better else state["best"]
             losses.append({"mark": event.mark, **event.losses})
-            trial.set_user_attr(LOSSES_ATTR, losses)
-            trial.set_user_attr("images_seen", event.images_seen)
+            trial.set_user_attr(attrs.LOSSES, losses)
+            trial.set_user_attr(attrs.IMAGES_SEEN, event.images_seen)
             if event.checkpoint is not None and not event.final:  # what a retry resumes from
                 slot = slots[event.eval_index % 2]
                 with open(event.checkpoint, "rb") as fh:
                     self.store.write(slot, fh)
-                trial.set_user_attr(CHECKPOINT_ATTR, slot)
-            if event.mark not in reported:
-                trial.report(value, event.mark)
+                trial.set_user_attr(attrs.CHECKPOINT, slot)
+            if event.mark not in reported:  # GAN curves are noisy: report: best hands the pruner the best so far
+                trial.report(state["best"] if self.spec.pruner["report"] == "best" else value, event.mark)
                 reported.add(event.mark)
             if not event.final and not confirming and trial.should_prune():
                 reason = guard_reason(losses, self.spec.guard) or (
                     f"{self.spec.pruner['name']} pruner: {self.spec.objective}={value:.4g} at {event.mark} images")
-                trial.set_user_attr("prune_reason", reason)
+                trial.set_user_attr(attrs.PRUNE_REASON, reason)
                 self._finish(trial, event.sample, cfg, workdir, start, event.images_seen, state)
                 raise optuna.TrialPruned(reason)
 
@@ -111,7 +109,7 @@ class TrialRunner:
             return float(state["last"])
         except Diverged as exc:
             reason = f"guard: non-finite loss at step {exc.step} ({exc.losses})"
-            trial.set_user_attr("prune_reason", reason)
+            trial.set_user_attr(attrs.PRUNE_REASON, reason)
             raise optuna.TrialPruned(reason) from None
         except KeyboardInterrupt:
             keep_checkpoint = True
@@ -134,22 +132,22 @@ class TrialRunner:
         wall = time.perf_counter() - start
         grid = workdir / SAMPLES_FILE
         save_grid(sample(64), grid)
-        trial.set_user_attr("samples_artifact", self._upload(trial, grid))
+        trial.set_user_attr(attrs.SAMPLES_ARTIFACT, self._upload(trial, grid))
         if generator is not None:
             save_generator(generator, cfg, shape, workdir)
-            trial.set_user_attr("generator_artifact", self._upload(trial, workdir / GENERATOR_FILE))
-            trial.set_user_attr("shape", list(shape))
-        trial.set_user_attr("wall_seconds", round(wall, 3))
-        trial.set_user_attr("images_per_s", round(images_per_s if images_per_s else images_seen / max(wall, 1e-9), 1))
-        trial.set_user_attr("final_value", state["last"])
-        trial.set_user_attr("best_value", state["best"] if math.isfinite(state["best"]) else None)
+            trial.set_user_attr(attrs.GENERATOR_ARTIFACT, self._upload(trial, workdir / GENERATOR_FILE))
+            trial.set_user_attr(attrs.SHAPE, list(shape))
+        trial.set_user_attr(attrs.WALL_SECONDS, round(wall, 3))
+        trial.set_user_attr(attrs.IMAGES_PER_S, round(images_per_s if images_per_s else images_seen / max(wall, 1e-9), 1))
+        trial.set_user_attr(attrs.FINAL_VALUE, state["last"])
+        trial.set_user_attr(attrs.BEST_VALUE, state["best"] if math.isfinite(state["best"]) else None)
 
     def _checkpoint_of_failed_trial(self, trial: optuna.Trial, number: int | None, workdir: Path) -> Path | None:
         """A retry of a trial whose worker died resumes from that trial's last checkpoint artifact."""
         if number is None:
             return None
         failed = trial.study.get_trials(deepcopy=False)[number]
-        artifact = failed.user_attrs.get(CHECKPOINT_ATTR)
+        artifact = failed.user_attrs.get(attrs.CHECKPOINT)
         if artifact is None:
             return None
         path = workdir / CHECKPOINT_FILE
@@ -159,6 +157,6 @@ class TrialRunner:
         except ArtifactNotFound:
             log.warning("trial %d: the checkpoint of trial %d is gone; training from the start", trial.number, number)
             return None
-        trial.set_user_attr("resumed_from_trial", number)
+        trial.set_user_attr(attrs.RESUMED_FROM, number)
         log.info("trial %d resumes trial %d from its checkpoint", trial.number, number)
         return path

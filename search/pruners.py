@@ -6,13 +6,13 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.pruners import BasePruner
 from optuna.trial import FrozenTrial
 
+from search import attrs
 from search.spec import Guard, StudySpec
-
-LOSSES_ATTR = "loss_history"  # user attribute: [{"mark": images, "d_loss": x, "g_loss": y}, ...]
 
 
 def guard_reason(history: Sequence[dict[str, float]], guard: Guard) -> str | None:
@@ -44,7 +44,7 @@ class LossGuardPruner(BasePruner):
         self.wrapped = wrapped
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        if guard_reason(trial.user_attrs.get(LOSSES_ATTR, []), self.guard) is not None:
+        if guard_reason(trial.user_attrs.get(attrs.LOSSES, []), self.guard) is not None:
             return True
         return self.wrapped.prune(study, trial) if self.wrapped is not None else False
 
@@ -70,9 +70,28 @@ def build_pruner(spec: StudySpec) -> LossGuardPruner:
     return LossGuardPruner(spec.guard, inner)
 
 
-def build_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
+# Samplers whose random stream is drawn afresh for each trial (see build_sampler). QMC keeps one seed: its
+# scrambled sequence is indexed by trial; grid keeps one seed: it already skips points that run elsewhere.
+PER_TRIAL_SEED = ("tpe", "random", "cmaes", "gp")
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """The sampler seed of trial ``number`` in a study seeded with ``seed`` (independent streams per trial)."""
+    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+
+
+def build_sampler(spec: StudySpec, trial_number: int | None = None) -> optuna.samplers.BaseSampler:
+    """The study's sampler; with ``trial_number``, the sampler that proposes that trial's parameters.
+
+    Every worker builds its own sampler. Seeded with the study's seed alone, K workers would draw the same
+    random numbers and propose the same parameters K times; seeded with (study seed, trial number), each
+    trial gets its own stream, whichever worker runs it, and a one-worker study stays reproducible. TPE's
+    ``constant_liar`` (on by default) also keeps running trials' parameters from being proposed again.
+    """
     name, args = spec.sampler["name"], dict(spec.sampler.get("args", {}))
     seed = spec.sampler.get("seed")
+    if seed is not None and trial_number is not None and name in PER_TRIAL_SEED:
+        seed = trial_seed(int(seed), trial_number)
     kwargs: dict[str, Any] = {"seed": seed, **args} if seed is not None else args
     if name == "tpe":
         return optuna.samplers.TPESampler(**{"constant_liar": True, **kwargs})

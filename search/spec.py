@@ -19,7 +19,9 @@ OBJECTIVES = ("fid", "kid", "g_loss")
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc", "grid")
 PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "threshold", "none")
 PARAM_TYPES = ("float", "int", "categorical")
-TOP_KEYS = ("name", "direction", "objective", "train", "space", "sampler", "pruner", "guard", "budget", "storage")
+TOP_KEYS = ("name", "direction", "objective", "train", "space", "warm_start", "sampler", "pruner", "guard", "budget",
+            "storage")
+REPORTS = ("last", "best")  # what a trial reports to the pruner at each evaluation: its value, or its best so far
 # Shared by every trial of a worker (data, feature network and real statistics are loaded once), or fixing
 # the points where trials are compared: these TrainConfig fields cannot be searched.
 NOT_SEARCHABLE = ("dataset", "data_root", "download", "image_size", "holdout_fraction", "eval_metric", "eval_samples",
@@ -57,6 +59,7 @@ class StudySpec:
     name: str
     train: TrainConfig  # the fixed part (with the per-trial budget and evaluation interval applied)
     space: tuple[Param, ...]
+    warm_start: tuple[Mapping[str, Any], ...] = ()  # known-good parameter sets, enqueued before the search
     objective: str = "fid"
     direction: str = "minimize"
     sampler: Mapping[str, Any] = field(default_factory=lambda: {"name": "tpe"})
@@ -125,6 +128,11 @@ class StudySpec:
                 except ConfigError as exc:
                     raise err(f"space.{p.name}", str(exc)) from None
 
+        warm_raw = raw.get("warm_start", [])
+        if not isinstance(warm_raw, list):
+            raise err("warm_start", f"must be a list of parameter mappings, but got {type(warm_raw).__name__}.")
+        warm_start = tuple(_warm_start(i, w, space, train, err) for i, w in enumerate(warm_raw))
+
         sampler = dict(_mapping(raw.get("sampler", {"name": "tpe"}), "sampler", err))
         _only(sampler, ("name", "seed", "args"), "sampler", err)
         if sampler.get("name", "tpe") not in SAMPLERS:
@@ -133,7 +141,9 @@ class StudySpec:
         if sampler["name"] == "grid" and any(p.type != "categorical" for p in space):
             raise err("sampler.name", "grid needs every space entry to be categorical (list its choices).")
         pruner = dict(_mapping(raw.get("pruner", {"name": "median"}), "pruner", err))
-        _only(pruner, ("name", "args", "patience"), "pruner", err)
+        _only(pruner, ("name", "args", "patience", "report"), "pruner", err)
+        if pruner.setdefault("report", "last") not in REPORTS:
+            raise err("pruner.report", f"must be one of {', '.join(REPORTS)}, but got {pruner['report']!r}.")
         if pruner.get("name", "median") not in PRUNERS:
             raise err("pruner.name", f"must be one of {', '.join(PRUNERS)}, but got {pruner.get('name')!r}.")
         pruner.setdefault("name", "median")
@@ -167,7 +177,7 @@ class StudySpec:
             if not isinstance(value, int) or value < (0 if key == "max_retry" else 1):
                 raise err(f"storage.{key}", f"must be a positive int, but got {value!r}.")
         spec = cls(
-            name=name, train=train, space=space, objective=objective, direction=direction,
+            name=name, train=train, space=space, warm_start=warm_start, objective=objective, direction=direction,
             sampler=sampler, pruner=pruner, guard=guard, n_trials=n_trials, timeout=timeout,
             storage=os.environ.get("GAN_SEARCH_STORAGE") or storage_raw.get("url", DEFAULT_STORAGE),
             artifacts=storage_raw.get("artifacts", DEFAULT_ARTIFACTS),
@@ -177,6 +187,7 @@ class StudySpec:
         )
         if spec.grace_period <= spec.heartbeat_interval:
             raise err("storage.grace_period", "must be larger than storage.heartbeat_interval.")
+        _build_check(spec, err)
         return spec
 
     def with_overrides(self, **changes: Any) -> StudySpec:
@@ -184,6 +195,42 @@ class StudySpec:
 
 
 # ---------------------------------------------------------------- helpers
+def _build_check(spec: StudySpec, err: Any) -> None:
+    """Build the sampler and the pruner once, so that a bad ``args`` key fails here, before any storage exists."""
+    from search.pruners import build_pruner, build_sampler  # pruners imports this module
+
+    for part, build in (("sampler", build_sampler), ("pruner", build_pruner)):
+        try:
+            build(spec)
+        except (TypeError, ValueError) as exc:
+            args = ", ".join(sorted(getattr(spec, part).get("args", {}))) or "none"
+            raise err(f"{part}.args", f"{getattr(spec, part)['name']} does not accept these arguments ({args}): "
+                                      f"{str(exc).splitlines()[0]}") from None
+
+
+def _warm_start(index: int, raw: Any, space: tuple[Param, ...], train: TrainConfig, err: Any) -> Mapping[str, Any]:
+    """One warm-start entry: searched keys only, each value allowed by its space entry."""
+    key = f"warm_start[{index}]"
+    raw = _mapping(raw, key, err)
+    params = {p.name: p for p in space}
+    for name, value in raw.items():
+        p = params.get(name)
+        if p is None:
+            raise err(f"{key}.{name}", f"not a searched key; allowed: {', '.join(params) or 'none (space is empty)'}.")
+        if p.type == "categorical":
+            if value not in p.choices:
+                raise err(f"{key}.{name}", f"must be one of {list(p.choices)}, but got {value!r}.")
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (p.type == "int" and value != int(value)):
+            raise err(f"{key}.{name}", f"must be a{'n int' if p.type == 'int' else ' number'}, but got {value!r}.")
+        if not float(p.low or 0) <= value <= float(p.high or 0):
+            raise err(f"{key}.{name}", f"must be within [{p.low:g}, {p.high:g}], but got {value!r}.")
+    try:
+        train.replace(**raw)
+    except ConfigError as exc:
+        raise err(key, str(exc)) from None
+    return {k: (int(v) if params[k].type == "int" else float(v) if params[k].type == "float" else v) for k, v in raw.items()}
+
 def _mapping(value: Any, key: str, err: Any) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise err(key, f"must be a mapping, but got {type(value).__name__}.")

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import logging
 import sqlite3
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import NullPool
@@ -73,6 +78,46 @@ def make_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
         if parsed.password:
             message = message.replace(parsed.password, "***")
         raise StorageError(f"cannot open storage {redact(url)}: {message}") from None
+
+
+@contextmanager
+def study_lock(storage: RDBStorage, study_name: str) -> Iterator[None]:
+    """A lock held by one process at a time per study, across machines: claims and trial creation run under it.
+
+    PostgreSQL: a session advisory lock; MySQL/MariaDB: ``GET_LOCK``; both are released by the server if the
+    process dies. SQLite ignores ``SELECT ... FOR UPDATE`` and has no such lock, so local workers sharing a
+    SQLite file use an OS file lock beside it (also released when the process dies).
+    """
+    url = storage.engine.url
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        if not url.database or url.database == ":memory:":
+            yield
+            return
+        with open(f"{url.database}.claim-lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+        return
+    digest = hashlib.sha256(f"gan-search:{study_name}".encode()).digest()
+    with storage.engine.connect() as conn:
+        if backend == "postgresql":
+            key = int.from_bytes(digest[:8], "big", signed=True)
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        else:
+            name = f"gan-search-{digest.hex()[:40]}"  # MySQL lock names are at most 64 characters
+            while conn.execute(text("SELECT GET_LOCK(:n, 60)"), {"n": name}).scalar() != 1:
+                log.warning("waiting for the claim lock of study %s", study_name)
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": name})
 
 
 def artifact_store(path: str | Path) -> FileSystemArtifactStore:

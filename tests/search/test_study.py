@@ -29,7 +29,7 @@ def test_run_status_export_and_train_the_exported_config(tmp_path: Path) -> None
     study_file = write_study(tmp_path, small_study("e2e", tmp_path))
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     result = run_cli("run", str(study_file))
-    assert "state counts: COMPLETE=3" in result.output
+    assert "3/3 trials done (3 complete, 0 pruned, 0 failed), 0 running" in result.output
     status = json.loads(run_cli("status", "e2e", "--storage", storage, "--json").stdout)
     assert status["states"] == {"COMPLETE": 3} and status["best_value"] is not None
 
@@ -154,31 +154,36 @@ def test_sqlite_with_several_local_workers(tmp_path: Path, workers: int) -> None
     assert sum(w["trials"] for w in summary["workers"]) == 9  # each trial claimed by exactly one worker
 
 
-def _claim_all(url: str) -> list[int]:
+def _claim_all(url: str, study_file: str) -> list[int]:
     from search.storage import make_storage
-    from search.workers import _pop_waiting
+    from search.workers import _claim
 
-    study = optuna.load_study(study_name="claims", storage=make_storage(url))
+    spec = StudySpec.from_file(study_file).with_overrides(storage=url)
+    storage = make_storage(url)
+    study = optuna.load_study(study_name="claims", storage=storage)
     claimed = []
-    while (trial := _pop_waiting(study, url)) is not None:
+    while (trial := _claim(study, spec, storage, True)) is not None:
         claimed.append(trial.number)
     return claimed
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgres", "mariadb"])
 def test_concurrent_claims_never_take_a_trial_twice(tmp_path: Path, db: str, request: pytest.FixtureRequest) -> None:
+    """4 processes claim 30 enqueued trials and create 30 more: each is taken once, and no more are created."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from search.storage import make_storage
-
     url = {"sqlite": lambda: f"sqlite:///{tmp_path / 'claims.db'}", "postgres": lambda: request.getfixturevalue("postgres_url"),
            "mariadb": lambda: request.getfixturevalue("mysql_url")}[db]()
-
-    study = optuna.create_study(study_name="claims", storage=make_storage(url))
-    for _ in range(120):
+    raw = small_study("claims", tmp_path)
+    raw["storage"]["url"] = url
+    study_file = write_study(tmp_path, raw)
+    study = create_or_load_study(StudySpec.from_file(study_file))
+    for _ in range(30):
         study.enqueue_trial({})
+    plan(study, 60)
     with ProcessPoolExecutor(4, mp_context=multiprocessing.get_context("spawn")) as pool:
-        results = list(pool.map(_claim_all, [url] * 4))
+        results = list(pool.map(_claim_all, [url] * 4, [str(study_file)] * 4))
     claimed = [n for r in results for n in r]
-    assert sorted(claimed) == list(range(120))  # every trial claimed exactly once
+    assert sorted(claimed) == list(range(60))  # every trial claimed exactly once, exactly 60 in all
+    assert len(study.get_trials(deepcopy=False)) == 60

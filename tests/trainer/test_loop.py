@@ -81,3 +81,34 @@ def test_cpu_bf16_autocast_and_channels_last_train(digits: ImageData) -> None:
     cfg = TrainConfig(arch="dcgan", amp="on", channels_last="on", budget_images=64, eval_every_images=64, **SMALL)
     result = train(cfg, data=digits)
     assert result.generator.sample(2).dtype == torch.float32
+
+
+def test_ema_decay_warms_up() -> None:
+    from trainer.loop import EMA
+
+    ema = EMA(torch.nn.Linear(2, 2), 0.999)
+    decays = []
+    for _ in range(20_000):
+        decays.append(ema.current_decay())
+        ema.updates += 1
+    assert decays[0] == 0.1 and decays[100] < 0.92 and decays[-1] == 0.999
+    assert all(a <= b for a, b in zip(decays, decays[1:], strict=False))
+    with pytest.raises(ValueError, match="decay=1.0"):
+        EMA(torch.nn.Linear(2, 2), 1.0)
+
+
+def test_an_ema_generator_is_not_judged_on_its_initial_weights(digits: ImageData) -> None:
+    """The first evaluation (100 steps) of an EMA-0.999 run is within 1.5x the FID of the same run without EMA.
+
+    Measured on this config (seeds 0/1): raw 151.8/122.6, EMA with warm-up 168.7/144.0 (x1.11/x1.17), EMA
+    without warm-up 972/951 (x6.4/x7.8: ~90% of its weights were still the initial ones). 1.5x leaves room
+    for CPU numerics while failing the un-warmed EMA by a factor of four.
+    """
+    from trainer import make_evaluator
+
+    cfg = TrainConfig(arch="dcgan", g_width=32, d_width=32, latent_dim=32, batch_size=64, lr_g=1e-3, lr_d=1e-3,
+                      budget_images=6400, eval_every_images=6400, eval_samples=500, device="cpu")
+    evaluator = make_evaluator(cfg, digits)
+    raw = train(cfg, data=digits, evaluator=evaluator).history[0]["metrics"]["fid"]
+    ema = train(cfg.replace(ema_decay=0.999), data=digits, evaluator=evaluator).history[0]["metrics"]["fid"]
+    assert ema < 1.5 * raw, (raw, ema)

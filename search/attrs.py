@@ -1,0 +1,42 @@
+"""Every trial and study attribute key the service stores, named once.
+
+Study user attributes describe the study; trial user attributes describe one trial. Optuna's own
+system attribute ``failed_trial`` (set by its retry callback) is named here too, since we read it.
+"""
+
+from __future__ import annotations
+
+# ---- study user attributes
+SPEC = "spec"  # the study file as a mapping (workers on other machines read it)
+ARTIFACTS = "artifacts"  # the artifact folder
+N_TRIALS = "n_trials"  # the study-wide number of search trials planned (workers create them up to this)
+
+# ---- trial user attributes: what ran
+CONFIG = "config"  # the TrainConfig of the trial, as a mapping
+SEED = "seed"  # the training seed
+DEVICE = "device"  # where it ran
+SAMPLER_SEED = "sampler_seed"  # the seed of the sampler that proposed this trial's parameters
+WARM_START = "warm_start"  # index into the study file's warm_start list (an enqueued known-good config)
+CONFIRM = "confirm_of"  # a seed-confirmation trial: the number of the trial it re-runs
+SEED_OVERRIDE = "seed_override"  # the fresh training seed of a seed-confirmation trial
+
+# ---- trial user attributes: progress and results
+LOSSES = "loss_history"  # [{"mark": images, "d_loss": x, "g_loss": y}, ...]
+IMAGES_SEEN = "images_seen"
+WALL_SECONDS = "wall_seconds"
+IMAGES_PER_S = "images_per_s"
+FINAL_VALUE = "final_value"  # the objective at the end of the budget (the trial's value)
+BEST_VALUE = "best_value"  # the best objective seen at any evaluation
+SHAPE = "shape"  # (C, H, W) of the generated images
+SAMPLES_ARTIFACT = "samples_artifact"
+GENERATOR_ARTIFACT = "generator_artifact"
+PRUNE_REASON = "prune_reason"
+FAIL_REASON = "fail_reason"
+
+# ---- trial user attributes: fault tolerance
+CHECKPOINT = "checkpoint_artifact"  # id of the running trial's last whole checkpoint in the artifact store
+CHECKPOINT_SLOTS = "checkpoint_slots"  # the two artifact ids a trial writes its checkpoints to, in turn
+RESUMED_FROM = "resumed_from_trial"  # the dead trial a retry resumed from
+
+# ---- Optuna's system attribute (RetryFailedTrialCallback)
+FAILED_TRIAL = "failed_trial"  # on a retry: the number of the failed trial it replaces
