@@ -89,7 +89,8 @@ def train(
 @known_errors
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="A folder written by `gan-search train` or `export`.")],
-    metric: Annotated[str | None, typer.Option(help="fid or kid (default: the config's).")] = None,
+    metric: Annotated[list[str] | None, typer.Option(help="fid, kid or classes (repeatable; default: fid and kid). "
+                                                          "classes: share of samples per class (mode coverage).")] = None,
     samples: Annotated[int | None, typer.Option(help="Generated images to score (default: eval_samples).")] = None,
     data_root: Annotated[str | None, typer.Option("--data-root", help="Dataset folder (overrides data_root).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -97,12 +98,12 @@ def evaluate(
     """Score a trained generator folder with FID and KID against the held-out split."""
     from trainer import evaluate as score
 
-    result = score(run_dir, metrics=(metric,) if metric else ("fid", "kid"), samples=samples, data_root=data_root)
+    result = score(run_dir, metrics=tuple(metric) if metric else ("fid", "kid"), samples=samples, data_root=data_root)
     if json_out:
         typer.echo(json.dumps(result))
     else:
         for k, v in result.items():
-            typer.echo(f"{k}: {v:.6g}")
+            typer.echo(f"{k}: {v}" if isinstance(v, list) else f"{k}: {v:.6g}")
 
 
 StorageOpt = Annotated[str | None, typer.Option("--storage", help="SQLAlchemy URL (default: $GAN_SEARCH_STORAGE, "

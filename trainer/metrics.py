@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -254,16 +255,26 @@ def make_evaluator(cfg: TrainConfig, data: ImageData, device: torch.device | str
     return Evaluator(net, key, real, statistics(real), cfg.eval_samples, cfg.eval_metric)
 
 
+def class_shares(net: nn.Module, sample: Callable[[int], torch.Tensor], n: int) -> list[float]:
+    """Share of ``n`` generated images that the domain classifier assigns to each class (mode coverage)."""
+    if not isinstance(net, DomainNet):
+        raise ConfigError("metric 'classes' needs feature_net='domain' (a classifier of the dataset's labels).")
+    with torch.no_grad():
+        counts = sum(torch.bincount(net.logits(batch).argmax(1), minlength=net.head.out_features)
+                     for batch in sampled(sample, n))
+    return [round(float(c) / n, 4) for c in counts]  # type: ignore[union-attr]
+
+
 def evaluate(run_dir: str | os.PathLike[str], *, metrics: tuple[str, ...] = ("fid", "kid"), samples: int | None = None,
-             data_root: str | None = None, device: str | None = None) -> dict[str, float]:
+             data_root: str | None = None, device: str | None = None) -> dict[str, Any]:
     """FID and/or KID of the generator saved in ``run_dir`` against its dataset's held-out split (one pass)."""
     from trainer.data import load_data
     from trainer.io import CONFIG_FILE, load_generator
     from trainer.loop import resolve_device
 
     for name in metrics:
-        if name not in ("fid", "kid"):
-            raise ConfigError(f"metric must be fid or kid, but got {name!r}.")
+        if name not in ("fid", "kid", "classes"):
+            raise ConfigError(f"metric must be fid, kid or classes, but got {name!r}.")
     folder = Path(run_dir)
     if not (folder / CONFIG_FILE).is_file():
         raise ConfigError(f"{folder} must hold {CONFIG_FILE} and the generator (a `gan-search train` output).")
@@ -278,8 +289,11 @@ def evaluate(run_dir: str | os.PathLike[str], *, metrics: tuple[str, ...] = ("fi
     real = real_features(net, key, data, cfg.eval_samples)
     if "fid" in metrics:
         _check_samples(cfg, real)
+    out: dict[str, Any] = {}
+    if "classes" in metrics:
+        shares = class_shares(net, gen.sample, cfg.eval_samples)
+        out.update(class_shares=shares, class_share_min=min(shares), class_share_max=max(shares))
     fake = features(net, sampled(gen.sample, cfg.eval_samples))
-    out: dict[str, float] = {}
     if "fid" in metrics:
         out["fid"] = frechet_distance(statistics(real), statistics(fake))
     if "kid" in metrics:

@@ -112,3 +112,23 @@ def test_cli_evaluate_scores_a_trained_folder(digits: ImageData, tmp_path: Path)
     assert set(scores) == {"fid", "kid"} and scores["fid"] > 0
     result = CliRunner().invoke(app, ["evaluate", str(tmp_path), "--samples", "50"])
     assert result.exit_code == 2 and "eval_samples must be > the feature dimension" in result.output
+
+
+def test_class_shares_measure_mode_coverage(digits: ImageData, tmp_path: Path) -> None:
+    """A generator that outputs real images of one class covers one class; the held-out images cover all ten."""
+    from trainer.metrics import class_shares, domain_net
+
+    net, _ = domain_net(digits)
+    ones = digits.holdout[digits.holdout_labels == 1]
+    one_class = class_shares(net, lambda n: ones[torch.arange(n) % len(ones)], 300)
+    assert one_class[1] > 0.9 and sum(one_class) == pytest.approx(1.0, abs=1e-3)
+    everything = class_shares(net, lambda n: digits.holdout[:n], 300)
+    assert min(everything) > 0.03 and max(everything) < 0.2
+
+    cfg = TrainConfig(g_width=8, d_width=8, latent_dim=8, budget_images=640, eval_every_images=640,
+                      eval_metric="none", eval_samples=300)
+    train(cfg, data=digits, out_dir=tmp_path)
+    from trainer import evaluate
+
+    scores = evaluate(tmp_path, metrics=("classes",))
+    assert len(scores["class_shares"]) == 10 and scores["class_share_min"] <= 0.1 <= scores["class_share_max"]
