@@ -151,6 +151,11 @@ def _create_and_plan(study_file: Path, storage: str | None, artifacts: str | Non
         raw["train"] = {**raw.get("train", {}), "data_root": data_root}
         spec = StudySpec.from_dict(raw, source=str(study_file))
     spec = spec.with_overrides(storage=storage, artifacts=artifacts, n_trials=n_trials, timeout=timeout)
+    from search.storage import check_url
+    from trainer import load_data
+
+    check_url(spec.storage)  # a malformed URL fails before the data is read
+    load_data(spec.train.replace(device="cpu"))  # missing or unreadable data fails here, before any row or folder
     study = create_or_load_study(spec)
     added = plan(study, spec.n_trials, spec.warm_start)
     log.info("study %s on %s: %d trials planned (%d warm starts enqueued now)", spec.name, redact(spec.storage),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,7 +202,9 @@ def _build_check(spec: StudySpec, err: Any) -> None:
 
     for part, build in (("sampler", build_sampler), ("pruner", build_pruner)):
         try:
-            build(spec)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # experimental-feature warnings belong to the run, not to parsing
+                build(spec)
         except (TypeError, ValueError) as exc:
             args = ", ".join(sorted(getattr(spec, part).get("args", {}))) or "none"
             raise err(f"{part}.args", f"{getattr(spec, part)['name']} does not accept these arguments ({args}): "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import logging
+import re
 import sqlite3
 import warnings
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import NullPool
 
@@ -34,38 +35,53 @@ def redact(url: str) -> str:
         return "<invalid storage URL>"
 
 
-def _prepare_sqlite(url: str) -> None:
-    """Create the folder of a SQLite file and switch it to WAL so several local workers can share it."""
+def _prepare_sqlite(url: str, create: bool) -> None:
+    """Create the folder of a SQLite file and switch it to WAL so several local workers can share it.
+
+    With ``create=False`` (commands that only read or join a study) a missing file is an error, not a new
+    empty database.
+    """
     database = make_url(url).database
     if not database or database == ":memory:":
         return
     path = Path(database)
+    if not create and not path.is_file():
+        from search.errors import StudyError
+
+        raise StudyError(f"storage {redact(url)}: no database file at {path}; create the study first with "
+                         "`gan-search run` or `gan-search create`.")
     path.parent.mkdir(parents=True, exist_ok=True)
     with sqlite3.connect(path, timeout=60) as conn:
         conn.execute("PRAGMA journal_mode=WAL")
 
 
+def check_url(url: str) -> URL:
+    """The parsed storage URL, or a one-line error (the password masked) naming what is allowed."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        shown = re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
+        raise ConfigError(f"storage must be an SQLAlchemy URL such as sqlite:///runs/x.db, but got {shown!r}.") from None
+    if parsed.get_backend_name() not in ("sqlite", "postgresql", "mysql", "mariadb"):
+        raise ConfigError(f"storage must be a sqlite, postgresql or mysql URL, but got {redact(url)!r}.")
+    return parsed
+
+
 def make_storage(url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None,
-                 max_retry: int = 2) -> RDBStorage:
+                 max_retry: int = 2, create: bool = False) -> RDBStorage:
     """An RDBStorage for ``url`` (sqlite/postgresql/mysql) with heartbeats and retry of dead workers' trials.
 
     Connections are not pooled (NullPool): dozens of workers then hold at most one connection each,
     and only while they talk to the database.
     """
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise ConfigError(f"storage must be an SQLAlchemy URL such as sqlite:///runs/x.db, but got {url!r}.") from None
+    parsed = check_url(url)
     engine: dict[str, Any] = {}
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        _prepare_sqlite(url)
+    if parsed.get_backend_name() == "sqlite":
+        _prepare_sqlite(url, create)
         engine["connect_args"] = {"timeout": 60}
-    elif backend in ("postgresql", "mysql", "mariadb"):
+    else:
         engine["poolclass"] = NullPool
         engine["pool_pre_ping"] = True
-    else:
-        raise ConfigError(f"storage must be a sqlite, postgresql or mysql URL, but got {redact(url)!r}.")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

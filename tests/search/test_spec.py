@@ -65,3 +65,36 @@ def test_bad_storage_url_exits_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["status", "x", "--storage", "mongodb://u:pw@host/db"])
     assert result.exit_code == 2 and "storage must be a sqlite, postgresql or mysql URL" in result.output
     assert "pw" not in result.output
+
+
+def _nothing_written(tmp_path: Path) -> None:
+    leftovers = sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".yaml")
+    assert leftovers == [], leftovers
+
+
+@pytest.mark.parametrize(("part", "args"), [("sampler", {"n_startup_trails": 4}), ("pruner", {"n_warmup_stepz": 1})])
+def test_a_typo_in_sampler_or_pruner_args_exits_2_and_writes_nothing(tmp_path: Path, part: str, args: dict) -> None:
+    name = {"sampler": "tpe", "pruner": "median"}[part]
+    study = small_study("typo", tmp_path, **{part: {"name": name, "args": args}})
+    result = CliRunner().invoke(app, ["run", str(write_study(tmp_path, study))])
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert f"{part}.args: {name} does not accept these arguments ({next(iter(args))})" in result.output
+    _nothing_written(tmp_path)
+
+
+def test_commands_on_a_missing_sqlite_file_exit_2_and_create_no_database(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    for command in (["export", "NOSUCH", "--out", str(tmp_path / "out")], ["status", "NOSUCH"], ["worker", "NOSUCH"]):
+        result = CliRunner().invoke(app, [*command, "--storage", url])
+        assert result.exit_code == 2 and "no database file at" in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+    _nothing_written(tmp_path)
+
+
+def test_a_study_whose_data_is_missing_exits_2_and_creates_nothing(tmp_path: Path) -> None:
+    study = small_study("nodata", tmp_path, train={"dataset": "idx", "data_root": str(tmp_path / "no-such-folder")})
+    result = CliRunner().invoke(app, ["run", str(write_study(tmp_path, study))])
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "no-such-folder" in result.output
+    _nothing_written(tmp_path)
