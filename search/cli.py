@@ -138,7 +138,7 @@ def _summary_table(study: Any) -> str:
 
 def _create_and_plan(study_file: Path, storage: str | None, artifacts: str | None, n_trials: int | None,
                      data_root: str | None, timeout: float | None = None) -> tuple[Any, Any, int]:
-    """Validate the study file (before anything is created), create or load the study, enqueue missing trials."""
+    """Validate the study file and its data (before anything is created), create or load the study, store the plan."""
     from search.spec import StudySpec
     from search.storage import redact
     from search.workers import create_or_load_study, plan
@@ -224,7 +224,7 @@ def create(
 
     spec, _, added = _create_and_plan(study_file, storage, artifacts, n_trials, data_root)
     typer.echo(json.dumps({"study": spec.name, "storage": redact(spec.storage), "n_trials": spec.n_trials,
-                           "added": added}))
+                           "warm_starts_enqueued": added}))
 
 
 def _best_or_none(study: Any) -> Any:

@@ -75,7 +75,7 @@ def planned_trials(study: optuna.Study) -> int:
 
 
 def target_trials(study: optuna.Study) -> int:
-    """The study-wide number of search trials (``plan`` stores it; older studies hold it as WAITING rows)."""
+    """The study-wide number of search trials that ``plan`` stored (0 for a study planned as WAITING rows)."""
     return int(study.user_attrs.get(attrs.N_TRIALS, 0))
 
 

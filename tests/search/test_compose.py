@@ -73,7 +73,7 @@ def test_compose_commands_against_postgres(compose: dict[str, Any], postgres_url
     services = compose["services"]
     created = subprocess.run([*cli, *render(services["create-study"]["command"], values)], env=env,
                              capture_output=True, text=True, check=True)
-    assert json.loads(created.stdout)["added"] == 2
+    assert json.loads(created.stdout)["n_trials"] == 2
     worked = subprocess.run([*cli, *render(services["worker"]["command"], values)], env=env,
                             capture_output=True, text=True, check=True)
     assert json.loads(worked.stdout)["trials"] == 2
