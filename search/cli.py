@@ -5,9 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -65,20 +63,17 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt.")] = False,
 ) -> None:
     """Train one GAN from a config file (production training, the same code as every trial)."""
-    from trainer import TrainConfig, load_data, resolve_device
+    from trainer import TrainConfig, prepare
     from trainer import train as run_training
     from trainer.io import CHECKPOINT_FILE
-    from trainer.metrics import make_evaluator
 
     overrides = list(set_ or []) + ([f"data_root={data_root}"] if data_root else [])
     cfg = TrainConfig.from_file(config, overrides)
     ckpt = out / CHECKPOINT_FILE
     if resume and not ckpt.is_file():
         raise ConfigError(f"--resume needs {ckpt}, which does not exist.")
-    device = resolve_device(cfg.device)
-    data = load_data(cfg, device)
-    evaluator = make_evaluator(cfg, data, device)
-    result = run_training(cfg, data=data, out_dir=out, evaluator=evaluator,
+    setup = prepare(cfg)
+    result = run_training(cfg, data=setup.data, out_dir=out, evaluator=setup.evaluator,
                           resume_from=ckpt if resume else None, progress=True)
     summary = {"out": str(out), "steps": result.steps, "images_seen": result.images_seen,
                "images_per_s": round(result.images_per_s, 1), "device": result.device, **result.final_metrics}
@@ -110,18 +105,10 @@ StorageOpt = Annotated[str | None, typer.Option("--storage", help="SQLAlchemy UR
                                                      "then the study file's, then sqlite:///runs/gan-search.db).")]
 
 
-def _storage_url(url: str | None) -> str:
-    import os
-
-    from search.spec import DEFAULT_STORAGE
-
-    return url or os.environ.get("GAN_SEARCH_STORAGE") or DEFAULT_STORAGE
-
-
 def _summary_table(study: Any) -> str:
     from optuna.trial import TrialState
 
-    from search.workers import describe_progress, progress
+    from search.study import describe_progress, progress
 
     lines = [describe_progress(progress(study))]
     lines.append(f"{'#':>4} {'state':<9} {'value':>10} {'images':>8} {'img/s':>8}  params / reason")
@@ -136,31 +123,12 @@ def _summary_table(study: Any) -> str:
     return "\n".join(lines)
 
 
-def _create_and_plan(study_file: Path, storage: str | None, artifacts: str | None, n_trials: int | None,
-                     data_root: str | None, timeout: float | None = None) -> tuple[Any, Any, int]:
-    """Validate the study file and its data (before anything is created), create or load the study, store the plan."""
-    from search.spec import StudySpec
-    from search.storage import redact
-    from search.workers import create_or_load_study, plan
+def _print_best(study: Any) -> None:
+    from search.api import best_or_none
 
-    if n_trials is not None and n_trials < 1:
-        raise ConfigError(f"--n-trials must be >= 1, but got {n_trials}.")
-    spec = StudySpec.from_file(study_file)
-    if data_root:
-        raw = dict(spec.raw)
-        raw["train"] = {**raw.get("train", {}), "data_root": data_root}
-        spec = StudySpec.from_dict(raw, source=str(study_file))
-    spec = spec.with_overrides(storage=storage, artifacts=artifacts, n_trials=n_trials, timeout=timeout)
-    from search.storage import check_url
-    from trainer import load_data
-
-    check_url(spec.storage)  # a malformed URL fails before the data is read
-    load_data(spec.train.replace(device="cpu"))  # missing or unreadable data fails here, before any row or folder
-    study = create_or_load_study(spec)
-    added = plan(study, spec.n_trials, spec.warm_start)
-    log.info("study %s on %s: %d trials planned (%d warm starts enqueued now)", spec.name, redact(spec.storage),
-             spec.n_trials, added)
-    return spec, study, added
+    best = best_or_none(study)
+    if best is not None:
+        typer.echo(f"best: trial {best.number} value {best.value:.4g} params {best.params}")
 
 
 @app.command()
@@ -179,35 +147,16 @@ def run(
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Create or resume a study and run its trials; ends with a summary table."""
-    import time
+    from search import api
 
-    from search.workers import progress, run_workers, trials_summary
-
-    if backend not in ("local", "dask"):
-        raise ConfigError(f"--backend must be local or dask, but got {backend!r}.")
-    if workers < 1:
-        raise ConfigError(f"--workers must be >= 1, but got {workers}.")
-    spec, study, _ = _create_and_plan(study_file, storage, artifacts, n_trials, data_root, timeout)
-    if spec.storage.startswith("sqlite") and workers > 1 and backend == "local":
-        log.info("SQLite with %d local workers: WAL mode, long lock timeouts and a claim lock are on; for many "
-                 "workers use PostgreSQL or MySQL", workers)
-    start = time.perf_counter()
-    reports = run_workers(spec.name, spec.storage, workers, artifacts=spec.artifacts, timeout=spec.timeout,
-                          backend=backend, scheduler=scheduler)
-    wall = time.perf_counter() - start
-    if export_to is not None:
-        _export_study(study, spec, export_to)
-    best = _best_or_none(study)
+    result = api.run(study_file, storage=storage, artifacts=artifacts, n_trials=n_trials, timeout=timeout,
+                     workers=workers, backend=backend, scheduler=scheduler, data_root=data_root, export_to=export_to)
     if json_out:
-        typer.echo(json.dumps({"study": spec.name, "wall_seconds": round(wall, 1), "states": trials_summary(study),
-                               "progress": progress(study),
-                               "best_value": best.value if best else None, "best_params": best.params if best else None,
-                               "workers": [r.__dict__ for r in reports]}))
+        typer.echo(json.dumps(result.summary()))
     else:
-        typer.echo(_summary_table(study))
-        if best is not None:
-            typer.echo(f"best: trial {best.number} value {best.value:.4g} params {best.params}")
-        typer.echo(f"wall time {wall:.1f} s")
+        typer.echo(_summary_table(result.study))
+        _print_best(result.study)
+        typer.echo(f"wall time {result.wall_seconds:.1f} s")
 
 
 @app.command()
@@ -220,18 +169,13 @@ def create(
     data_root: Annotated[str | None, typer.Option("--data-root", help="Dataset folder (overrides train.data_root).")] = None,
 ) -> None:
     """Create (or update) a study and plan its trials without running any: workers then join it by name."""
+    from search import api
     from search.storage import redact
 
-    spec, _, added = _create_and_plan(study_file, storage, artifacts, n_trials, data_root)
+    spec = api.load_spec(study_file, storage=storage, artifacts=artifacts, n_trials=n_trials, data_root=data_root)
+    _, added = api.create(spec)
     typer.echo(json.dumps({"study": spec.name, "storage": redact(spec.storage), "n_trials": spec.n_trials,
                            "warm_starts_enqueued": added}))
-
-
-def _best_or_none(study: Any) -> Any:
-    from search.export import ranked
-
-    trials = ranked(study)
-    return trials[0] if trials else None
 
 
 @app.command()
@@ -244,9 +188,10 @@ def worker(
     timeout: Annotated[float | None, typer.Option(help="Stop starting trials after this many seconds.")] = None,
 ) -> None:
     """Join an existing study (from any machine) and run its waiting trials."""
-    from search.workers import work
+    from search.api import storage_url
+    from search.worker import work
 
-    report = work(study_name, _storage_url(storage), artifacts=artifacts, device=device, timeout=timeout)
+    report = work(study_name, storage_url(storage), artifacts=artifacts, device=device, timeout=timeout)
     typer.echo(json.dumps(report.__dict__))
 
 
@@ -257,40 +202,15 @@ def status(
     storage: StorageOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Trials by state, pruned trials with reasons, best value and params."""
-    from search.storage import load_study, make_storage
-    from search.workers import progress, trials_summary
+    """The plan in one line, trials by state, pruned trials with reasons, best value and params."""
+    from search import api
 
-    study = load_study(study_name, make_storage(_storage_url(storage)))
-    best = _best_or_none(study)
     if json_out:
-        pruned = {t.number: t.user_attrs.get(attrs.PRUNE_REASON) for t in study.get_trials(deepcopy=False)
-                  if t.state.name == "PRUNED"}
-        typer.echo(json.dumps({"study": study_name, "states": trials_summary(study), "progress": progress(study),
-                               "pruned": pruned,
-                               "best_trial": best.number if best else None, "best_value": best.value if best else None,
-                               "best_params": best.params if best else None}))
+        typer.echo(json.dumps(api.status(study_name, storage)))
         return
+    study, _ = api.open_study(study_name, storage)
     typer.echo(_summary_table(study))
-    if best is not None:
-        typer.echo(f"best: trial {best.number} value {best.value:.4g} params {best.params}")
-
-
-def _export_study(study: Any, spec: Any, out: Path, retrain: int | None = None,
-                  confirmed: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    from search.export import best_trial, export
-    from search.storage import artifact_store
-
-    best_trial(study)  # fails before anything is written
-    store = artifact_store(study.user_attrs.get(attrs.ARTIFACTS) or spec.artifacts)
-    tmp = _atomic_dir(out)
-    try:
-        metrics = export(study, spec, tmp, store, retrain_images=retrain, confirmed=confirmed)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _publish(tmp, out)
-    return metrics
+    _print_best(study)
 
 
 @app.command("export")
@@ -305,26 +225,10 @@ def export_cmd(
     workers: Annotated[int, typer.Option(help="Worker processes for the confirmation runs.")] = 1,
 ) -> None:
     """Export the best trial: config.yaml (for `gan-search train`), generator, samples, metrics.json, report.html."""
-    from search.export import best_trial, confirmation_table, enqueue_confirmations
-    from search.storage import load_study, make_storage
-    from search.workers import run_workers, stored_spec
+    from search import api
 
-    if retrain is not None and retrain < 1:
-        raise ConfigError(f"--retrain must be a number of images >= 1, but got {retrain}.")
-    if confirm < 0 or seeds < 1:
-        raise ConfigError(f"--confirm must be >= 0 and --seeds >= 1, but got confirm={confirm}, seeds={seeds}.")
-    url = _storage_url(storage)
-    study = load_study(study_name, make_storage(url))
-    spec = stored_spec(study, url)
-    best_trial(study)
-    confirmed = None
-    if confirm:
-        origins = enqueue_confirmations(study, confirm, seeds)
-        run_workers(study_name, url, workers, new_trials=False)
-        confirmed = confirmation_table(study, origins)
-    metrics = _export_study(study, spec, out, retrain, confirmed)
-    typer.echo(json.dumps({"out": str(out), "trial": metrics["trial"], "value": metrics["value"],
-                           **({"confirmation": confirmed} if confirmed else {})}))
+    typer.echo(json.dumps(api.export(study_name, out, storage=storage, retrain=retrain, confirm=confirm, seeds=seeds,
+                                     workers=workers)))
 
 
 @app.command()
@@ -336,37 +240,24 @@ def dashboard(
     artifacts: Annotated[str | None, typer.Option(help="Artifact folder (default: the one stored with a study).")] = None,
 ) -> None:
     """optuna-dashboard on the same storage, with the artifact store wired in."""
-    import optuna
     from optuna_dashboard import run_server
 
+    from search.api import artifacts_of_any_study, storage_url
     from search.spec import DEFAULT_ARTIFACTS
     from search.storage import artifact_store, make_storage, redact
 
-    url = _storage_url(storage)
+    url = storage_url(storage)
     rdb = make_storage(url)
-    if artifacts is None:
-        for summary in optuna.get_all_study_summaries(rdb, include_best_trial=False):
-            artifacts = summary.user_attrs.get(attrs.ARTIFACTS)
-            if artifacts:
-                break
+    folder = artifacts or artifacts_of_any_study(url) or DEFAULT_ARTIFACTS
     log.info("dashboard on http://%s:%d for %s", host, port, redact(url))
-    run_server(rdb, host=host, port=port, artifact_store=artifact_store(artifacts or DEFAULT_ARTIFACTS))
-
-
-def _atomic_dir(out: Path) -> Path:
-    """A temporary sibling of ``out`` to write into before a rename (nothing half-written)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    out.chmod(0o755)
+    run_server(rdb, host=host, port=port, artifact_store=artifact_store(folder))
 
 
 def main() -> None:
+    import os
+
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # plug-ins named 'pkg.module:attr' import from here, as with `python -m`
     app()
 
 

@@ -14,9 +14,8 @@ from optuna.trial import FrozenTrial, TrialState
 from search import attrs
 from search.errors import StudyError
 from search.spec import StudySpec
-from trainer import TrainConfig, load_data, train
+from trainer import TrainConfig, prepare, train
 from trainer.io import CONFIG_FILE, GENERATOR_FILE, METRICS_FILE, SAMPLES_FILE, write_json
-from trainer.metrics import make_evaluator
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +81,8 @@ def export(study: optuna.Study, spec: StudySpec, out: Path, store: Any, *, retra
         metrics["confirmation"] = confirmed
     if retrain_images:
         cfg = cfg.replace(budget_images=retrain_images, eval_every_images=min(cfg.eval_every_images, retrain_images))
-        data = load_data(cfg)
-        evaluator = make_evaluator(cfg, data) if cfg.eval_metric != "none" else None
-        result = train(cfg, data=data, out_dir=out, evaluator=evaluator)
+        setup = prepare(cfg)
+        result = train(cfg, data=setup.data, out_dir=out, evaluator=setup.evaluator)
         (out / "checkpoint.pt").unlink(missing_ok=True)
         metrics["retrain"] = {"images": retrain_images, "final_metrics": result.final_metrics,
                               "images_per_s": result.images_per_s}

@@ -18,10 +18,9 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 
 from search import attrs
 from search.pruners import guard_reason
-from search.spec import StudySpec
-from trainer import Diverged, EvalEvent, TrainConfig, load_data, resolve_device, train
+from search.spec import StudySpec, apply_params
+from trainer import Diverged, EvalEvent, TrainConfig, prepare, train
 from trainer.io import CHECKPOINT_FILE, GENERATOR_FILE, SAMPLES_FILE, save_generator, save_grid
-from trainer.metrics import make_evaluator
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ def suggest_config(trial: optuna.Trial, spec: StudySpec) -> TrainConfig:
     seed = trial.user_attrs.get(attrs.SEED_OVERRIDE)
     if seed is not None:
         values["seed"] = int(seed)
-    return spec.train.replace(**values)
+    return apply_params(spec.train, values)
 
 
 def objective_value(spec: StudySpec, event: EvalEvent) -> float:
@@ -54,10 +53,8 @@ class TrialRunner:
     def __init__(self, spec: StudySpec, artifact_store: Any, device: str | None = None) -> None:
         self.spec = spec
         self.store = artifact_store
-        base = spec.train if device is None else spec.train.replace(device=device)
-        self.device = resolve_device(base.device)
-        self.data = load_data(base, self.device)
-        self.evaluator = make_evaluator(base, self.data, self.device) if spec.objective != "g_loss" else None
+        setup = prepare(spec.train if spec.objective != "g_loss" else spec.train.replace(eval_metric="none"), device)
+        self.device, self.data, self.evaluator = setup.device, setup.data, setup.evaluator
 
     # ------------------------------------------------------------ one trial
     def __call__(self, trial: optuna.Trial) -> float:

@@ -12,6 +12,7 @@ from optuna.pruners import BasePruner
 from optuna.trial import FrozenTrial
 
 from search import attrs
+from search.registries import PRUNERS, SAMPLERS
 from search.spec import Guard, StudySpec
 
 
@@ -49,25 +50,77 @@ class LossGuardPruner(BasePruner):
         return self.wrapped.prune(study, trial) if self.wrapped is not None else False
 
 
+# ---------------------------------------------------------------- pruners: (spec, args) -> BasePruner
+@PRUNERS.register("median")
+def _median(spec: StudySpec, args: dict[str, Any]) -> BasePruner:
+    return optuna.pruners.MedianPruner(**args)
+
+
+@PRUNERS.register("percentile")
+def _percentile(spec: StudySpec, args: dict[str, Any]) -> BasePruner:
+    return optuna.pruners.PercentilePruner(**{"percentile": 50.0, **args})
+
+
+@PRUNERS.register("successive_halving")
+def _successive_halving(spec: StudySpec, args: dict[str, Any]) -> BasePruner:
+    return optuna.pruners.SuccessiveHalvingPruner(**args)
+
+
+@PRUNERS.register("hyperband")
+def _hyperband(spec: StudySpec, args: dict[str, Any]) -> BasePruner:
+    return optuna.pruners.HyperbandPruner(**{"min_resource": spec.train.eval_every_images,
+                                             "max_resource": spec.train.budget_images, **args})
+
+
+@PRUNERS.register("threshold")
+def _threshold(spec: StudySpec, args: dict[str, Any]) -> BasePruner:
+    return optuna.pruners.ThresholdPruner(**args)
+
+
+@PRUNERS.register("none")
+def _nop(spec: StudySpec, args: dict[str, Any]) -> BasePruner:
+    return optuna.pruners.NopPruner(**args)
+
+
 def build_pruner(spec: StudySpec) -> LossGuardPruner:
-    name, args = spec.pruner["name"], dict(spec.pruner.get("args", {}))
-    inner: BasePruner
-    if name == "median":
-        inner = optuna.pruners.MedianPruner(**args)
-    elif name == "percentile":
-        inner = optuna.pruners.PercentilePruner(**{"percentile": 50.0, **args})
-    elif name == "successive_halving":
-        inner = optuna.pruners.SuccessiveHalvingPruner(**args)
-    elif name == "hyperband":
-        inner = optuna.pruners.HyperbandPruner(**{"min_resource": spec.train.eval_every_images,
-                                                  "max_resource": spec.train.budget_images, **args})
-    elif name == "threshold":
-        inner = optuna.pruners.ThresholdPruner(**args)
-    else:
-        inner = optuna.pruners.NopPruner()
+    """The study's pruner (optionally patient), wrapped by the loss-curve guard."""
+    inner = PRUNERS.get(spec.pruner["name"])(spec, dict(spec.pruner.get("args", {})))
+    if not isinstance(inner, BasePruner):
+        raise TypeError(f"pruner {spec.pruner['name']!r} returned {type(inner).__name__}, not an Optuna pruner")
     if spec.pruner.get("patience"):
         inner = optuna.pruners.PatientPruner(inner, patience=spec.pruner["patience"])
     return LossGuardPruner(spec.guard, inner)
+
+
+# ---------------------------------------------------------------- samplers: (spec, kwargs) -> BaseSampler
+@SAMPLERS.register("tpe")
+def _tpe(spec: StudySpec, kwargs: dict[str, Any]) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.TPESampler(**{"constant_liar": True, **kwargs})
+
+
+@SAMPLERS.register("random")
+def _random(spec: StudySpec, kwargs: dict[str, Any]) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.RandomSampler(**kwargs)
+
+
+@SAMPLERS.register("cmaes")
+def _cmaes(spec: StudySpec, kwargs: dict[str, Any]) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.CmaEsSampler(**kwargs)
+
+
+@SAMPLERS.register("gp")
+def _gp(spec: StudySpec, kwargs: dict[str, Any]) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.GPSampler(**kwargs)
+
+
+@SAMPLERS.register("qmc")
+def _qmc(spec: StudySpec, kwargs: dict[str, Any]) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.QMCSampler(**kwargs)
+
+
+@SAMPLERS.register("grid")
+def _grid(spec: StudySpec, kwargs: dict[str, Any]) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.GridSampler({p.name: list(p.choices) for p in spec.space}, **kwargs)
 
 
 # Samplers whose random stream is drawn afresh for each trial (see build_sampler). QMC keeps one seed: its
@@ -92,15 +145,7 @@ def build_sampler(spec: StudySpec, trial_number: int | None = None) -> optuna.sa
     seed = spec.sampler.get("seed")
     if seed is not None and trial_number is not None and name in PER_TRIAL_SEED:
         seed = trial_seed(int(seed), trial_number)
-    kwargs: dict[str, Any] = {"seed": seed, **args} if seed is not None else args
-    if name == "tpe":
-        return optuna.samplers.TPESampler(**{"constant_liar": True, **kwargs})
-    if name == "random":
-        return optuna.samplers.RandomSampler(**kwargs)
-    if name == "cmaes":
-        return optuna.samplers.CmaEsSampler(**kwargs)
-    if name == "gp":
-        return optuna.samplers.GPSampler(**kwargs)
-    if name == "qmc":
-        return optuna.samplers.QMCSampler(**kwargs)
-    return optuna.samplers.GridSampler({p.name: list(p.choices) for p in spec.space}, **kwargs)
+    sampler = SAMPLERS.get(name)(spec, {"seed": seed, **args} if seed is not None else args)
+    if not isinstance(sampler, optuna.samplers.BaseSampler):
+        raise TypeError(f"sampler {name!r} returned {type(sampler).__name__}, not an Optuna sampler")
+    return sampler

@@ -13,12 +13,11 @@ from typing import Any
 import yaml
 
 from search.errors import SpecError
+from search.registries import PRUNERS, SAMPLERS
 from trainer.config import TrainConfig
 from trainer.errors import ConfigError
 
 OBJECTIVES = ("fid", "kid", "g_loss")
-SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc", "grid")
-PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "threshold", "none")
 PARAM_TYPES = ("float", "int", "categorical")
 TOP_KEYS = ("name", "direction", "objective", "train", "space", "warm_start", "sampler", "pruner", "guard", "budget",
             "storage")
@@ -27,6 +26,7 @@ REPORTS = ("last", "best")  # what a trial reports to the pruner at each evaluat
 # the points where trials are compared: these TrainConfig fields cannot be searched.
 NOT_SEARCHABLE = ("dataset", "data_root", "download", "image_size", "holdout_fraction", "eval_metric", "eval_samples",
                   "feature_net", "feature_weights", "device", "budget_images", "eval_every_images")
+EXTRA = "extra."  # space keys under this prefix search a plug-in's own settings (TrainConfig.extra)
 DEFAULT_STORAGE = "sqlite:///runs/gan-search.db"
 DEFAULT_ARTIFACTS = "runs/artifacts"
 
@@ -125,7 +125,7 @@ class StudySpec:
         for p in space:  # every bound must make a valid TrainConfig on its own
             for value in (p.choices or (p.low, p.high)):
                 try:
-                    train.replace(**{p.name: value})
+                    apply_params(train, {p.name: value})
                 except ConfigError as exc:
                     raise err(f"space.{p.name}", str(exc)) from None
 
@@ -136,18 +136,14 @@ class StudySpec:
 
         sampler = dict(_mapping(raw.get("sampler", {"name": "tpe"}), "sampler", err))
         _only(sampler, ("name", "seed", "args"), "sampler", err)
-        if sampler.get("name", "tpe") not in SAMPLERS:
-            raise err("sampler.name", f"must be one of {', '.join(SAMPLERS)}, but got {sampler.get('name')!r}.")
-        sampler.setdefault("name", "tpe")
+        _registered(SAMPLERS, sampler.setdefault("name", "tpe"), "sampler.name", err)
         if sampler["name"] == "grid" and any(p.type != "categorical" for p in space):
             raise err("sampler.name", "grid needs every space entry to be categorical (list its choices).")
         pruner = dict(_mapping(raw.get("pruner", {"name": "median"}), "pruner", err))
         _only(pruner, ("name", "args", "patience", "report"), "pruner", err)
         if pruner.setdefault("report", "last") not in REPORTS:
             raise err("pruner.report", f"must be one of {', '.join(REPORTS)}, but got {pruner['report']!r}.")
-        if pruner.get("name", "median") not in PRUNERS:
-            raise err("pruner.name", f"must be one of {', '.join(PRUNERS)}, but got {pruner.get('name')!r}.")
-        pruner.setdefault("name", "median")
+        _registered(PRUNERS, pruner.setdefault("name", "median"), "pruner.name", err)
         if "patience" in pruner and (not isinstance(pruner["patience"], int) or pruner["patience"] < 0):
             raise err("pruner.patience", f"must be an int >= 0, but got {pruner['patience']!r}.")
         for part in (sampler, pruner):
@@ -196,6 +192,25 @@ class StudySpec:
 
 
 # ---------------------------------------------------------------- helpers
+def apply_params(train: TrainConfig, values: Mapping[str, Any]) -> TrainConfig:
+    """``train`` with searched values applied; ``extra.KEY`` names go into the plug-ins' ``extra`` mapping."""
+    extra = {k.removeprefix(EXTRA): v for k, v in values.items() if k.startswith(EXTRA)}
+    fields = {k: v for k, v in values.items() if not k.startswith(EXTRA)}
+    if extra:
+        fields["extra"] = {**train.extra, **extra}
+    return train.replace(**fields)
+
+
+def _registered(registry: Any, name: Any, key: str, err: Any) -> None:
+    """A registered name, or an import path that imports now (not later, in a worker)."""
+    if not isinstance(name, str) or (":" not in name and name not in registry.names()):
+        raise err(key, f"must be one of {', '.join(registry.names())} or 'package.module:attribute', but got {name!r}.")
+    try:
+        registry.get(name)
+    except ConfigError as exc:
+        raise err(key, str(exc)) from None
+
+
 def _build_check(spec: StudySpec, err: Any) -> None:
     """Build the sampler and the pruner once, so that a bad ``args`` key fails here, before any storage exists."""
     from search.pruners import build_pruner, build_sampler  # pruners imports this module
@@ -229,7 +244,7 @@ def _warm_start(index: int, raw: Any, space: tuple[Param, ...], train: TrainConf
         if not float(p.low or 0) <= value <= float(p.high or 0):
             raise err(f"{key}.{name}", f"must be within [{p.low:g}, {p.high:g}], but got {value!r}.")
     try:
-        train.replace(**raw)
+        apply_params(train, raw)
     except ConfigError as exc:
         raise err(key, str(exc)) from None
     return {k: (int(v) if params[k].type == "int" else float(v) if params[k].type == "float" else v) for k, v in raw.items()}
@@ -248,9 +263,12 @@ def _only(value: Mapping[str, Any], allowed: tuple[str, ...], key: str, err: Any
 
 def _param(name: str, raw: Any, err: Any) -> Param:
     key = f"space.{name}"
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    if name not in fields:
-        raise err(key, f"{name!r} is not a TrainConfig field; allowed: {', '.join(sorted(fields))}.")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"extra"}
+    if name.startswith(EXTRA):
+        if not name.removeprefix(EXTRA).isidentifier():
+            raise err(key, f"a plug-in setting is searched as extra.NAME with NAME an identifier, but got {name!r}.")
+    elif name not in fields:
+        raise err(key, f"{name!r} is not a TrainConfig field; allowed: {', '.join(sorted(fields))}, extra.NAME.")
     if name in NOT_SEARCHABLE:
         allowed = sorted(fields - set(NOT_SEARCHABLE))
         raise err(key, f"{name!r} is shared by all trials (set it under train:); searchable: {', '.join(allowed)}.")

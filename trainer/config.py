@@ -9,7 +9,7 @@ import os
 import types
 import typing
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
@@ -17,9 +17,6 @@ import yaml
 
 from trainer.errors import ConfigError
 
-Dataset = Literal["digits", "mnist", "fashion-mnist", "cifar10", "idx", "folder"]
-Arch = Literal["mlp", "dcgan"]
-Loss = Literal["bce", "hinge", "wgan-gp", "lsgan"]
 Metric = Literal["fid", "kid", "none"]
 FeatureNet = Literal["domain", "inception"]
 Switch = Literal["auto", "on", "off"]
@@ -30,19 +27,19 @@ DCGAN_SIZES = (8, 16, 28, 32, 64)
 @dataclass(frozen=True)
 class TrainConfig:
     # --- data ---
-    dataset: Dataset = "digits"  # which dataset; digits is offline (scikit-learn) and the default
+    dataset: str = "digits"  # a registered dataset (digits: offline, the default) or a plug-in 'pkg.module:load'
     data_root: str | None = None  # folder of the dataset files (mnist/fashion-mnist/cifar10/idx/folder)
     download: bool = False  # download torchvision datasets into data_root when missing
     image_size: int = 0  # side in pixels after resizing; 0 keeps the dataset's own size
     holdout_fraction: float = 0.2  # share of images held out for evaluation where no test split exists
     # --- models ---
-    arch: Arch = "dcgan"  # mlp (the article's, fixed) or dcgan (conv)
+    arch: str = "dcgan"  # mlp (the article's, fixed), dcgan (conv), or a plug-in 'pkg.module:build'
     latent_dim: int = 64  # size of the noise vector z
     g_width: int = 32  # generator base width (mlp: hidden = 4w, 8w, 16w; dcgan: channels)
     d_width: int = 32  # discriminator base width
     spectral_norm: bool = False  # spectral normalisation on every discriminator layer
     # --- objective ---
-    loss: Loss = "bce"  # bce (non-saturating), hinge, wgan-gp, lsgan
+    loss: str = "bce"  # bce (non-saturating), hinge, wgan-gp, lsgan, or a plug-in 'pkg.module:LossClass'
     gp_weight: float = 10.0  # gradient-penalty weight (wgan-gp only)
     r1_weight: float = 0.0  # R1 penalty weight on real images; 0 turns it off
     # --- optimisation ---
@@ -64,11 +61,22 @@ class TrainConfig:
     # --- hardware ---
     device: str = "auto"  # auto (cuda if present, else cpu), cpu, cuda, cuda:N
     amp: Switch = "auto"  # bf16 autocast: auto = on for CUDA, off for CPU
-    channels_last: Switch = "auto"  # channels_last memory format (dcgan): auto = on for CUDA
+    channels_last: Switch = "auto"  # channels_last memory format (conv nets): auto = on for CUDA
+    # --- plug-ins ---
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form settings passed to plug-ins (searchable: extra.KEY)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             _check_type(f.name, getattr(self, f.name), _hints()[f.name])
+        from trainer.registry import ARCHS, DATASETS, LOSSES
+
+        for registry in (DATASETS, ARCHS, LOSSES):
+            registry.validate(getattr(self, registry.kind))
+        for key, value in self.extra.items():
+            if not isinstance(key, str) or not key.isidentifier():
+                raise ConfigError(f"extra keys must be identifiers, but got extra key {key!r}.")
+            if not isinstance(value, (str, int, float, bool, list, type(None))):
+                raise ConfigError(f"extra.{key} must be a YAML scalar or list, but got {type(value).__name__}.")
         _positive(self, "latent_dim", "g_width", "d_width", "batch_size", "n_critic", "budget_images",
                   "eval_every_images", "eval_samples", "lr_g", "lr_d")
         _nonnegative(self, "gp_weight", "r1_weight", "seed")
@@ -169,6 +177,8 @@ def _describe(hint: Any) -> str:
     origin = get_origin(hint)
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in get_args(hint))
+    if origin is dict:
+        return "a mapping"
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_describe(a) for a in get_args(hint))
     if hint is type(None):
@@ -190,6 +200,8 @@ def _matches(value: Any, hint: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if hint is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if origin is dict:
+        return isinstance(value, dict)
     return isinstance(value, hint)
 
 

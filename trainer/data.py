@@ -7,13 +7,15 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from trainer.config import TrainConfig
-from trainer.errors import DataError
+from trainer.errors import ConfigError, DataError
+from trainer.registry import DATASETS
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +90,10 @@ def _idx_candidates(root: Path, dataset: str) -> list[Path]:
     return [root, root / TORCHVISION.get(dataset, "") / "raw"]
 
 
-def _load_torchvision(cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+@DATASETS.register("mnist")
+@DATASETS.register("fashion-mnist")
+@DATASETS.register("cifar10")
+def _load_torchvision(cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """mnist/fashion-mnist/cifar10: IDX/pickle files under data_root, downloaded by torchvision if asked."""
     root = Path(cfg.data_root or "data")
     if cfg.dataset != "cifar10":
@@ -123,6 +128,7 @@ def _split(x: np.ndarray, y: np.ndarray, fraction: float) -> tuple[np.ndarray, n
     return x[train], y[train], x[hold], y[hold]
 
 
+@DATASETS.register("digits")
 def _load_digits(cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
 
@@ -131,6 +137,7 @@ def _load_digits(cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     return _split(images, digits.target.astype(np.int64), cfg.holdout_fraction)
 
 
+@DATASETS.register("folder")
 def _load_folder(cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """An image folder: every image below data_root; the first-level subfolder names are the labels."""
     from PIL import Image
@@ -161,32 +168,59 @@ def _to_tensor(x: np.ndarray, size: int) -> torch.Tensor:
     return t.contiguous()
 
 
+@DATASETS.register("idx")
+def _load_idx(cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A folder of MNIST-format files; without both official splits, one is split by SPLIT_SEED."""
+    splits, official = load_idx_folder(Path(cfg.data_root or ""))
+    if not splits:
+        raise DataError(f"no MNIST-format files (train-/t10k-images-idx3-ubyte[.gz]) in data_root={cfg.data_root!r}.")
+    if official:
+        (xtr, ytr), (xte, yte) = splits
+        return xtr, ytr, xte, yte
+    return _split(*splits[0], cfg.holdout_fraction)
+
+
+def _images(x: Any, size: int, what: str) -> torch.Tensor:
+    """uint8 arrays (N, H, W[, C]) or float tensors (N, C, H, W) in [-1, 1] -> float tensors (N, C, H, W)."""
+    if isinstance(x, np.ndarray) and x.dtype == np.uint8 and x.ndim in (3, 4):
+        return _to_tensor(x, size)
+    if isinstance(x, torch.Tensor) and x.is_floating_point() and x.ndim == 4:
+        t = x.detach().float().cpu().contiguous()
+        if float(t.min()) < -1.0001 or float(t.max()) > 1.0001:
+            raise ConfigError(f"dataset: {what} images must lie in [-1, 1], but range over "
+                              f"[{float(t.min()):.3g}, {float(t.max()):.3g}].")
+        if size and size != t.shape[-1]:
+            t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp(-1, 1)
+        return t
+    shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
+    raise ConfigError(f"dataset: {what} images must be uint8 arrays (N, H, W[, C]) or float tensors (N, C, H, W) in "
+                      f"[-1, 1], but got {shape}.")
+
+
+def _labels(y: Any, n: int, what: str) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y).long().cpu()
+    if t.shape != (n,):
+        raise ConfigError(f"dataset: {what} labels must have shape ({n},), but got {tuple(t.shape)}.")
+    return t
+
+
 def load_data(cfg: TrainConfig, device: torch.device | str = "cpu") -> ImageData:
-    """Decode the dataset of ``cfg`` once into tensors on ``device``."""
-    if cfg.dataset == "digits":
-        xtr, ytr, xte, yte = _load_digits(cfg)
-    elif cfg.dataset == "idx":
-        splits, official = load_idx_folder(Path(cfg.data_root or ""))
-        if not splits:
-            raise DataError(
-                f"no MNIST-format files (train-/t10k-images-idx3-ubyte[.gz]) in data_root={cfg.data_root!r}."
-            )
-        if official:
-            (xtr, ytr), (xte, yte) = splits
-        else:
-            xtr, ytr, xte, yte = _split(*splits[0], cfg.holdout_fraction)
-    elif cfg.dataset == "folder":
-        xtr, ytr, xte, yte = _load_folder(cfg)
-    else:
-        loaded = _load_torchvision(cfg)
-        assert loaded is not None
-        xtr, ytr, xte, yte = loaded
+    """Decode the dataset of ``cfg`` (a registered name or a plug-in) once into tensors on ``device``."""
+    loaded = DATASETS.get(cfg.dataset)(cfg)
+    if not (isinstance(loaded, tuple) and len(loaded) == 4):
+        raise ConfigError(f"dataset={cfg.dataset!r} must return (train, train_labels, holdout, holdout_labels), "
+                          f"but returned {type(loaded).__name__}.")
+    train = _images(loaded[0], cfg.image_size, "train")
+    holdout = _images(loaded[2], cfg.image_size, "held-out")
+    if train.shape[1:] != holdout.shape[1:] or len(train) < 2 or len(holdout) < 2:
+        raise ConfigError(f"dataset={cfg.dataset!r}: train {tuple(train.shape)} and held-out {tuple(holdout.shape)} "
+                          "need >= 2 images each, of one shape.")
+    ytr, yte = _labels(loaded[1], len(train), "train"), _labels(loaded[3], len(holdout), "held-out")
     digest = hashlib.sha256()
-    for arr in (xtr, ytr, xte, yte):
-        digest.update(np.ascontiguousarray(arr).tobytes())
+    for t in (train, ytr, holdout, yte):
+        digest.update(t.numpy().tobytes())
     digest.update(str(cfg.image_size).encode())
-    data = ImageData(_to_tensor(xtr, cfg.image_size), torch.from_numpy(ytr).long(),
-                     _to_tensor(xte, cfg.image_size), torch.from_numpy(yte).long(), digest.hexdigest()[:16])
+    data = ImageData(train, ytr, holdout, yte, digest.hexdigest()[:16])
     log.info("dataset %s: %d train / %d held-out images of shape %s", cfg.dataset, len(data.train),
              len(data.holdout), data.shape)
     return data.to(device)

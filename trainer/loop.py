@@ -21,8 +21,8 @@ from trainer.config import TrainConfig
 from trainer.data import ImageData, load_data
 from trainer.errors import ConfigError, Diverged
 from trainer.io import CHECKPOINT_FILE, METRICS_FILE, SAMPLES_FILE, save_generator, save_grid, write_json
-from trainer.losses import LOSSES, gradient_penalty, r1_penalty
-from trainer.models import Generator, build_discriminator, build_generator
+from trainer.losses import build_loss, r1_penalty
+from trainer.models import Generator, build_models
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,29 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """What every run of one dataset shares: the device, the data on it, and the evaluator (None without a metric)."""
+
+    device: torch.device
+    data: ImageData
+    evaluator: Evaluator | None
+
+
+def prepare(cfg: TrainConfig, device: str | torch.device | None = None) -> Prepared:
+    """Resolve the device, load the data onto it and build the evaluator, once per process."""
+    from trainer.metrics import make_evaluator
+
+    dev = resolve_device(str(device) if device is not None else cfg.device)
+    data = load_data(cfg, dev)
+    return Prepared(dev, data, make_evaluator(cfg, data, dev))
+
+
+def _has_conv(net: torch.nn.Module) -> bool:
+    """channels_last helps convolutions only."""
+    return any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in net.modules())
+
+
 def _switch(value: str, device: torch.device) -> bool:
     return value == "on" or (value == "auto" and device.type == "cuda")
 
@@ -133,7 +156,7 @@ def train(
     """
     # ---- set up: device, data, models, optimisers, RNG streams
     device = resolve_device(cfg.device)
-    amp, channels_last = _switch(cfg.amp, device), _switch(cfg.channels_last, device) and cfg.arch == "dcgan"
+    amp = _switch(cfg.amp, device)
     data = (data or load_data(cfg, device)).to(device)
     shape = data.shape
     out = Path(out_dir) if out_dir is not None else None
@@ -141,15 +164,16 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(cfg.seed)
-    gen_net = build_generator(cfg, shape).to(device)
-    disc = build_discriminator(cfg, shape).to(device)
+    gen_net, disc = build_models(cfg, shape)
+    gen_net, disc = gen_net.to(device), disc.to(device)
+    channels_last = _switch(cfg.channels_last, device) and _has_conv(disc)
     if channels_last:
         gen_net, disc = gen_net.to(memory_format=torch.channels_last), disc.to(memory_format=torch.channels_last)
     ema = EMA(gen_net, cfg.ema_decay) if cfg.ema_decay > 0 else None
     opt_g = torch.optim.Adam(gen_net.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
     rng = torch.Generator(device=device).manual_seed(cfg.seed)  # batches, noise, GP interpolation
-    d_loss_fn, g_loss_fn = LOSSES[cfg.loss]
+    loss = build_loss(cfg)
     n_train, bsz, total = len(data.train), cfg.batch_size, cfg.total_steps
 
     step, images_seen, eval_index, seconds = 0, 0, 0, 0.0
@@ -186,9 +210,10 @@ def train(
                 real.requires_grad_(True)
             with autocast:
                 real_logits, fake_logits = disc(real), disc(fake)
-                d_loss = d_loss_fn(real_logits.float(), fake_logits.float())
-                if cfg.loss == "wgan-gp":
-                    d_loss = d_loss + cfg.gp_weight * gradient_penalty(disc, real.detach(), fake, rng)
+                d_loss = loss.d_loss(real_logits.float(), fake_logits.float())
+                penalty = loss.penalty(disc, real, fake, rng)
+                if penalty is not None:
+                    d_loss = d_loss + penalty
                 if cfg.r1_weight > 0:
                     d_loss = d_loss + 0.5 * cfg.r1_weight * r1_penalty(real_logits, real)
             opt_d.zero_grad(set_to_none=True)
@@ -197,7 +222,7 @@ def train(
             images_seen += bsz
         z = torch.randn(bsz, cfg.latent_dim, device=device, generator=rng)  # generator step
         with autocast:
-            g_loss = g_loss_fn(disc(gen_net(z)).float())
+            g_loss = loss.g_loss(disc(gen_net(z)).float())
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()

@@ -8,6 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainer.config import TrainConfig
+from trainer.registry import LOSSES
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -41,12 +44,71 @@ def g_least_squares(fake: torch.Tensor) -> torch.Tensor:
     return 0.5 * ((fake - 1.0) ** 2).mean()
 
 
-LOSSES: dict[str, tuple[LossFn, Callable[[torch.Tensor], torch.Tensor]]] = {
-    "bce": (d_bce, g_bce),
-    "hinge": (d_hinge, g_mean),
-    "wgan-gp": (d_wasserstein, g_mean),
-    "lsgan": (d_least_squares, g_least_squares),
-}
+class GANLoss:
+    """A GAN objective: the D loss, the G loss and any penalty it needs; built as ``Loss(cfg)``.
+
+    ``d_loss(real_logits, fake_logits)`` and ``g_loss(fake_logits)`` take float logits of shape (B,);
+    ``penalty(disc, real, fake, rng)`` returns a scalar added to the D loss (or None), and may call ``disc``
+    again (gradient penalties). A plug-in loss need not subclass this: the three methods suffice.
+    """
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+
+    def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def penalty(self, disc: nn.Module, real: torch.Tensor, fake: torch.Tensor,
+                rng: torch.Generator | None) -> torch.Tensor | None:
+        return None
+
+
+@LOSSES.register("bce")
+class NonSaturatingLoss(GANLoss):
+    def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        return d_bce(real, fake)
+
+    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+        return g_bce(fake)
+
+
+@LOSSES.register("hinge")
+class HingeLoss(GANLoss):
+    def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        return d_hinge(real, fake)
+
+    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+        return g_mean(fake)
+
+
+@LOSSES.register("wgan-gp")
+class WassersteinGPLoss(GANLoss):
+    def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        return d_wasserstein(real, fake)
+
+    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+        return g_mean(fake)
+
+    def penalty(self, disc: nn.Module, real: torch.Tensor, fake: torch.Tensor,
+                rng: torch.Generator | None) -> torch.Tensor | None:
+        return self.cfg.gp_weight * gradient_penalty(disc, real.detach(), fake, rng)
+
+
+@LOSSES.register("lsgan")
+class LeastSquaresLoss(GANLoss):
+    def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        return d_least_squares(real, fake)
+
+    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+        return g_least_squares(fake)
+
+
+def build_loss(cfg: TrainConfig) -> GANLoss:
+    """The loss object of ``cfg.loss`` (a registered name or a plug-in class)."""
+    return LOSSES.get(cfg.loss)(cfg)  # type: ignore[no-any-return]
 
 
 def gradient_penalty(disc: nn.Module, real: torch.Tensor, fake: torch.Tensor,

@@ -44,6 +44,20 @@ def cache_dir() -> Path:
     return Path(os.environ.get("GAN_SEARCH_CACHE") or Path.home() / ".cache" / "gan-search")
 
 
+def save_cached(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """The one cache writer: a unique temporary file renamed into place, so concurrent workers filling the
+    same cache entry never read or leave a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 # ---------------------------------------------------------------- feature networks
 class DomainNet(nn.Module):
     """Small classifier; its penultimate layer (128-d) is the FID feature space."""
@@ -113,9 +127,7 @@ def domain_net(data: ImageData, seed: int = DOMAIN_SEED, cache: Path | None = No
     log.info("training the domain feature network (once per dataset; cached at %s)", path)
     net, acc = train_domain_net(data, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file(net.state_dict(), str(tmp), metadata={"holdout_accuracy": str(acc), "seed": str(seed)})
-    os.replace(tmp, path)
+    save_cached(net.state_dict(), path, {"holdout_accuracy": str(acc), "seed": str(seed)})
     log.info("domain network held-out accuracy %.4f", acc)
     return net.eval(), acc
 
@@ -228,9 +240,7 @@ def real_features(net: nn.Module, net_key: str, data: ImageData, n: int, cache: 
         return load_file(str(path))["features"]
     feats = features(net, _chunks(data.holdout[:n]))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({"features": feats.contiguous()}, str(tmp), metadata={"key": json.dumps([data.fingerprint, net_key, n])})
-    os.replace(tmp, path)
+    save_cached({"features": feats.contiguous()}, path, {"key": json.dumps([data.fingerprint, net_key, n])})
     return feats
 
 

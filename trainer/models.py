@@ -10,6 +10,7 @@ from torch.nn.utils.parametrizations import spectral_norm as _sn
 
 from trainer.config import DCGAN_SIZES, TrainConfig
 from trainer.errors import ConfigError
+from trainer.registry import ARCHS
 
 
 class Generator(nn.Module):
@@ -110,13 +111,64 @@ class DCGANDiscriminator(nn.Module):
         return self.net(x).view(-1)  # (B,)
 
 
+@ARCHS.register("mlp")
+def build_mlp(cfg: TrainConfig, shape: tuple[int, int, int]) -> tuple[Generator, nn.Module]:
+    return MLPGenerator(cfg.latent_dim, cfg.g_width, shape), MLPDiscriminator(cfg.d_width, shape, cfg.spectral_norm)
+
+
+@ARCHS.register("dcgan")
+def build_dcgan(cfg: TrainConfig, shape: tuple[int, int, int]) -> tuple[Generator, nn.Module]:
+    return DCGANGenerator(cfg.latent_dim, cfg.g_width, shape), DCGANDiscriminator(cfg.d_width, shape, cfg.spectral_norm)
+
+
+def build_models(cfg: TrainConfig, shape: tuple[int, int, int]) -> tuple[Generator, nn.Module]:
+    """(generator, discriminator) of ``cfg.arch`` for images of ``shape``; a plug-in's output is checked."""
+    try:
+        result = ARCHS.get(cfg.arch)(cfg, shape)
+    except ConfigError:
+        raise
+    except Exception as exc:  # a plug-in's own error: one line naming the key
+        raise ConfigError(f"arch={cfg.arch!r} failed to build for images of shape {shape}: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    if not (isinstance(result, tuple) and len(result) == 2 and all(isinstance(m, nn.Module) for m in result)):
+        raise ConfigError(f"arch={cfg.arch!r} must return (generator, discriminator) nn.Modules, "
+                          f"but returned {type(result).__name__}.")
+    gen, disc = result
+    latent = getattr(gen, "latent_dim", None)
+    if not isinstance(latent, int) or latent < 1 or not callable(getattr(gen, "sample", None)):
+        raise ConfigError(f"arch={cfg.arch!r}: the generator needs an int latent_dim and a sample(n, device=, "
+                          "generator=) method (subclass trainer.Generator).")
+    return gen, disc
+
+
 def build_generator(cfg: TrainConfig, shape: tuple[int, int, int]) -> Generator:
-    if cfg.arch == "mlp":
-        return MLPGenerator(cfg.latent_dim, cfg.g_width, shape)
-    return DCGANGenerator(cfg.latent_dim, cfg.g_width, shape)
+    return build_models(cfg, shape)[0]  # type: ignore[return-value]
 
 
 def build_discriminator(cfg: TrainConfig, shape: tuple[int, int, int]) -> nn.Module:
-    if cfg.arch == "mlp":
-        return MLPDiscriminator(cfg.d_width, shape, cfg.spectral_norm)
-    return DCGANDiscriminator(cfg.d_width, shape, cfg.spectral_norm)
+    return build_models(cfg, shape)[1]
+
+
+def check_models(cfg: TrainConfig, shape: tuple[int, int, int]) -> None:
+    """Build the models (and the loss) of ``cfg`` once on the CPU and check the shapes they return.
+
+    Run before a study is created, so that a plug-in that returns the wrong shape fails at once.
+    """
+    from trainer.losses import build_loss
+
+    gen, disc = build_models(cfg, shape)
+    with torch.no_grad():
+        images = gen.eval()(torch.zeros(2, gen.latent_dim))
+        if tuple(images.shape) != (2, *shape):
+            raise ConfigError(f"arch={cfg.arch!r}: the generator must return images of shape (B, {', '.join(map(str, shape))}), "
+                              f"but returned {tuple(images.shape)}.")
+        logits = disc.eval()(images)
+        if tuple(logits.shape) != (2,):
+            raise ConfigError(f"arch={cfg.arch!r}: the discriminator must return one logit per image, shape (B,), "
+                              f"but returned {tuple(logits.shape)}.")
+    try:
+        build_loss(cfg)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"loss={cfg.loss!r} failed to build: {type(exc).__name__}: {exc}") from None

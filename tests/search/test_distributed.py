@@ -127,7 +127,7 @@ def test_ctrl_c_stops_a_worker_cleanly_and_requeues_its_trial(tmp_path: Path, po
 
 
 def test_placement_splits_cpu_cores_between_workers() -> None:
-    from search.workers import placement
+    from search.launch import placement
 
     places = placement(4)
     assert len(places) == 4

@@ -156,7 +156,7 @@ def test_sqlite_with_several_local_workers(tmp_path: Path, workers: int) -> None
 
 def _claim_all(url: str, study_file: str) -> list[int]:
     from search.storage import make_storage
-    from search.workers import _claim
+    from search.worker import _claim
 
     spec = StudySpec.from_file(study_file).with_overrides(storage=url)
     storage = make_storage(url)

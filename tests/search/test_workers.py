@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from search import StudySpec, create_or_load_study, plan, run_workers
 from search.cli import app
-from search.workers import describe_progress, progress
+from search.study import describe_progress, progress
 from tests.search.conftest import small_study, write_study
 
 

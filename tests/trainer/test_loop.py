@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer import Diverged, EvalEvent, ImageData, TrainConfig, load_data, load_generator, train
+from trainer import LOSSES, Diverged, EvalEvent, ImageData, TrainConfig, load_data, load_generator, train
 
 SMALL = dict(g_width=8, d_width=8, latent_dim=8, batch_size=16, eval_metric="none")
 
@@ -19,7 +19,7 @@ def digits() -> ImageData:
 
 
 @pytest.mark.parametrize("arch", ["mlp", "dcgan"])
-@pytest.mark.parametrize("loss", ["bce", "hinge", "wgan-gp", "lsgan"])
+@pytest.mark.parametrize("loss", LOSSES.names())
 def test_each_loss_and_architecture_takes_a_step(digits: ImageData, arch: str, loss: str) -> None:
     cfg = TrainConfig(arch=arch, loss=loss, budget_images=32, eval_every_images=32, r1_weight=1.0, **SMALL)
     before = {k: v.clone() for k, v in train(cfg.replace(budget_images=16), data=digits).generator.state_dict().items()}

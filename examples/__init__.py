@@ -1,0 +1,1 @@
+"""Examples of a user's own GAN plugged into gan-search by import path."""

@@ -1,0 +1,180 @@
+"""The service's Python API: what the CLI does, callable from a notebook (the CLI only parses and prints).
+
+    from search import api
+    result = api.run("studies/digits-quick.yaml", workers=2, export_to="runs/best")
+    api.status("digits-quick", storage="sqlite:///runs/gan-search.db")
+    api.export("digits-quick", "runs/best", confirm=3, seeds=3)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from search import attrs
+from search.errors import StudyError
+from search.export import best_trial, confirmation_table, enqueue_confirmations, ranked
+from search.export import export as write_export
+from search.launch import run_workers
+from search.spec import DEFAULT_STORAGE, StudySpec
+from search.storage import artifact_store, check_url, load_study, make_storage, redact
+from search.study import create_or_load_study, plan, progress, stored_spec, trials_summary
+from search.worker import WorkerReport
+from trainer import load_data
+from trainer.errors import ConfigError
+from trainer.models import check_models
+
+log = logging.getLogger(__name__)
+
+
+def storage_url(url: str | None) -> str:
+    """``url``, else ``$GAN_SEARCH_STORAGE``, else the default SQLite file."""
+    return url or os.environ.get("GAN_SEARCH_STORAGE") or DEFAULT_STORAGE
+
+
+def load_spec(study_file: str | os.PathLike[str], *, storage: str | None = None, artifacts: str | None = None,
+              n_trials: int | None = None, timeout: float | None = None, data_root: str | None = None) -> StudySpec:
+    """The study file with command-line overrides, validated (nothing is written)."""
+    if n_trials is not None and n_trials < 1:
+        raise ConfigError(f"n_trials must be >= 1, but got {n_trials=}.")
+    spec = StudySpec.from_file(study_file)
+    if data_root:
+        spec = StudySpec.from_dict({**spec.raw, "train": {**spec.raw.get("train", {}), "data_root": data_root}},
+                                   source=str(study_file))
+    return spec.with_overrides(storage=storage, artifacts=artifacts, n_trials=n_trials, timeout=timeout)
+
+
+def create(spec: StudySpec) -> tuple[optuna.Study, int]:
+    """Check the storage URL, the data and the models, then create (or load) the study and store its plan.
+
+    Everything that can fail on bad input fails before the first row or folder is written. Returns the
+    study and the number of warm-start trials enqueued now.
+    """
+    check_url(spec.storage)
+    data = load_data(spec.train.replace(device="cpu"))  # missing or unreadable data fails here
+    check_models(spec.train, data.shape)  # so does a plug-in arch or loss that fails to import, build or fit
+    study = create_or_load_study(spec)
+    added = plan(study, spec.n_trials, spec.warm_start)
+    log.info("study %s on %s: %d trials planned (%d warm starts enqueued now)", spec.name, redact(spec.storage),
+             spec.n_trials, added)
+    return study, added
+
+
+@dataclass
+class RunResult:
+    study: optuna.Study
+    spec: StudySpec
+    wall_seconds: float
+    workers: list[WorkerReport]
+    export: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        best = best_or_none(self.study)
+        return {"study": self.spec.name, "wall_seconds": round(self.wall_seconds, 1),
+                "states": trials_summary(self.study), "progress": progress(self.study),
+                "best_value": best.value if best else None, "best_params": best.params if best else None,
+                "workers": [r.__dict__ for r in self.workers]}
+
+
+def run(study_file: str | os.PathLike[str], *, storage: str | None = None, artifacts: str | None = None,
+        n_trials: int | None = None, timeout: float | None = None, workers: int = 1, backend: str = "local",
+        scheduler: str | None = None, data_root: str | None = None,
+        export_to: str | os.PathLike[str] | None = None) -> RunResult:
+    """Create or resume the study of ``study_file`` and run its trials with ``workers`` workers."""
+    if backend not in ("local", "dask"):
+        raise ConfigError(f"backend must be local or dask, but got {backend=}.")
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1, but got {workers=}.")
+    spec = load_spec(study_file, storage=storage, artifacts=artifacts, n_trials=n_trials, timeout=timeout,
+                     data_root=data_root)
+    study, _ = create(spec)
+    if spec.storage.startswith("sqlite") and workers > 1 and backend == "local":
+        log.info("SQLite with %d local workers: WAL mode, long lock timeouts and a claim lock are on; for many "
+                 "workers use PostgreSQL or MySQL", workers)
+    start = time.perf_counter()
+    reports = run_workers(spec.name, spec.storage, workers, artifacts=spec.artifacts, timeout=spec.timeout,
+                          backend=backend, scheduler=scheduler)
+    wall = time.perf_counter() - start
+    exported = export_study(study, spec, Path(export_to)) if export_to is not None else None
+    return RunResult(study, spec, wall, reports, exported)
+
+
+def open_study(name: str, storage: str | None = None) -> tuple[optuna.Study, str]:
+    url = storage_url(storage)
+    return load_study(name, make_storage(url)), url
+
+
+def best_or_none(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    trials = ranked(study)
+    return trials[0] if trials else None
+
+
+def status(name: str, storage: str | None = None) -> dict[str, Any]:
+    """Where a study stands: the plan, states, pruned trials with reasons, the best trial."""
+    study, _ = open_study(name, storage)
+    best = best_or_none(study)
+    pruned = {t.number: t.user_attrs.get(attrs.PRUNE_REASON) for t in study.get_trials(deepcopy=False)
+              if t.state.name == "PRUNED"}
+    return {"study": name, "states": trials_summary(study), "progress": progress(study), "pruned": pruned,
+            "best_trial": best.number if best else None, "best_value": best.value if best else None,
+            "best_params": best.params if best else None}
+
+
+def export(name: str, out: str | os.PathLike[str], *, storage: str | None = None, retrain: int | None = None,
+           confirm: int = 0, seeds: int = 3, workers: int = 1) -> dict[str, Any]:
+    """Export the best trial (after re-running the top ``confirm`` configs with ``seeds`` fresh seeds, if asked)."""
+    if retrain is not None and retrain < 1:
+        raise ConfigError(f"retrain must be a number of images >= 1, but got {retrain=}.")
+    if confirm < 0 or seeds < 1:
+        raise ConfigError(f"confirm must be >= 0 and seeds >= 1, but got {confirm=}, {seeds=}.")
+    study, url = open_study(name, storage)
+    spec = stored_spec(study, url)
+    best_trial(study)  # fails before anything runs or is written
+    confirmed = None
+    if confirm:
+        origins = enqueue_confirmations(study, confirm, seeds)
+        run_workers(name, url, workers, new_trials=False)
+        confirmed = confirmation_table(study, origins)
+    metrics = export_study(study, spec, Path(out), retrain, confirmed)
+    return {"out": str(out), "trial": metrics["trial"], "value": metrics["value"],
+            **({"confirmation": confirmed} if confirmed else {})}
+
+
+def export_study(study: optuna.Study, spec: StudySpec, out: Path, retrain: int | None = None,
+                 confirmed: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Write the export into a temporary sibling of ``out``, then rename it: never a partial export."""
+    best_trial(study)
+    store = artifact_store(study.user_attrs.get(attrs.ARTIFACTS) or spec.artifacts)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        metrics = write_export(study, spec, tmp, store, retrain_images=retrain, confirmed=confirmed)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    out.chmod(0o755)
+    return metrics
+
+
+def artifacts_of_any_study(storage: str) -> str | None:
+    """The artifact folder stored with the first study that has one (for the dashboard)."""
+    for summary in optuna.get_all_study_summaries(make_storage(storage), include_best_trial=False):
+        if folder := summary.user_attrs.get(attrs.ARTIFACTS):
+            return str(folder)
+    return None
+
+
+__all__ = ["RunResult", "StudyError", "best_or_none", "create", "export", "export_study", "load_spec", "open_study",
+           "run", "status", "storage_url"]

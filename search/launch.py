@@ -1,0 +1,71 @@
+"""K workers of one study: in this process, as joblib processes on this machine, or as Dask tasks."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+
+from search.errors import StudyError
+from search.worker import WorkerReport, work
+
+log = logging.getLogger(__name__)
+
+
+def _visible_gpus() -> list[str]:
+    try:
+        import torch
+
+        count = torch.cuda.device_count()
+    except Exception:
+        count = 0
+    return [f"cuda:{i}" for i in range(count)]  # indices are relative to CUDA_VISIBLE_DEVICES
+
+
+def placement(n_workers: int) -> list[tuple[str | None, int | None]]:
+    """(device, torch threads) per worker: GPUs round-robin, else the CPU cores split evenly."""
+    gpus = _visible_gpus()
+    if gpus:
+        return [(gpus[i % len(gpus)], None) for i in range(n_workers)]
+    cores = os.cpu_count() or 1
+    return [("cpu", max(1, cores // n_workers)) for _ in range(n_workers)]
+
+
+def _worker_entry(study_name: str, storage_url: str, artifacts: str | None, device: str | None,
+                  threads: int | None, timeout: float | None, worker: int, new_trials: bool = True) -> WorkerReport:
+    if threading.current_thread() is threading.main_thread():  # Dask runs tasks in a worker thread
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker{worker} %(levelname)s %(name)s: %(message)s")
+    for noisy in ("optuna", "distributed", "sqlalchemy"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return work(study_name, storage_url, artifacts=artifacts, device=device, timeout=timeout, worker=worker,
+                threads=threads, new_trials=new_trials)
+
+
+def run_workers(study_name: str, storage_url: str, n_workers: int, *, artifacts: str | None = None,
+                timeout: float | None = None, backend: str = "local", scheduler: str | None = None,
+                new_trials: bool = True) -> list[WorkerReport]:
+    """Run ``n_workers`` workers of the study: in this process (1), joblib processes, or a Dask cluster."""
+    if n_workers < 1:
+        raise StudyError(f"workers must be >= 1, but got workers={n_workers}.")
+    places = placement(n_workers)
+    if backend == "dask":
+        from distributed import Client
+
+        with Client(scheduler) if scheduler else Client(processes=True, n_workers=n_workers,
+                                                        threads_per_worker=1) as client:
+            futures = [client.submit(_worker_entry, study_name, storage_url, artifacts, None, None, timeout, i,
+                                     new_trials, pure=False) for i in range(n_workers)]
+            return list(client.gather(futures))
+    if n_workers == 1:
+        device, _ = places[0]
+        return [work(study_name, storage_url, artifacts=artifacts, device=device, timeout=timeout,
+                     new_trials=new_trials)]
+    from joblib import Parallel, delayed
+
+    jobs = (delayed(_worker_entry)(study_name, storage_url, artifacts, dev, threads, timeout, i, new_trials)
+            for i, (dev, threads) in enumerate(places))
+    return list(Parallel(n_jobs=n_workers, backend="loky")(jobs))
+
+

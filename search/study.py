@@ -1,0 +1,130 @@
+"""The study: create or load it with its study file, the study-wide plan (n_trials, warm starts), progress.
+
+``n_trials`` is a study-wide total stored with the study: a worker claims a WAITING trial (a warm start,
+a retry, a seed confirmation) or, when none waits, creates the next search trial (``search.worker``), both
+under a study-wide lock, so K workers together run exactly that many and a stopped study leaves no
+unstarted rows behind.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from search import attrs
+from search.errors import StudyError
+from search.pruners import build_pruner, build_sampler
+from search.spec import StudySpec
+from search.storage import make_storage
+
+log = logging.getLogger(__name__)
+
+
+def create_or_load_study(spec: StudySpec) -> optuna.Study:
+    """Create the study (or load it) and store the study file and artifact folder with it."""
+    storage = make_storage(spec.storage, create=True)
+    study = optuna.create_study(study_name=spec.name, storage=storage, direction=spec.direction,  # type: ignore[arg-type]
+                                sampler=build_sampler(spec), pruner=build_pruner(spec), load_if_exists=True)
+    stored = study.user_attrs.get(attrs.SPEC)
+    if stored is not None and stored != dict(spec.raw):
+        log.warning("study %s: the study file changed since the study was created; workers use the new one",
+                    spec.name)
+    if stored != dict(spec.raw):
+        study.set_user_attr(attrs.SPEC, dict(spec.raw))
+    artifacts = str(Path(spec.artifacts).expanduser().resolve())
+    if study.user_attrs.get(attrs.ARTIFACTS) != artifacts:
+        study.set_user_attr(attrs.ARTIFACTS, artifacts)
+    return study
+
+
+def stored_spec(study: optuna.Study, storage_url: str) -> StudySpec:
+    raw = study.user_attrs.get(attrs.SPEC)
+    if raw is None:
+        raise StudyError(f"study {study.study_name!r} has no study file stored; create it with `gan-search run`.")
+    return StudySpec.from_dict(raw, source=f"study {study.study_name}").with_overrides(storage=storage_url)
+
+
+def retried_numbers(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
+    return {n for t in trials if (n := t.system_attrs.get(attrs.FAILED_TRIAL)) is not None}
+
+
+def planned_trials(study: optuna.Study) -> int:
+    """Trials that count towards n_trials: all, except failed ones that a retry replaces and seed confirmations."""
+    trials = study.get_trials(deepcopy=False)
+    retried = retried_numbers(trials)
+    return sum(1 for t in trials
+               if not (t.state == TrialState.FAIL and t.number in retried) and attrs.CONFIRM not in t.user_attrs)
+
+
+def target_trials(study: optuna.Study) -> int:
+    """The study-wide number of search trials that ``plan`` stored (0 for a study planned as WAITING rows)."""
+    return int(study.user_attrs.get(attrs.N_TRIALS, 0))
+
+
+def plan(study: optuna.Study, n_trials: int, warm_start: tuple[Any, ...] = ()) -> int:
+    """Set the study-wide trial count and enqueue the warm-start configurations not enqueued yet.
+
+    Search trials are not created here: a worker creates the next one when it has nothing waiting to claim
+    (under the study lock, so K workers together create exactly ``n_trials``). A study stopped early thus
+    holds no rows for trials that never started. Returns how many warm-start trials were enqueued.
+    """
+    if study.user_attrs.get(attrs.N_TRIALS) != n_trials:
+        study.set_user_attr(attrs.N_TRIALS, n_trials)
+    trials = study.get_trials(deepcopy=False)
+    enqueued = {t.user_attrs.get(attrs.WARM_START) for t in trials}
+    room = n_trials - planned_trials(study)
+    added = 0
+    for index, params in enumerate(warm_start):
+        if index in enqueued:
+            continue
+        if added >= room:
+            log.warning("study %s: n_trials=%d leaves no room for warm_start[%d:]", study.study_name, n_trials, index)
+            break
+        study.enqueue_trial(dict(params), user_attrs={attrs.WARM_START: index})
+        added += 1
+    return added
+
+
+def progress(study: optuna.Study) -> dict[str, Any]:
+    """Where the study stands against its plan: what is done, running, waiting and still to be created."""
+    trials = study.get_trials(deepcopy=False)
+    retried = retried_numbers(trials)
+    search = [t for t in trials if attrs.CONFIRM not in t.user_attrs
+              and not (t.state == TrialState.FAIL and t.number in retried)]
+    count = {s: sum(1 for t in search if t.state == s) for s in TrialState}
+    planned = max(target_trials(study), len(search))
+    done = count[TrialState.COMPLETE] + count[TrialState.PRUNED] + count[TrialState.FAIL]
+    return {"planned": planned, "done": done, "complete": count[TrialState.COMPLETE],
+            "pruned": count[TrialState.PRUNED], "failed": count[TrialState.FAIL],
+            "running": count[TrialState.RUNNING], "waiting": count[TrialState.WAITING],
+            "to_create": max(0, planned - len(search)), "retried": len(retried),
+            "confirmations": sum(1 for t in trials if attrs.CONFIRM in t.user_attrs)}
+
+
+def describe_progress(p: dict[str, Any]) -> str:
+    """One line a user reads without knowing Optuna's states."""
+    left = p["planned"] - p["done"]
+    line = (f"{p['done']}/{p['planned']} trials done ({p['complete']} complete, {p['pruned']} pruned, "
+            f"{p['failed']} failed), {p['running']} running")
+    if left - p["running"] > 0:
+        queued = f"{p['waiting']} queued (warm starts or retries) + " if p["waiting"] else ""
+        line += f"; {left - p['running']} not started ({queued}{p['to_create']} to be proposed)"
+        line += " - `gan-search run` or `gan-search worker` continues" if not p["running"] else ""
+    return line
+
+
+
+def trials_summary(study: optuna.Study) -> dict[str, Any]:
+    trials = study.get_trials(deepcopy=False)
+    retried = retried_numbers(trials)
+    counts: dict[str, int] = {}
+    for t in trials:
+        name = "RETRIED" if t.state == TrialState.FAIL and t.number in retried else t.state.name
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
