@@ -97,6 +97,17 @@ class WassersteinGPLoss(GANLoss):
         return self.cfg.gp_weight * gradient_penalty(disc, real.detach(), fake, rng)
 
 
+@LOSSES.register("wgan")
+class WassersteinLoss(GANLoss):
+    """The Wasserstein critic loss without a gradient penalty (pair it with spectral_norm for the Lipschitz bound)."""
+
+    def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        return d_wasserstein(real, fake)
+
+    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+        return g_mean(fake)
+
+
 @LOSSES.register("lsgan")
 class LeastSquaresLoss(GANLoss):
     def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
