@@ -216,9 +216,10 @@ def load_data(cfg: TrainConfig, device: torch.device | str = "cpu") -> ImageData
         raise ConfigError(f"dataset={cfg.dataset!r}: train {tuple(train.shape)} and held-out {tuple(holdout.shape)} "
                           "need >= 2 images each, of one shape.")
     ytr, yte = _labels(loaded[1], len(train), "train"), _labels(loaded[3], len(holdout), "held-out")
-    digest = hashlib.sha256()
-    for t in (train, ytr, holdout, yte):
-        digest.update(t.numpy().tobytes())
+    digest = hashlib.sha256()  # of the loader's own output, so that a cache key survives a change of conversion
+    for part in loaded:
+        digest.update(part.detach().cpu().numpy().tobytes() if isinstance(part, torch.Tensor)
+                      else np.ascontiguousarray(part).tobytes())
     digest.update(str(cfg.image_size).encode())
     data = ImageData(train, ytr, holdout, yte, digest.hexdigest()[:16])
     log.info("dataset %s: %d train / %d held-out images of shape %s", cfg.dataset, len(data.train),

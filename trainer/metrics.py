@@ -278,9 +278,8 @@ def class_shares(net: nn.Module, sample: Callable[[int], torch.Tensor], n: int) 
 def evaluate(run_dir: str | os.PathLike[str], *, metrics: tuple[str, ...] = ("fid", "kid"), samples: int | None = None,
              data_root: str | None = None, device: str | None = None) -> dict[str, Any]:
     """FID and/or KID of the generator saved in ``run_dir`` against its dataset's held-out split (one pass)."""
-    from trainer.data import load_data
     from trainer.io import CONFIG_FILE, load_generator
-    from trainer.loop import resolve_device
+    from trainer.loop import prepare
 
     for name in metrics:
         if name not in ("fid", "kid", "classes"):
@@ -292,8 +291,8 @@ def evaluate(run_dir: str | os.PathLike[str], *, metrics: tuple[str, ...] = ("fi
     overrides += [f"eval_samples={samples}"] if samples is not None else []
     overrides += [f"device={device}"] if device else []
     cfg = TrainConfig.from_file(folder / CONFIG_FILE, overrides)
-    dev = resolve_device(cfg.device)
-    data = load_data(cfg, dev)
+    setup = prepare(cfg.replace(eval_metric="none"))  # device and data; the features are scored in one pass below
+    dev, data = setup.device, setup.data
     gen = load_generator(folder, dev)
     net, key = feature_network(cfg, data, dev)
     real = real_features(net, key, data, cfg.eval_samples)
