@@ -206,7 +206,15 @@ def _labels(y: Any, n: int, what: str) -> torch.Tensor:
 
 def load_data(cfg: TrainConfig, device: torch.device | str = "cpu") -> ImageData:
     """Decode the dataset of ``cfg`` (a registered name or a plug-in) once into tensors on ``device``."""
-    loaded = DATASETS.get(cfg.dataset)(cfg)
+    try:
+        loaded = DATASETS.get(cfg.dataset)(cfg)
+    except (ConfigError, DataError):
+        raise
+    except Exception as exc:
+        if ":" not in cfg.dataset:  # a built-in's own bug is not the user's input
+            raise
+        raise ConfigError(f"dataset={cfg.dataset!r} failed while loading: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
     if not (isinstance(loaded, tuple) and len(loaded) == 4):
         raise ConfigError(f"dataset={cfg.dataset!r} must return (train, train_labels, holdout, holdout_labels), "
                           f"but returned {type(loaded).__name__}.")

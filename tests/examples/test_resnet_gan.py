@@ -63,7 +63,7 @@ def test_plugin_gan_study_export_train_and_load(tmp_path: Path) -> None:
 
 
 def test_a_plugin_knob_is_searched(tmp_path: Path) -> None:
-    path = study_file(tmp_path, sampler={"name": "random", "seed": 1}, warm_start=[],
+    path = study_file(tmp_path, sampler={"name": "random", "seed": 1, "args": {}}, warm_start=[],
                       budget={"n_trials": 5, "trial_images": 320, "eval_every_images": 320})
     result = CliRunner().invoke(app, ["run", str(path)])
     assert result.exit_code == 0, result.output

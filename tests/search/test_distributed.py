@@ -104,7 +104,7 @@ def test_password_is_never_printed() -> None:
 
 
 def test_ctrl_c_stops_a_worker_cleanly_and_requeues_its_trial(tmp_path: Path, postgres_url: str) -> None:
-    make_study(tmp_path, postgres_url, "sigint", budget={"n_trials": 1, "trial_images": 16000, "eval_every_images": 1600})
+    make_study(tmp_path, postgres_url, "sigint", budget={"n_trials": 1, "trial_images": 48000, "eval_every_images": 1600})
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     worker = subprocess.Popen([*CLI, "worker", "sigint", "--storage", postgres_url], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

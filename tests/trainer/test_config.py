@@ -24,7 +24,7 @@ def test_defaults_are_valid_and_round_trip_through_yaml(tmp_path: Path) -> None:
         ({"lr_g": 0}, "lr_g must be > 0, but got lr_g=0"),
         ({"lr_g": "fast"}, "lr_g must be a float"),
         ({"batch_size": 1.5}, "batch_size must be a int"),
-        ({"loss": "wasserstein"}, "loss must be one of bce, hinge, lsgan, wgan-gp or 'package.module:attribute'"),
+        ({"loss": "wasserstein"}, "loss must be one of bce, hinge, lsgan, wgan, wgan-gp or 'package.module:attribute'"),
         ({"beta1": 1.0}, "beta1 must be in [0, 1)"),
         ({"arch": "dcgan", "image_size": 20}, "image_size must be one of (8, 16, 28, 32, 64)"),
         ({"spectral_norm": "yes"}, "spectral_norm must be a bool"),
