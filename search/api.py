@@ -13,14 +13,13 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 
 from search import attrs
-from search.errors import StudyError
 from search.export import best_trial, confirmation_table, enqueue_confirmations, ranked
 from search.export import export as write_export
 from search.launch import run_workers
@@ -75,7 +74,6 @@ class RunResult:
     wall_seconds: float
     workers: list[WorkerReport]
     export: dict[str, Any] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         best = best_or_none(self.study)
@@ -176,5 +174,5 @@ def artifacts_of_any_study(storage: str) -> str | None:
     return None
 
 
-__all__ = ["RunResult", "StudyError", "best_or_none", "create", "export", "export_study", "load_spec", "open_study",
+__all__ = ["RunResult", "best_or_none", "create", "export", "export_study", "load_spec", "open_study",
            "run", "status", "storage_url"]
