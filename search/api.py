@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -23,10 +24,12 @@ from search import attrs
 from search.export import best_trial, confirmation_table, enqueue_confirmations, ranked
 from search.export import export as write_export
 from search.launch import run_workers
+from search.progress import Monitor
 from search.spec import DEFAULT_STORAGE, StudySpec
 from search.storage import artifact_store, check_url, load_study, make_storage, redact
 from search.study import create_or_load_study, plan, progress, stored_spec, trials_summary
 from search.worker import WorkerReport
+from search.worker import work as run_worker
 from trainer import load_data
 from trainer.errors import ConfigError
 from trainer.models import check_models
@@ -86,8 +89,11 @@ class RunResult:
 def run(study_file: str | os.PathLike[str], *, storage: str | None = None, artifacts: str | None = None,
         n_trials: int | None = None, timeout: float | None = None, workers: int = 1, backend: str = "local",
         scheduler: str | None = None, data_root: str | None = None,
-        export_to: str | os.PathLike[str] | None = None) -> RunResult:
-    """Create or resume the study of ``study_file`` and run its trials with ``workers`` workers."""
+        export_to: str | os.PathLike[str] | None = None, show_progress: bool = False) -> RunResult:
+    """Create or resume the study of ``study_file`` and run its trials with ``workers`` workers.
+
+    ``show_progress``: a study-level progress bar on stderr (a terminal), or a log line per change.
+    """
     if backend not in ("local", "dask"):
         raise ConfigError(f"backend must be local or dask, but got {backend=}.")
     if workers < 1:
@@ -99,11 +105,23 @@ def run(study_file: str | os.PathLike[str], *, storage: str | None = None, artif
         log.info("SQLite with %d local workers: WAL mode, long lock timeouts and a claim lock are on; for many "
                  "workers use PostgreSQL or MySQL", workers)
     start = time.perf_counter()
-    reports = run_workers(spec.name, spec.storage, workers, artifacts=spec.artifacts, timeout=spec.timeout,
-                          backend=backend, scheduler=scheduler)
+    with Monitor(study) if show_progress else contextlib.nullcontext():
+        reports = run_workers(spec.name, spec.storage, workers, artifacts=spec.artifacts, timeout=spec.timeout,
+                              backend=backend, scheduler=scheduler)
     wall = time.perf_counter() - start
     exported = export_study(study, spec, Path(export_to)) if export_to is not None else None
     return RunResult(study, spec, wall, reports, exported)
+
+
+def work(name: str, storage: str | None = None, *, artifacts: str | None = None, device: str | None = None,
+         timeout: float | None = None, show_progress: bool = False) -> WorkerReport:
+    """Join an existing study as one worker (from any machine) and run trials until its plan is done."""
+    url = storage_url(storage)
+    if not show_progress:
+        return run_worker(name, url, artifacts=artifacts, device=device, timeout=timeout)
+    study, _ = open_study(name, url)
+    with Monitor(study):
+        return run_worker(name, url, artifacts=artifacts, device=device, timeout=timeout)
 
 
 def open_study(name: str, storage: str | None = None) -> tuple[optuna.Study, str]:
@@ -128,12 +146,15 @@ def status(name: str, storage: str | None = None) -> dict[str, Any]:
 
 
 def export(name: str, out: str | os.PathLike[str], *, storage: str | None = None, retrain: int | None = None,
-           confirm: int = 0, seeds: int = 3, workers: int = 1) -> dict[str, Any]:
+           confirm: int = 0, seeds: int = 3, workers: int = 1, plotlyjs: str = "inline") -> dict[str, Any]:
     """Export the best trial (after re-running the top ``confirm`` configs with ``seeds`` fresh seeds, if asked)."""
     if retrain is not None and retrain < 1:
         raise ConfigError(f"retrain must be a number of images >= 1, but got {retrain=}.")
     if confirm < 0 or seeds < 1:
         raise ConfigError(f"confirm must be >= 0 and seeds >= 1, but got {confirm=}, {seeds=}.")
+    if plotlyjs not in ("inline", "cdn"):
+        raise ConfigError(f"report plotly.js must be inline (offline, ~4.8 MB) or cdn (small, needs the internet), "
+                          f"but got {plotlyjs=}.")
     study, url = open_study(name, storage)
     spec = stored_spec(study, url)
     best_trial(study)  # fails before anything runs or is written
@@ -142,20 +163,21 @@ def export(name: str, out: str | os.PathLike[str], *, storage: str | None = None
         origins = enqueue_confirmations(study, confirm, seeds)
         run_workers(name, url, workers, new_trials=False)
         confirmed = confirmation_table(study, origins)
-    metrics = export_study(study, spec, Path(out), retrain, confirmed)
+    metrics = export_study(study, spec, Path(out), retrain, confirmed, plotlyjs=plotlyjs)
     return {"out": str(out), "trial": metrics["trial"], "value": metrics["value"],
             **({"confirmation": confirmed} if confirmed else {})}
 
 
 def export_study(study: optuna.Study, spec: StudySpec, out: Path, retrain: int | None = None,
-                 confirmed: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                 confirmed: list[dict[str, Any]] | None = None, plotlyjs: str = "inline") -> dict[str, Any]:
     """Write the export into a temporary sibling of ``out``, then rename it: never a partial export."""
     best_trial(study)
     store = artifact_store(study.user_attrs.get(attrs.ARTIFACTS) or spec.artifacts)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        metrics = write_export(study, spec, tmp, store, retrain_images=retrain, confirmed=confirmed)
+        metrics = write_export(study, spec, tmp, store, retrain_images=retrain, confirmed=confirmed,
+                               plotlyjs=plotlyjs)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -175,4 +197,4 @@ def artifacts_of_any_study(storage: str) -> str | None:
 
 
 __all__ = ["RunResult", "best_or_none", "create", "export", "export_study", "load_spec", "open_study",
-           "run", "status", "storage_url"]
+           "run", "status", "storage_url", "work"]

@@ -21,14 +21,15 @@ CONFIRM = "confirm_of"  # a seed-confirmation trial: the number of the trial it 
 SEED_OVERRIDE = "seed_override"  # the fresh training seed of a seed-confirmation trial
 
 # ---- trial user attributes: progress and results
-LOSSES = "loss_history"  # [{"mark": images, "d_loss": x, "g_loss": y}, ...]
+LOSSES = "loss_history"  # [{"mark": images, "d_loss": x, "g_loss": y, <objective>: v}, ...] per evaluation
 IMAGES_SEEN = "images_seen"
 WALL_SECONDS = "wall_seconds"
 IMAGES_PER_S = "images_per_s"
 FINAL_VALUE = "final_value"  # the objective at the end of the budget (the trial's value)
 BEST_VALUE = "best_value"  # the best objective seen at any evaluation
 SHAPE = "shape"  # (C, H, W) of the generated images
-SAMPLES_ARTIFACT = "samples_artifact"
+SAMPLES_ARTIFACT = "samples_artifact"  # the latest sample grid (the last evaluation's)
+GRIDS = "grids"  # [{"mark": images, "artifact": id, "trial_id": id}, ...]: one grid per evaluation (thinned)
 GENERATOR_ARTIFACT = "generator_artifact"
 PRUNE_REASON = "prune_reason"
 FAIL_REASON = "fail_reason"

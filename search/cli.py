@@ -150,7 +150,8 @@ def run(
     from search import api
 
     result = api.run(study_file, storage=storage, artifacts=artifacts, n_trials=n_trials, timeout=timeout,
-                     workers=workers, backend=backend, scheduler=scheduler, data_root=data_root, export_to=export_to)
+                     workers=workers, backend=backend, scheduler=scheduler, data_root=data_root, export_to=export_to,
+                     show_progress=True)
     if json_out:
         typer.echo(json.dumps(result.summary()))
     else:
@@ -188,10 +189,9 @@ def worker(
     timeout: Annotated[float | None, typer.Option(help="Stop starting trials after this many seconds.")] = None,
 ) -> None:
     """Join an existing study (from any machine) and run its waiting trials."""
-    from search.api import storage_url
-    from search.worker import work
+    from search import api
 
-    report = work(study_name, storage_url(storage), artifacts=artifacts, device=device, timeout=timeout)
+    report = api.work(study_name, storage, artifacts=artifacts, device=device, timeout=timeout, show_progress=True)
     typer.echo(json.dumps(report.__dict__))
 
 
@@ -201,10 +201,21 @@ def status(
     study_name: Annotated[str, typer.Argument(help="Name of the study.")],
     storage: StorageOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh the view until the study has nothing left to run "
+                                                        "(Ctrl-C stops watching, not the study).")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes with --watch.")] = 2.0,
 ) -> None:
     """The plan in one line, trials by state, pruned trials with reasons, best value and params."""
     from search import api
 
+    if watch:
+        from search.progress import watch as watch_study
+
+        if interval <= 0:
+            raise ConfigError(f"interval must be > 0 seconds, but got {interval=}.")
+        study, _ = api.open_study(study_name, storage)
+        watch_study(study, sys.stdout, interval, table=_summary_table)
+        return
     if json_out:
         typer.echo(json.dumps(api.status(study_name, storage)))
         return
@@ -223,12 +234,14 @@ def export_cmd(
     confirm: Annotated[int, typer.Option(help="Re-run the top K configs with fresh seeds; pick the best mean.")] = 0,
     seeds: Annotated[int, typer.Option(help="Fresh seeds per confirmed config.")] = 3,
     workers: Annotated[int, typer.Option(help="Worker processes for the confirmation runs.")] = 1,
+    report_plotlyjs: Annotated[str, typer.Option("--report-plotlyjs", help="inline: report.html works offline "
+                                                 "(~4.8 MB, plotly.js inside); cdn: ~100 kB, needs the internet.")] = "inline",
 ) -> None:
     """Export the best trial: config.yaml (for `gan-search train`), generator, samples, metrics.json, report.html."""
     from search import api
 
     typer.echo(json.dumps(api.export(study_name, out, storage=storage, retrain=retrain, confirm=confirm, seeds=seeds,
-                                     workers=workers)))
+                                     workers=workers, plotlyjs=report_plotlyjs)))
 
 
 @app.command()

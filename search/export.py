@@ -9,6 +9,7 @@ from typing import Any
 
 import optuna
 from optuna.artifacts import download_artifact
+from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial, TrialState
 
 from search import attrs
@@ -67,7 +68,7 @@ def confirmation_table(study: optuna.Study, origins: list[int]) -> list[dict[str
 
 
 def export(study: optuna.Study, spec: StudySpec, out: Path, store: Any, *, retrain_images: int | None = None,
-           confirmed: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+           confirmed: list[dict[str, Any]] | None = None, plotlyjs: str = "inline") -> dict[str, Any]:
     """Write the export of the best trial (or the best-mean confirmed config) into ``out`` (which must be new)."""
     best = best_trial(study)
     if confirmed:
@@ -91,16 +92,58 @@ def export(study: optuna.Study, spec: StudySpec, out: Path, store: Any, *, retra
             download_artifact(artifact_store=store, file_path=str(out / name), artifact_id=best.user_attrs[attr])
         cfg.save(out / CONFIG_FILE)
     write_json(out / METRICS_FILE, metrics)
-    write_report(study, out / "report.html", confirmed)
+    write_report(study, out / "report.html", confirmed, store=store, best=best, objective=spec.objective,
+                 plotlyjs=plotlyjs)
     return metrics
 
 
-def write_report(study: optuna.Study, path: Path, confirmed: list[dict[str, Any]] | None = None) -> None:
-    """report.html: optimization history, intermediate values, importances, parallel coordinates, slices."""
+def objective_curves(study: optuna.Study, objective: str) -> Any:
+    """Every search trial's objective (the raw value, not the best-so-far the pruner may see) against images."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for t in study.get_trials(deepcopy=False):
+        points = [(h["mark"], h[objective]) for h in t.user_attrs.get(attrs.LOSSES, []) if h.get(objective) is not None]
+        if points and attrs.CONFIRM not in t.user_attrs:
+            fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
+                                     name=f"trial {t.number} ({t.state.name.lower()})"))
+    fig.update_layout(title=f"{objective} of every trial against images", xaxis_title="images seen",
+                      yaxis_title=objective, yaxis_type="log" if objective in ("fid", "kid") else "linear")
+    return fig
+
+
+def grid_history_html(trial: FrozenTrial, store: Any) -> str:
+    """The trial's sample grids (one per evaluation kept) as inline images: the report stays usable offline."""
+    import base64
+
+    cells = []
+    for g in trial.user_attrs.get(attrs.GRIDS, []):
+        try:
+            with store.open_reader(g["artifact"]) as fh:
+                data = base64.b64encode(fh.read()).decode()
+        except ArtifactNotFound:
+            continue
+        cells.append(f"<figure style='display:inline-block;margin:4px'><img alt='samples at {g['mark']} images' "
+                     f"src='data:image/png;base64,{data}' width='224'><figcaption>{g['mark']:,} images"
+                     "</figcaption></figure>")
+    return "".join(cells) or "<p>(no grids stored for this trial)</p>"
+
+
+def write_report(study: optuna.Study, path: Path, confirmed: list[dict[str, Any]] | None = None, *,
+                 store: Any = None, best: FrozenTrial | None = None, objective: str = "fid",
+                 plotlyjs: str = "inline") -> None:
+    """report.html: the best trial's grid history, every trial's curve, optimization history, intermediate
+    values, importances, parallel coordinates, slices.
+
+    ``plotlyjs="inline"`` embeds plotly.js (about 4.8 MB): the file opens offline. ``"cdn"`` makes it about
+    100 kB but needs the internet to draw the plots.
+    """
     import plotly.graph_objects as go
     from optuna import visualization as vis
 
-    figures: list[tuple[str, Any]] = []
+    if plotlyjs not in ("inline", "cdn"):
+        raise ValueError(f"plotlyjs must be inline or cdn, but got {plotlyjs=}.")
+    figures: list[tuple[str, Any]] = [("Every trial's curve", objective_curves(study, objective))]
     for title, make in (("Optimization history", vis.plot_optimization_history),
                         ("Intermediate values", vis.plot_intermediate_values),
                         ("Parameter importances", vis.plot_param_importances),
@@ -115,8 +158,12 @@ def write_report(study: optuna.Study, path: Path, confirmed: list[dict[str, Any]
         fig.update_layout(title="Fresh-seed re-runs of the top configs (value per seed)")
         figures.append(("Seed confirmation", fig))
     parts = [f"<h1>gan-search report: {study.study_name}</h1>"]
+    if best is not None and store is not None:
+        parts.append(f"<h2>Samples of trial {best.number} (the exported one) by images seen</h2>")
+        parts.append(grid_history_html(best, store))
     for i, (title, fig) in enumerate(figures):
         parts.append(f"<h2>{title}</h2>")
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0)))
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=(True if plotlyjs == "inline" else "cdn")
+                                 if i == 0 else False))
     path.write_text("<!doctype html><html><head><meta charset='utf-8'><title>gan-search report</title></head><body>"
                     + "\n".join(parts) + "</body></html>")

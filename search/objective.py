@@ -17,10 +17,11 @@ from optuna.artifacts import upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 
 from search import attrs
+from search.gallery import GRID_SAMPLES, Gallery, in_top
 from search.pruners import guard_reason
 from search.spec import StudySpec, apply_params
 from trainer import Diverged, EvalEvent, TrainConfig, prepare, train
-from trainer.io import CHECKPOINT_FILE, GENERATOR_FILE, SAMPLES_FILE, save_generator, save_grid
+from trainer.io import CHECKPOINT_FILE, GENERATOR_FILE, save_generator
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class TrialRunner:
         reported = set(frozen.intermediate_values)  # a retry inherits the intermediate values of the dead trial
         losses: list[dict[str, float]] = list(trial.user_attrs.get(attrs.LOSSES, []))
         state: dict[str, Any] = {"best": math.inf if self.spec.direction == "minimize" else -math.inf, "last": None}
+        gallery = Gallery(trial, self.store, self.spec.objective, workdir)
         start = time.perf_counter()
 
         def on_eval(event: EvalEvent) -> None:
@@ -79,9 +81,10 @@ class TrialRunner:
             state["last"] = value
             better = value < state["best"] if self.spec.direction == "minimize" else value > state["best"]
             state["best"] = value if better else state["best"]
-            losses.append({"mark": event.mark, **event.losses})
+            losses.append({"mark": event.mark, **event.losses, self.spec.objective: value})
             trial.set_user_attr(attrs.LOSSES, losses)
             trial.set_user_attr(attrs.IMAGES_SEEN, event.images_seen)
+            trial.set_user_attr(attrs.SAMPLES_ARTIFACT, gallery.add(event.mark, event.sample(GRID_SAMPLES), losses))
             if event.checkpoint is not None and not event.final:  # what a retry resumes from
                 slot = slots[event.eval_index % 2]
                 with open(event.checkpoint, "rb") as fh:
@@ -94,15 +97,17 @@ class TrialRunner:
                 reason = guard_reason(losses, self.spec.guard) or (
                     f"{self.spec.pruner['name']} pruner: {self.spec.objective}={value:.4g} at {event.mark} images")
                 trial.set_user_attr(attrs.PRUNE_REASON, reason)
-                self._finish(trial, event.sample, cfg, workdir, start, event.images_seen, state)
+                self._finish(trial, cfg, workdir, start, event.images_seen, state)
                 raise optuna.TrialPruned(reason)
 
         keep_checkpoint = False  # Ctrl-C re-enqueues the trial: its retry resumes from the checkpoint
+        keep_grids = False  # a trial that ends among the best keeps its whole grid history
         try:
             result = train(cfg, data=self.data, out_dir=workdir, callback=on_eval, evaluator=self.evaluator,
                            resume_from=resume)
-            self._finish(trial, result.generator.sample, cfg, workdir, start, result.images_seen, state,
+            self._finish(trial, cfg, workdir, start, result.images_seen, state,
                          generator=result.generator, shape=result.shape, images_per_s=result.images_per_s)
+            keep_grids = confirming or in_top(trial.study, float(state["last"]), self.spec.keep_grids)
             return float(state["last"])
         except Diverged as exc:
             reason = f"guard: non-finite loss at step {exc.step} ({exc.losses})"
@@ -112,6 +117,9 @@ class TrialRunner:
             keep_checkpoint = True
             raise
         finally:
+            if not keep_checkpoint:
+                with contextlib.suppress(Exception):  # thinning is housekeeping: it never fails a trial
+                    gallery.thin(keep_all=keep_grids)
             shutil.rmtree(workdir, ignore_errors=True)
             for artifact_id in (*slots, *inherited):  # a finished trial is never resumed (a killed one never gets here)
                 if not keep_checkpoint:
@@ -122,14 +130,11 @@ class TrialRunner:
     def _upload(self, trial: optuna.Trial, path: Path) -> str:
         return upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=trial)
 
-    def _finish(self, trial: optuna.Trial, sample: Any, cfg: TrainConfig, workdir: Path, start: float,
+    def _finish(self, trial: optuna.Trial, cfg: TrainConfig, workdir: Path, start: float,
                 images_seen: int, state: dict[str, Any], generator: Any = None, shape: Any = None,
                 images_per_s: float | None = None) -> None:
-        """Store the trial's samples (and generator) as artifacts and its measurements as user attributes."""
+        """Store the trial's generator as an artifact and its measurements as user attributes."""
         wall = time.perf_counter() - start
-        grid = workdir / SAMPLES_FILE
-        save_grid(sample(64), grid)
-        trial.set_user_attr(attrs.SAMPLES_ARTIFACT, self._upload(trial, grid))
         if generator is not None:
             save_generator(generator, cfg, shape, workdir)
             trial.set_user_attr(attrs.GENERATOR_ARTIFACT, self._upload(trial, workdir / GENERATOR_FILE))

@@ -73,6 +73,7 @@ class StudySpec:
     heartbeat_interval: int = 10  # seconds between heartbeats of a running trial (RDB storage)
     grace_period: int = 30  # a RUNNING trial without heartbeat for this long is failed and retried
     max_retry: int = 2  # retries of a trial whose worker died
+    keep_grids: int = 5  # trials ending among this many best keep every evaluation's grid; others first and last
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)  # the file as written
 
     # ------------------------------------------------------------ parsing
@@ -162,17 +163,19 @@ class StudySpec:
         guard = Guard(**guard_raw)
 
         storage_raw = _mapping(raw.get("storage", {}), "storage", err)
-        _only(storage_raw, ("url", "artifacts", "heartbeat_interval", "grace_period", "max_retry"), "storage", err)
+        _only(storage_raw, ("url", "artifacts", "heartbeat_interval", "grace_period", "max_retry", "keep_grids"),
+              "storage", err)
         n_trials = budget.get("n_trials", 20)
         if not isinstance(n_trials, int) or n_trials < 1:
             raise err("budget.n_trials", f"must be an int >= 1, but got {n_trials!r}.")
         timeout = budget.get("timeout")
         if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
             raise err("budget.timeout", f"must be a number of seconds > 0, but got {timeout!r}.")
-        for key in ("heartbeat_interval", "grace_period", "max_retry"):
+        for key in ("heartbeat_interval", "grace_period", "max_retry", "keep_grids"):
             value = storage_raw.get(key, 1)
-            if not isinstance(value, int) or value < (0 if key == "max_retry" else 1):
-                raise err(f"storage.{key}", f"must be a positive int, but got {value!r}.")
+            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if key in ("max_retry", "keep_grids") else 1):
+                raise err(f"storage.{key}", f"must be an int >= {0 if key in ('max_retry', 'keep_grids') else 1}, "
+                                            f"but got {value!r}.")
         spec = cls(
             name=name, train=train, space=space, warm_start=warm_start, objective=objective, direction=direction,
             sampler=sampler, pruner=pruner, guard=guard, n_trials=n_trials, timeout=timeout,
@@ -180,7 +183,7 @@ class StudySpec:
             artifacts=storage_raw.get("artifacts", DEFAULT_ARTIFACTS),
             heartbeat_interval=storage_raw.get("heartbeat_interval", 10),
             grace_period=storage_raw.get("grace_period", 30), max_retry=storage_raw.get("max_retry", 2),
-            raw=dict(raw),
+            keep_grids=storage_raw.get("keep_grids", 5), raw=dict(raw),
         )
         if spec.grace_period <= spec.heartbeat_interval:
             raise err("storage.grace_period", "must be larger than storage.heartbeat_interval.")

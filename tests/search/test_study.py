@@ -42,7 +42,9 @@ def test_run_status_export_and_train_the_exported_config(tmp_path: Path) -> None
                 "best_value", "loss_history"} <= set(attrs)
         assert TrainConfig.from_dict(attrs["config"]).lr_g == trial.params["lr_g"]
         names = {m.filename for m in get_all_artifact_meta(trial, storage=study._storage)}
-        assert {"samples.png", "generator.safetensors"} <= names
+        assert names == {"samples-000000320.png", "samples-000000640.png", "curves.svg", "generator.safetensors"}
+        assert [g["mark"] for g in attrs["grids"]] == [320, 640]  # one grid per evaluation, named by images
+        assert attrs["samples_artifact"] == attrs["grids"][-1]["artifact"]
 
     out = tmp_path / "best"
     run_cli("export", "e2e", "--storage", storage, "--out", str(out))
