@@ -89,11 +89,14 @@ class RunResult:
 def run(study_file: str | os.PathLike[str], *, storage: str | None = None, artifacts: str | None = None,
         n_trials: int | None = None, timeout: float | None = None, workers: int = 1, backend: str = "local",
         scheduler: str | None = None, data_root: str | None = None,
-        export_to: str | os.PathLike[str] | None = None, show_progress: bool = False) -> RunResult:
+        export_to: str | os.PathLike[str] | None = None, show_progress: bool = False,
+        tensorboard: str | None = None) -> RunResult:
     """Create or resume the study of ``study_file`` and run its trials with ``workers`` workers.
 
     ``show_progress``: a study-level progress bar on stderr (a terminal), or a log line per change.
+    ``tensorboard``: a folder where each trial also logs its losses, objective and grids for TensorBoard.
     """
+    check_tensorboard(tensorboard)
     if backend not in ("local", "dask"):
         raise ConfigError(f"backend must be local or dask, but got {backend=}.")
     if workers < 1:
@@ -107,21 +110,30 @@ def run(study_file: str | os.PathLike[str], *, storage: str | None = None, artif
     start = time.perf_counter()
     with Monitor(study) if show_progress else contextlib.nullcontext():
         reports = run_workers(spec.name, spec.storage, workers, artifacts=spec.artifacts, timeout=spec.timeout,
-                              backend=backend, scheduler=scheduler)
+                              backend=backend, scheduler=scheduler, tensorboard=tensorboard)
     wall = time.perf_counter() - start
     exported = export_study(study, spec, Path(export_to)) if export_to is not None else None
     return RunResult(study, spec, wall, reports, exported)
 
 
 def work(name: str, storage: str | None = None, *, artifacts: str | None = None, device: str | None = None,
-         timeout: float | None = None, show_progress: bool = False) -> WorkerReport:
+         timeout: float | None = None, show_progress: bool = False, tensorboard: str | None = None) -> WorkerReport:
     """Join an existing study as one worker (from any machine) and run trials until its plan is done."""
+    check_tensorboard(tensorboard)
     url = storage_url(storage)
-    if not show_progress:
-        return run_worker(name, url, artifacts=artifacts, device=device, timeout=timeout)
     study, _ = open_study(name, url)
-    with Monitor(study):
-        return run_worker(name, url, artifacts=artifacts, device=device, timeout=timeout)
+    with Monitor(study) if show_progress else contextlib.nullcontext():
+        return run_worker(name, url, artifacts=artifacts, device=device, timeout=timeout, tensorboard=tensorboard)
+
+
+def check_tensorboard(folder: str | None) -> None:
+    """``--tensorboard`` needs the tensorboard package: say so before anything runs."""
+    if folder is not None:
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise ConfigError("tensorboard: the tensorboard package is not installed (pip install "
+                              "'gan-search[tensorboard]'), but --tensorboard was given.") from None
 
 
 def open_study(name: str, storage: str | None = None) -> tuple[optuna.Study, str]:

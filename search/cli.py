@@ -105,6 +105,10 @@ StorageOpt = Annotated[str | None, typer.Option("--storage", help="SQLAlchemy UR
                                                      "then the study file's, then sqlite:///runs/gan-search.db).")]
 
 
+TensorboardOpt = Annotated[str | None, typer.Option("--tensorboard", help="Also log each trial's losses, objective and "
+                                                   "grids here for TensorBoard (needs the tensorboard package).")]
+
+
 def _summary_table(study: Any) -> str:
     from optuna.trial import TrialState
 
@@ -145,13 +149,14 @@ def run(
     data_root: Annotated[str | None, typer.Option("--data-root", help="Dataset folder (overrides train.data_root).")] = None,
     export_to: Annotated[Path | None, typer.Option("--export", help="Export the best trial here when done.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    tensorboard: TensorboardOpt = None,
 ) -> None:
     """Create or resume a study and run its trials; ends with a summary table."""
     from search import api
 
     result = api.run(study_file, storage=storage, artifacts=artifacts, n_trials=n_trials, timeout=timeout,
                      workers=workers, backend=backend, scheduler=scheduler, data_root=data_root, export_to=export_to,
-                     show_progress=True)
+                     show_progress=True, tensorboard=tensorboard)
     if json_out:
         typer.echo(json.dumps(result.summary()))
     else:
@@ -187,11 +192,13 @@ def worker(
     artifacts: Annotated[str | None, typer.Option(help="Artifact folder (default: the one stored with the study).")] = None,
     device: Annotated[str | None, typer.Option(help="Device of this worker (default: the study's).")] = None,
     timeout: Annotated[float | None, typer.Option(help="Stop starting trials after this many seconds.")] = None,
+    tensorboard: TensorboardOpt = None,
 ) -> None:
     """Join an existing study (from any machine) and run its waiting trials."""
     from search import api
 
-    report = api.work(study_name, storage, artifacts=artifacts, device=device, timeout=timeout, show_progress=True)
+    report = api.work(study_name, storage, artifacts=artifacts, device=device, timeout=timeout, show_progress=True,
+                      tensorboard=tensorboard)
     typer.echo(json.dumps(report.__dict__))
 
 

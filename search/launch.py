@@ -33,19 +33,20 @@ def placement(n_workers: int) -> list[tuple[str | None, int | None]]:
 
 
 def _worker_entry(study_name: str, storage_url: str, artifacts: str | None, device: str | None,
-                  threads: int | None, timeout: float | None, worker: int, new_trials: bool = True) -> WorkerReport:
+                  threads: int | None, timeout: float | None, worker: int, new_trials: bool = True,
+                  tensorboard: str | None = None) -> WorkerReport:
     if threading.current_thread() is threading.main_thread():  # Dask runs tasks in a worker thread
         signal.signal(signal.SIGINT, signal.default_int_handler)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker{worker} %(levelname)s %(name)s: %(message)s")
     for noisy in ("optuna", "distributed", "sqlalchemy"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return work(study_name, storage_url, artifacts=artifacts, device=device, timeout=timeout, worker=worker,
-                threads=threads, new_trials=new_trials)
+                threads=threads, new_trials=new_trials, tensorboard=tensorboard)
 
 
 def run_workers(study_name: str, storage_url: str, n_workers: int, *, artifacts: str | None = None,
                 timeout: float | None = None, backend: str = "local", scheduler: str | None = None,
-                new_trials: bool = True) -> list[WorkerReport]:
+                new_trials: bool = True, tensorboard: str | None = None) -> list[WorkerReport]:
     """Run ``n_workers`` workers of the study: in this process (1), joblib processes, or a Dask cluster."""
     if n_workers < 1:
         raise StudyError(f"workers must be >= 1, but got workers={n_workers}.")
@@ -56,15 +57,16 @@ def run_workers(study_name: str, storage_url: str, n_workers: int, *, artifacts:
         with Client(scheduler) if scheduler else Client(processes=True, n_workers=n_workers,
                                                         threads_per_worker=1) as client:
             futures = [client.submit(_worker_entry, study_name, storage_url, artifacts, None, None, timeout, i,
-                                     new_trials, pure=False) for i in range(n_workers)]
+                                     new_trials, tensorboard, pure=False) for i in range(n_workers)]
             return list(client.gather(futures))
     if n_workers == 1:
         device, _ = places[0]
         return [work(study_name, storage_url, artifacts=artifacts, device=device, timeout=timeout,
-                     new_trials=new_trials)]
+                     new_trials=new_trials, tensorboard=tensorboard)]
     from joblib import Parallel, delayed
 
-    jobs = (delayed(_worker_entry)(study_name, storage_url, artifacts, dev, threads, timeout, i, new_trials)
+    jobs = (delayed(_worker_entry)(study_name, storage_url, artifacts, dev, threads, timeout, i, new_trials,
+                                   tensorboard)
             for i, (dev, threads) in enumerate(places))
     return list(Parallel(n_jobs=n_workers, backend="loky")(jobs))
 

@@ -15,12 +15,14 @@ from typing import Any
 import optuna
 from optuna.artifacts import upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
+from torchvision.utils import make_grid
 
 from search import attrs
 from search.gallery import GRID_SAMPLES, Gallery, in_top
 from search.pruners import guard_reason
 from search.spec import StudySpec, apply_params
 from trainer import Diverged, EvalEvent, TrainConfig, prepare, train
+from trainer.errors import ConfigError
 from trainer.io import CHECKPOINT_FILE, GENERATOR_FILE, save_generator
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,15 @@ def suggest_config(trial: optuna.Trial, spec: StudySpec) -> TrainConfig:
     return apply_params(spec.train, values)
 
 
+def tensorboard_writer(folder: str, trial: optuna.Trial) -> Any:
+    """A TensorBoard writer for one trial: ``FOLDER/<study>/trial-0007`` (needs the ``tensorboard`` package)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("--tensorboard needs the tensorboard package: pip install 'gan-search[tensorboard]'.") from None
+    return SummaryWriter(str(Path(folder) / trial.study.study_name / f"trial-{trial.number:04d}"))
+
+
 def objective_value(spec: StudySpec, event: EvalEvent) -> float:
     return event.metrics[spec.objective] if spec.objective in ("fid", "kid") else event.losses["g_loss"]
 
@@ -51,9 +62,11 @@ def objective_value(spec: StudySpec, event: EvalEvent) -> float:
 class TrialRunner:
     """Runs trials of one study in this process; data, feature network and real statistics are loaded once."""
 
-    def __init__(self, spec: StudySpec, artifact_store: Any, device: str | None = None) -> None:
+    def __init__(self, spec: StudySpec, artifact_store: Any, device: str | None = None,
+                 tensorboard: str | None = None) -> None:
         self.spec = spec
         self.store = artifact_store
+        self.tensorboard = tensorboard  # a folder: losses, the objective and grids per trial, for TensorBoard
         setup = prepare(spec.train if spec.objective != "g_loss" else spec.train.replace(eval_metric="none"), device)
         self.device, self.data, self.evaluator = setup.device, setup.data, setup.evaluator
 
@@ -74,6 +87,7 @@ class TrialRunner:
         losses: list[dict[str, float]] = list(trial.user_attrs.get(attrs.LOSSES, []))
         state: dict[str, Any] = {"best": math.inf if self.spec.direction == "minimize" else -math.inf, "last": None}
         gallery = Gallery(trial, self.store, self.spec.objective, workdir)
+        board = tensorboard_writer(self.tensorboard, trial) if self.tensorboard else None
         start = time.perf_counter()
 
         def on_eval(event: EvalEvent) -> None:
@@ -84,7 +98,15 @@ class TrialRunner:
             losses.append({"mark": event.mark, **event.losses, self.spec.objective: value})
             trial.set_user_attr(attrs.LOSSES, losses)
             trial.set_user_attr(attrs.IMAGES_SEEN, event.images_seen)
-            trial.set_user_attr(attrs.SAMPLES_ARTIFACT, gallery.add(event.mark, event.sample(GRID_SAMPLES), losses))
+            grid = event.sample(GRID_SAMPLES)
+            trial.set_user_attr(attrs.SAMPLES_ARTIFACT, gallery.add(event.mark, grid, losses))
+            if board is not None:
+                for key, v in losses[-1].items():
+                    if key != "mark":
+                        board.add_scalar(key, v, event.mark)
+                board.add_image("samples", make_grid(grid.float().cpu(), nrow=8, normalize=True, value_range=(-1, 1)),
+                                event.mark)
+                board.flush()
             if event.checkpoint is not None and not event.final:  # what a retry resumes from
                 slot = slots[event.eval_index % 2]
                 with open(event.checkpoint, "rb") as fh:
@@ -120,6 +142,8 @@ class TrialRunner:
             if not keep_checkpoint:
                 with contextlib.suppress(Exception):  # thinning is housekeeping: it never fails a trial
                     gallery.thin(keep_all=keep_grids)
+            if board is not None:
+                board.close()
             shutil.rmtree(workdir, ignore_errors=True)
             for artifact_id in (*slots, *inherited):  # a finished trial is never resumed (a killed one never gets here)
                 if not keep_checkpoint:

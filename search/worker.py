@@ -113,7 +113,7 @@ class SqlTimer:
 
 def work(study_name: str, storage_url: str, *, artifacts: str | None = None, device: str | None = None,
          timeout: float | None = None, worker: int = 0, threads: int | None = None,
-         new_trials: bool = True) -> WorkerReport:
+         new_trials: bool = True, tensorboard: str | None = None) -> WorkerReport:
     """Join study ``study_name`` and run its trials until the plan is done (or ``timeout``).
 
     With ``new_trials=False`` the worker only runs trials already enqueued (seed confirmations, retries).
@@ -130,7 +130,7 @@ def work(study_name: str, storage_url: str, *, artifacts: str | None = None, dev
     study = optuna.load_study(study_name=study_name, storage=storage, sampler=build_sampler(spec),
                               pruner=build_pruner(spec))
     store = artifact_store(artifacts or study.user_attrs.get(attrs.ARTIFACTS) or spec.artifacts)
-    runner = TrialRunner(spec, store, device)
+    runner = TrialRunner(spec, store, device, tensorboard=tensorboard)
     log.info("worker %d joined study %s on %s (device %s)", worker, study_name, redact(storage_url), runner.device)
     timer = SqlTimer(storage.engine)
     done = 0

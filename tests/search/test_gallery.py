@@ -153,3 +153,16 @@ def test_curves_svg_draws_both_panels() -> None:
     svg = curves_svg(history, "fid")
     assert svg.count("<polyline") == 3 and "(log)" in svg
     assert curves_svg([], "fid").count("<polyline") == 0  # nothing to draw yet: empty panels, no error
+
+
+def test_tensorboard_gets_losses_objective_and_grids_per_evaluation(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    study = small_study("board", tmp_path, budget={"n_trials": 1, "trial_images": 640, "eval_every_images": 320})
+    api.run(write_study(tmp_path, study), tensorboard=str(tmp_path / "tb"))
+    events = EventAccumulator(str(tmp_path / "tb" / "board" / "trial-0000"), size_guidance={"images": 0})
+    events.Reload()
+    assert {"d_loss", "g_loss"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("d_loss")] == [320, 640]
+    assert [e.step for e in events.Images("samples")] == [320, 640]
