@@ -179,7 +179,7 @@ def train(
     step, images_seen, eval_index, seconds = 0, 0, 0, 0.0
     history: list[dict[str, Any]] = []
     if resume_from is not None:
-        step, images_seen, eval_index, seconds, history = _load_checkpoint(
+        step, images_seen, eval_index, seconds, history = load_checkpoint(
             Path(resume_from), cfg, gen_net, disc, ema, opt_g, opt_d, rng, device)
         log.info("resumed from %s at step %d (%d images)", resume_from, step, images_seen)
 
@@ -253,7 +253,7 @@ def train(
             ckpt = None
             if out is not None:
                 ckpt = out / CHECKPOINT_FILE
-                _save_checkpoint(ckpt, cfg, gen_net, disc, ema, opt_g, opt_d, rng, step, images_seen,
+                save_checkpoint(ckpt, cfg, gen_net, disc, ema, opt_g, opt_d, rng, step, images_seen,
                                  eval_index, seconds, history)
             shown = " ".join(f"{k}={v:.4g}" for k, v in {**losses, **metrics}.items())
             if bar is not None:
@@ -299,7 +299,7 @@ def _progress(total: int, initial: int) -> Any:
 
 
 # ---------------------------------------------------------------- checkpoints
-def _save_checkpoint(path: Path, cfg: TrainConfig, gen: torch.nn.Module, disc: torch.nn.Module,
+def save_checkpoint(path: Path, cfg: TrainConfig, gen: torch.nn.Module, disc: torch.nn.Module,
                      ema: EMA | None, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
                      rng: torch.Generator, step: int, images_seen: int, eval_index: int, seconds: float,
                      history: list[dict[str, Any]]) -> None:
@@ -316,7 +316,7 @@ def _save_checkpoint(path: Path, cfg: TrainConfig, gen: torch.nn.Module, disc: t
     os.replace(tmp, path)  # a kill mid-write leaves the previous checkpoint intact
 
 
-def _load_checkpoint(path: Path, cfg: TrainConfig, gen: torch.nn.Module, disc: torch.nn.Module,
+def load_checkpoint(path: Path, cfg: TrainConfig, gen: torch.nn.Module, disc: torch.nn.Module,
                      ema: EMA | None, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
                      rng: torch.Generator, device: torch.device) -> tuple[int, int, int, float, list[dict[str, Any]]]:
     if path.is_dir():

@@ -1,0 +1,133 @@
+"""A vectorised pack trains each member as ``train`` trains it alone (CPU, fp32)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainer import TrainConfig, load_data, train
+from trainer.io import CHECKPOINT_FILE
+from trainer.pack import Pack, pack_key, train_pack
+
+# Tolerances: members and single runs do the same float32 arithmetic, but vmap runs the K convolutions as one
+# grouped convolution and Adam's per-member scalars are tensors, which changes rounding order (measured: at
+# most 2e-7 on weights after 40 steps; 0.0 when the members run in turn). The printed losses are averaged in
+# float64 by the pack and in float32 by train (1e-7 relative). 1e-5 leaves room for other CPUs' kernels
+# while any real difference (another batch, another noise draw, a wrong Adam term) shows at 1e-2 or more.
+LOSS_RTOL, WEIGHT_ATOL = 1e-5, 1e-5
+
+BASE = TrainConfig(dataset="digits", arch="dcgan", g_width=8, d_width=8, latent_dim=8, batch_size=32, device="cpu",
+                   budget_images=32 * 30, eval_every_images=32 * 10, eval_metric="none", amp="off",
+                   channels_last="off")
+MEMBERS = [BASE.replace(seed=0),
+           BASE.replace(seed=1, lr_g=1e-3, beta1=0.0, loss="hinge", ema_decay=0.99),
+           BASE.replace(seed=2, lr_d=5e-4, beta2=0.9, loss="lsgan", budget_images=32 * 20),
+           BASE.replace(seed=3, loss="wgan-gp", lr_d=1e-4)]
+
+
+@pytest.fixture(scope="module")
+def data():  # type: ignore[no-untyped-def]
+    return load_data(BASE)
+
+
+@pytest.fixture(scope="module")
+def singles(data):  # type: ignore[no-untyped-def]
+    return [train(cfg, data=data) for cfg in MEMBERS]
+
+
+def _same_run(single, packed) -> None:  # type: ignore[no-untyped-def]
+    assert [h["mark"] for h in packed.history] == [h["mark"] for h in single.history]
+    for hs, hp in zip(single.history, packed.history, strict=True):
+        for key in ("d_loss", "g_loss"):
+            assert hp["losses"][key] == pytest.approx(hs["losses"][key], rel=LOSS_RTOL, abs=1e-6)
+    ws, wp = single.generator.state_dict(), packed.generator.state_dict()
+    assert ws.keys() == wp.keys()
+    for k in ws:
+        torch.testing.assert_close(wp[k].float(), ws[k].float(), atol=WEIGHT_ATOL, rtol=0)
+    assert packed.steps == single.steps and packed.images_seen == single.images_seen
+
+
+@pytest.mark.parametrize("vectorise", [True, False])
+def test_each_member_trains_as_it_would_alone(data, singles, vectorise: bool) -> None:  # type: ignore[no-untyped-def]
+    outcomes = train_pack(MEMBERS, data, vectorise=vectorise)
+    for single, outcome in zip(singles, outcomes, strict=True):
+        assert outcome.error is None and outcome.result is not None
+        _same_run(single, outcome.result)
+
+
+def test_the_default_mlp_and_dcgan_vectorise_and_spectral_norm_falls_back(data) -> None:  # type: ignore[no-untyped-def]
+    for cfg, expected in ((BASE, True), (BASE.replace(arch="mlp", g_width=4, d_width=4), True),
+                          (BASE.replace(spectral_norm=True), False)):
+        pack = Pack(data, "cpu")
+        pack.add(cfg)
+        pack.add(cfg.replace(seed=5))
+        assert pack.vectorised is expected
+
+
+def test_spectral_norm_members_run_in_turn_and_match(data) -> None:  # type: ignore[no-untyped-def]
+    cfgs = [BASE.replace(spectral_norm=True, seed=s, budget_images=32 * 10) for s in (0, 1)]
+    for cfg, outcome in zip(cfgs, train_pack(cfgs, data), strict=True):
+        assert outcome.result is not None
+        _same_run(train(cfg, data=data), outcome.result)
+
+
+def test_a_pruned_member_leaves_without_disturbing_the_others(data, singles) -> None:  # type: ignore[no-untyped-def]
+    class Pruned(Exception):
+        pass
+
+    def prune_at_first_evaluation(event) -> None:  # type: ignore[no-untyped-def]
+        raise Pruned(f"pruned at {event.mark}")
+
+    callbacks = [None, prune_at_first_evaluation, None, None]
+    outcomes = train_pack(MEMBERS, data, callbacks=callbacks)  # type: ignore[arg-type]
+    assert isinstance(outcomes[1].error, Pruned) and outcomes[1].result is None
+    for i in (0, 2, 3):
+        assert outcomes[i].result is not None
+        _same_run(singles[i], outcomes[i].result)
+
+
+def test_a_new_member_takes_a_freed_slot_mid_run(data, singles) -> None:  # type: ignore[no-untyped-def]
+    pack = Pack(data, "cpu")
+    first = pack.add(MEMBERS[2])  # the shortest budget: leaves after 20 steps
+    other = pack.add(MEMBERS[0])
+    results = {}
+    while len(pack):
+        for outcome in pack.step():
+            results[outcome.id] = outcome.result
+            if outcome.id == first:
+                late = pack.add(MEMBERS[1])  # joins at step 20 of member 0, from its own step 0
+    _same_run(singles[2], results[first])
+    _same_run(singles[0], results[other])
+    _same_run(singles[1], results[late])
+
+
+def test_checkpoints_resume_alone_or_in_a_pack(data, singles, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A member's checkpoint is train()'s: a killed pack's members resume alone, and a single run resumes in a pack."""
+    stop_after_first = [tmp_path / f"m{i}" for i in range(2)]
+
+    class Killed(Exception):
+        pass
+
+    def kill(event) -> None:  # type: ignore[no-untyped-def]
+        raise Killed  # as if the worker died right after the first checkpoint
+
+    train_pack(MEMBERS[:2], data, callbacks=[kill, kill], out_dirs=stop_after_first)  # type: ignore[arg-type]
+    for i, folder in enumerate(stop_after_first):
+        assert (folder / CHECKPOINT_FILE).is_file()
+        _same_run(singles[i], train(MEMBERS[i], data=data, resume_from=folder / CHECKPOINT_FILE))
+
+    pack = Pack(data, "cpu")
+    ids = [pack.add(MEMBERS[i], resume_from=stop_after_first[i] / CHECKPOINT_FILE) for i in range(2)]
+    by_id = {o.id: o.result for o in pack.run()}
+    for i, member in enumerate(ids):
+        _same_run(singles[i], by_id[member])
+
+
+def test_members_must_share_the_networks(data) -> None:  # type: ignore[no-untyped-def]
+    pack = Pack(data, "cpu")
+    pack.add(BASE)
+    assert pack_key(BASE.replace(lr_g=1e-3, seed=9, loss="hinge")) == pack_key(BASE)
+    with pytest.raises(ValueError, match="same networks"):
+        pack.add(BASE.replace(batch_size=64))

@@ -1,0 +1,438 @@
+"""Several training runs as one vectorised model: K generators and K discriminators, stacked.
+
+A ``Pack`` trains members whose configs build the same networks (same arch, widths, batch size...; see
+``pack_key``) while their optimisation differs: learning rates, Adam betas, loss, EMA decay, seed and budget
+are per member. The K members' parameters are stacked along a new first dimension and one forward call runs
+them all through ``torch.func.functional_call`` under ``torch.vmap`` (convolutions become grouped
+convolutions, linear layers batched matmuls), so K small trials cost close to one kernel launch stream.
+Where an architecture cannot be vmapped (spectral norm's power iteration writes with ``out=``; a plug-in
+may do anything) the same code runs the members one after another: identical results, no speed-up.
+
+Each member reproduces ``trainer.train`` of its config: the same initial weights (seeded as ``train`` does),
+its own RNG stream drawn in the same order, the same Adam arithmetic per member, the same EMA warm-up, the
+same evaluations, callbacks and checkpoints (in ``train``'s format, so a member resumes in a pack or alone).
+Members join and leave at any step: one that finishes, is pruned (its callback raises) or diverges leaves
+the pack without disturbing the others, and a new one can take its slot.
+
+Layers that draw from the global RNG (dropout, in the article's MLP discriminator) draw per pack, not per
+member: such members train like their single runs in distribution, not bit for bit.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.func import functional_call
+
+from trainer.config import TrainConfig
+from trainer.data import ImageData
+from trainer.errors import Diverged
+from trainer.io import CHECKPOINT_FILE
+from trainer.loop import EMA, Callback, EvalEvent, Evaluator, TrainResult, load_checkpoint, save_checkpoint, save_outputs
+from trainer.losses import build_loss
+from trainer.models import build_models
+
+log = logging.getLogger(__name__)
+
+PER_MEMBER = ("lr_g", "lr_d", "beta1", "beta2", "loss", "gp_weight", "r1_weight", "ema_decay", "seed",
+              "budget_images", "eval_every_images")  # what may differ between members of one pack
+Tensors = dict[str, torch.Tensor]
+
+
+def pack_key(cfg: TrainConfig) -> str:
+    """Members of one pack share this key: every field except the per-member ones (the networks' shapes)."""
+    fixed = {k: v for k, v in cfg.to_dict().items() if k not in PER_MEMBER}
+    return json.dumps(fixed, sort_keys=True, default=str)
+
+
+@dataclass
+class _Member:
+    """One run inside the pack: its config, RNG stream, counters and callbacks (tensors live in the pack)."""
+
+    cfg: TrainConfig
+    callback: Callback | None
+    out: Path | None
+    rng: torch.Generator
+    loss: Any
+    step: int = 0
+    images_seen: int = 0
+    eval_index: int = 0
+    seconds: float = 0.0
+    ema_updates: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    acc: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    acc_steps: int = 0
+    id: int = 0
+
+
+@dataclass
+class Outcome:
+    """How a member left the pack: a result (its budget is done) or the exception that stopped it."""
+
+    id: int
+    cfg: TrainConfig
+    result: TrainResult | None = None
+    error: BaseException | None = None
+
+
+class Pack:
+    """K training runs of one ``pack_key``, stepped together on one device."""
+
+    def __init__(self, data: ImageData, device: torch.device | str, evaluator: Evaluator | None = None,
+                 vectorise: bool = True) -> None:
+        self.data = data.to(torch.device(device))
+        self.device = torch.device(device)
+        self.evaluator = evaluator
+        self.want_vmap = vectorise
+        self.vectorised: bool | None = None  # decided when the first member joins
+        self.key: str | None = None
+        self.members: list[_Member] = []
+        self._next_id = 0
+        self.g_base: torch.nn.Module | None = None
+        self.d_base: torch.nn.Module | None = None
+        # stacked state, first dimension = member
+        self.gp: Tensors = {}
+        self.gb: Tensors = {}
+        self.dp: Tensors = {}
+        self.db: Tensors = {}
+        self.ema_p: Tensors = {}
+        self.ema_b: Tensors = {}
+        self.adam: dict[str, Tensors] = {"mg": {}, "vg": {}, "md": {}, "vd": {}}
+        self.steps_g = torch.zeros(0, dtype=torch.float64)
+        self.steps_d = torch.zeros(0, dtype=torch.float64)
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    # ------------------------------------------------------------ membership
+    def add(self, cfg: TrainConfig, *, callback: Callback | None = None, out_dir: str | Path | None = None,
+            resume_from: str | Path | None = None) -> int:
+        """Add a run; it starts from scratch (seeded as ``train``) or from a ``train``/pack checkpoint."""
+        key = pack_key(cfg)
+        if self.key is not None and key != self.key:
+            raise ValueError("a pack's members must build the same networks (only "
+                             f"{', '.join(PER_MEMBER)} may differ), but got a member that differs elsewhere.")
+        torch.manual_seed(cfg.seed)  # as train(): the same initial weights
+        gen, disc = build_models(cfg, self.data.shape)
+        gen, disc = gen.to(self.device), disc.to(self.device)
+        ema = EMA(gen, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
+        opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+        rng = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        member = _Member(cfg, callback, Path(out_dir) if out_dir is not None else None, rng, build_loss(cfg),
+                         id=self._next_id)
+        if resume_from is not None:
+            member.step, member.images_seen, member.eval_index, member.seconds, member.history = load_checkpoint(
+                Path(resume_from), cfg, gen, disc, ema, opt_g, opt_d, rng, self.device)
+            member.ema_updates = ema.updates if ema is not None else 0
+        if member.out is not None:
+            member.out.mkdir(parents=True, exist_ok=True)
+        if self.g_base is None:
+            self.key = key
+            self.g_base, self.d_base = copy.deepcopy(gen), copy.deepcopy(disc)
+        self._insert(gen, disc, ema, opt_g, opt_d)
+        self.members.append(member)
+        self._next_id += 1
+        if self.vectorised is None:
+            self.vectorised = self.want_vmap and self._vmap_works()
+            log.info("pack: %s", "vectorised (torch.vmap)" if self.vectorised else "members run in turn (no vmap)")
+        return member.id
+
+    def _insert(self, gen: torch.nn.Module, disc: torch.nn.Module, ema: EMA | None,
+                opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer) -> None:
+        def put(stack: Tensors, name: str, value: torch.Tensor, grad: bool = False) -> None:
+            value = value.detach().to(self.device).unsqueeze(0)
+            joined = torch.cat([stack[name].detach(), value]) if name in stack else value.clone()
+            stack[name] = joined.requires_grad_(grad)
+
+        ema_module = ema.module if ema is not None else gen
+        for name, p in gen.named_parameters():
+            put(self.gp, name, p, grad=True)
+            state = opt_g.state.get(p, {})
+            put(self.adam["mg"], name, state.get("exp_avg", torch.zeros_like(p)))
+            put(self.adam["vg"], name, state.get("exp_avg_sq", torch.zeros_like(p)))
+        for name, b in gen.named_buffers():
+            put(self.gb, name, b)
+        for name, p in ema_module.named_parameters():
+            put(self.ema_p, name, p)
+        for name, b in ema_module.named_buffers():
+            put(self.ema_b, name, b)
+        for name, p in disc.named_parameters():
+            put(self.dp, name, p, grad=True)
+            state = opt_d.state.get(p, {})
+            put(self.adam["md"], name, state.get("exp_avg", torch.zeros_like(p)))
+            put(self.adam["vd"], name, state.get("exp_avg_sq", torch.zeros_like(p)))
+        for name, b in disc.named_buffers():
+            put(self.db, name, b)
+
+        def step_of(opt: torch.optim.Optimizer) -> float:
+            states = list(opt.state.values())
+            return float(states[0]["step"]) if states else 0.0
+
+        self.steps_g = torch.cat([self.steps_g, torch.tensor([step_of(opt_g)], dtype=torch.float64)])
+        self.steps_d = torch.cat([self.steps_d, torch.tensor([step_of(opt_d)], dtype=torch.float64)])
+
+    def _remove(self, index: int) -> None:
+        keep = [i for i in range(len(self.members)) if i != index]
+        idx = torch.tensor(keep, dtype=torch.long, device=self.device)
+        for stack in (self.gp, self.dp):
+            for name, t in stack.items():
+                stack[name] = t.detach().index_select(0, idx).requires_grad_(True)
+        for stack in (self.gb, self.db, self.ema_p, self.ema_b, *self.adam.values()):
+            for name, t in stack.items():
+                stack[name] = t.index_select(0, idx)
+        self.steps_g, self.steps_d = self.steps_g[keep], self.steps_d[keep]
+        del self.members[index]
+
+    # ------------------------------------------------------------ forward passes
+    def _gen(self, z: torch.Tensor) -> torch.Tensor:
+        return self._call(self.g_base, self.gp, self.gb, z)
+
+    def _disc(self, x: torch.Tensor) -> torch.Tensor:
+        return self._call(self.d_base, self.dp, self.db, x)
+
+    def _call(self, base: Any, params: Tensors, buffers: Tensors, x: torch.Tensor) -> torch.Tensor:
+        def one(p: Tensors, b: Tensors, xi: torch.Tensor) -> torch.Tensor:
+            return functional_call(base, (p, b), (xi,))
+
+        if self.vectorised:
+            return torch.vmap(one, randomness="same")(params, buffers, x)  # type: ignore[no-any-return]
+        return torch.stack([one({n: v[k] for n, v in params.items()}, {n: v[k] for n, v in buffers.items()}, x[k])
+                            for k in range(x.shape[0])])
+
+    def _member_disc(self, k: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Member k's discriminator as a function (gradient penalties call it)."""
+        def disc(x: torch.Tensor) -> torch.Tensor:
+            return functional_call(self.d_base, ({n: v[k] for n, v in self.dp.items()},  # type: ignore[arg-type]
+                                                 {n: v[k] for n, v in self.db.items()}), (x,))
+        return disc
+
+    def _vmap_works(self) -> bool:
+        """Try one vmapped forward of G and D on copies (buffers included), falling back if it fails."""
+        try:
+            z = torch.zeros(len(self.members), 2, self.members[0].cfg.latent_dim, device=self.device)
+            gp = {n: v.detach().clone() for n, v in self.gp.items()}
+            gb = {n: v.clone() for n, v in self.gb.items()}
+            dp = {n: v.detach().clone() for n, v in self.dp.items()}
+            db = {n: v.clone() for n, v in self.db.items()}
+            self.vectorised = True
+            with torch.no_grad():
+                self._call(self.d_base, dp, db, self._call(self.g_base, gp, gb, z))
+            return True
+        except Exception as exc:  # noqa: BLE001 - any failure means: run the members in turn
+            log.info("pack: vmap unavailable for this architecture (%s: %s)", type(exc).__name__, exc)
+            return False
+        finally:
+            self.vectorised = None
+
+    # ------------------------------------------------------------ optimisation
+    def _adam(self, params: Tensors, m: Tensors, v: Tensors, steps: torch.Tensor, lrs: list[float]) -> None:
+        """torch.optim.Adam's arithmetic (single-tensor path), with each member's lr, betas and step count."""
+        b1 = torch.tensor([c.cfg.beta1 for c in self.members], dtype=torch.float64)
+        b2 = torch.tensor([c.cfg.beta2 for c in self.members], dtype=torch.float64)
+        steps += 1
+        bc1, bc2 = 1 - b1**steps, 1 - b2**steps
+        step_size = (torch.tensor(lrs, dtype=torch.float64) / bc1)
+        with torch.no_grad():
+            for name, p in params.items():
+                if p.grad is None:
+                    continue
+                shape = (-1,) + (1,) * (p.dim() - 1)
+
+                def per_member(t: torch.Tensor, like: torch.Tensor = p, shape: tuple[int, ...] = shape) -> torch.Tensor:
+                    return t.to(dtype=like.dtype, device=like.device).view(shape)
+
+                g = p.grad
+                m[name].lerp_(g, per_member(1 - b1))
+                v[name].mul_(per_member(b2)).addcmul_(g, g * per_member(1 - b2))
+                denom = (v[name].sqrt() / per_member(bc2.sqrt())).add_(1e-8)
+                p.addcdiv_(m[name] * per_member(-step_size), denom)
+                p.grad = None
+
+    @torch.no_grad()
+    def _ema_update(self) -> None:
+        weights = []
+        for c in self.members:
+            if c.cfg.ema_decay > 0:
+                weights.append(1.0 - min(c.cfg.ema_decay, (1 + c.ema_updates) / (10 + c.ema_updates)))
+                c.ema_updates += 1
+            else:
+                weights.append(1.0)  # no EMA: the "average" is the generator itself
+        w = torch.tensor(weights, device=self.device)
+        for name, p in self.gp.items():
+            self.ema_p[name].lerp_(p.detach(), w.to(p.dtype).view((-1,) + (1,) * (p.dim() - 1)))
+        for name, b in self.gb.items():
+            self.ema_b[name].copy_(b)
+
+    # ------------------------------------------------------------ one step of every member
+    def step(self) -> list[Outcome]:
+        """One generator step (after n_critic discriminator steps) for every member, then the evaluations due.
+
+        Returns the members that left the pack at this step (budget done, callback raised, diverged).
+        """
+        if not self.members:
+            return []
+        t0 = time.perf_counter()
+        cfg0 = self.members[0].cfg
+        bsz, n_train, latent = cfg0.batch_size, len(self.data.train), cfg0.latent_dim
+        for _ in range(cfg0.n_critic):
+            real = torch.stack([self.data.train[torch.randint(n_train, (bsz,), device=self.device, generator=c.rng)]
+                                for c in self.members])
+            z = torch.stack([torch.randn(bsz, latent, device=self.device, generator=c.rng) for c in self.members])
+            with torch.no_grad():
+                fake = self._gen(z)
+            r1 = any(c.cfg.r1_weight > 0 for c in self.members)
+            if r1:
+                real.requires_grad_(True)
+            real_logits, fake_logits = self._disc(real), self._disc(fake)
+            d_losses = []
+            for k, c in enumerate(self.members):
+                d_loss = c.loss.d_loss(real_logits[k].float(), fake_logits[k].float())
+                penalty = c.loss.penalty(self._member_disc(k), real[k], fake[k], c.rng)
+                if penalty is not None:
+                    d_loss = d_loss + penalty
+                if c.cfg.r1_weight > 0:
+                    (grad,) = torch.autograd.grad(real_logits[k].sum(), real, create_graph=True)
+                    d_loss = d_loss + 0.5 * c.cfg.r1_weight * grad[k].pow(2).flatten(1).sum(1).mean()
+                d_losses.append(d_loss)
+            torch.stack(d_losses).sum().backward()
+            self._adam(self.dp, self.adam["md"], self.adam["vd"], self.steps_d, [c.cfg.lr_d for c in self.members])
+            for c in self.members:
+                c.images_seen += bsz
+        z = torch.stack([torch.randn(bsz, latent, device=self.device, generator=c.rng) for c in self.members])
+        fake_logits = self._disc(self._gen(z))
+        g_losses = [c.loss.g_loss(fake_logits[k].float()) for k, c in enumerate(self.members)]
+        torch.stack(g_losses).sum().backward()
+        for p in self.dp.values():
+            p.grad = None
+        self._adam(self.gp, self.adam["mg"], self.adam["vg"], self.steps_g, [c.cfg.lr_g for c in self.members])
+        self._ema_update()
+        elapsed = time.perf_counter() - t0
+        d_values = torch.stack([d.detach().float() for d in d_losses]).tolist()
+        g_values = torch.stack([g.detach().float() for g in g_losses]).tolist()
+        for c, dv, gv in zip(self.members, d_values, g_values, strict=True):
+            c.step += 1
+            c.seconds += elapsed
+            c.acc[0] += dv
+            c.acc[1] += gv
+            c.acc_steps += 1
+        return self._evaluate_due()
+
+    def run(self) -> list[Outcome]:
+        """Step until every member has left; the outcomes in the order they left."""
+        outcomes: list[Outcome] = []
+        while self.members:
+            outcomes += self.step()
+        return outcomes
+
+    # ------------------------------------------------------------ evaluations, checkpoints, exits
+    def _evaluate_due(self) -> list[Outcome]:
+        left: list[Outcome] = []
+        k = 0
+        while k < len(self.members):
+            c = self.members[k]
+            outcome = None
+            try:
+                if not all(math.isfinite(v) for v in c.acc):
+                    raise Diverged(c.step, {"d_loss": c.acc[0], "g_loss": c.acc[1]})
+                final = c.step >= c.cfg.total_steps
+                if c.images_seen >= (c.eval_index + 1) * c.cfg.eval_every_images or final:
+                    result = self._evaluate(k, final)
+                    if final:
+                        outcome = Outcome(c.id, c.cfg, result=result)
+            except BaseException as exc:  # noqa: BLE001 - pruned, diverged, a failing callback: this member only
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                outcome = Outcome(c.id, c.cfg, error=exc)
+            if outcome is not None:
+                self._remove(k)
+                left.append(outcome)
+            else:
+                k += 1
+        return left
+
+    def member_modules(self, k: int) -> tuple[torch.nn.Module, torch.nn.Module, EMA | None]:
+        """Member k as ordinary modules (generator, discriminator, EMA), e.g. to sample or to save."""
+        c = self.members[k]
+        assert self.g_base is not None and self.d_base is not None
+        gen, disc = copy.deepcopy(self.g_base), copy.deepcopy(self.d_base)
+        gen.load_state_dict({**{n: v[k].detach() for n, v in self.gp.items()}, **{n: v[k] for n, v in self.gb.items()}})
+        disc.load_state_dict({**{n: v[k].detach() for n, v in self.dp.items()}, **{n: v[k] for n, v in self.db.items()}})
+        ema = None
+        if c.cfg.ema_decay > 0:
+            ema = EMA(gen, c.cfg.ema_decay)
+            ema.module.load_state_dict({**{n: v[k] for n, v in self.ema_p.items()},
+                                        **{n: v[k] for n, v in self.ema_b.items()}})
+            ema.updates = c.ema_updates
+        return gen, disc, ema
+
+    def _optimisers(self, k: int, gen: torch.nn.Module, disc: torch.nn.Module) -> tuple[Any, Any]:
+        """Member k's Adam states as torch.optim.Adam objects (what ``train`` checkpoints)."""
+        c = self.members[k]
+        out = []
+        for net, lr, m, v, steps in ((gen, c.cfg.lr_g, self.adam["mg"], self.adam["vg"], self.steps_g),
+                                     (disc, c.cfg.lr_d, self.adam["md"], self.adam["vd"], self.steps_d)):
+            opt = torch.optim.Adam(net.parameters(), lr=lr, betas=(c.cfg.beta1, c.cfg.beta2))
+            if float(steps[k]) > 0:
+                for name, p in net.named_parameters():
+                    opt.state[p] = {"step": torch.tensor(float(steps[k])), "exp_avg": m[name][k].clone(),
+                                    "exp_avg_sq": v[name][k].clone()}
+            out.append(opt)
+        return out[0], out[1]
+
+    def _evaluate(self, k: int, final: bool) -> TrainResult | None:
+        c = self.members[k]
+        cfg = c.cfg
+        gen, disc, ema = self.member_modules(k)
+        sampler_net: Any = ema.module if ema is not None else gen
+
+        def sample(n: int, raw: bool = False) -> torch.Tensor:
+            net: Any = gen if raw else sampler_net
+            net.eval()
+            g = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
+            return torch.cat([net.sample(min(256, n - i), device=self.device, generator=g) for i in range(0, n, 256)])
+
+        c.eval_index += 1
+        losses = {"d_loss": c.acc[0] / c.acc_steps, "g_loss": c.acc[1] / c.acc_steps}
+        c.acc, c.acc_steps = [0.0, 0.0], 0
+        metrics = self.evaluator(sample) if self.evaluator is not None else {}
+        mark = min(c.eval_index * cfg.eval_every_images, cfg.budget_images)
+        c.history.append({"step": c.step, "images_seen": c.images_seen, "mark": mark, "losses": losses,
+                          "metrics": metrics, "images_per_s": c.images_seen / max(c.seconds, 1e-9)})
+        ckpt = None
+        if c.out is not None:
+            opt_g, opt_d = self._optimisers(k, gen, disc)
+            ckpt = c.out / CHECKPOINT_FILE
+            save_checkpoint(ckpt, cfg, gen, disc, ema, opt_g, opt_d, c.rng, c.step, c.images_seen, c.eval_index,
+                             c.seconds, c.history)
+        if c.callback is not None:
+            c.callback(EvalEvent(c.step, c.images_seen, c.eval_index, mark, losses, metrics, sample, ckpt, final,
+                                 (lambda n: sample(n, raw=True)) if ema is not None else None))
+        if not final:
+            return None
+        sampler_net.eval()
+        result = TrainResult(sampler_net, cfg, self.data.shape, c.step, c.images_seen, c.seconds,
+                             c.images_seen / max(c.seconds, 1e-9), str(self.device), c.history)
+        if c.out is not None:
+            save_outputs(result, c.out)
+        return result
+
+
+def train_pack(cfgs: list[TrainConfig], data: ImageData, *, device: torch.device | str = "cpu",
+               evaluator: Evaluator | None = None, callbacks: list[Callback | None] | None = None,
+               out_dirs: list[str | Path | None] | None = None, vectorise: bool = True) -> list[Outcome]:
+    """Train ``cfgs`` (one ``pack_key``) together; one ``Outcome`` per config, in the order of ``cfgs``."""
+    pack = Pack(data, device, evaluator, vectorise=vectorise)
+    ids = [pack.add(cfg, callback=(callbacks or [None] * len(cfgs))[i], out_dir=(out_dirs or [None] * len(cfgs))[i])
+           for i, cfg in enumerate(cfgs)]
+    by_id = {o.id: o for o in pack.run()}
+    return [by_id[i] for i in ids]
