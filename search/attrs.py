@@ -15,6 +15,7 @@ N_TRIALS = "n_trials"  # the study-wide number of search trials planned (workers
 CONFIG = "config"  # the TrainConfig of the trial, as a mapping
 SEED = "seed"  # the training seed
 DEVICE = "device"  # where it ran
+PRECISION = "precision"  # {"mode": fp32|bf16[+channels_last], "table": images/s per mode, "device": name}
 SAMPLER_SEED = "sampler_seed"  # the seed of the sampler that proposed this trial's parameters
 WARM_START = "warm_start"  # index into the study file's warm_start list (an enqueued known-good config)
 CONFIRM = "confirm_of"  # a seed-confirmation trial: the number of the trial it re-runs

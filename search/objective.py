@@ -24,6 +24,7 @@ from search.spec import StudySpec, apply_params
 from trainer import Diverged, EvalEvent, TrainConfig, prepare, train
 from trainer.errors import ConfigError
 from trainer.io import CHECKPOINT_FILE, GENERATOR_FILE, save_generator
+from trainer.precision import resolve as resolve_mode
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,14 @@ def suggest_config(trial: optuna.Trial, spec: StudySpec) -> TrainConfig:
     if seed is not None:
         values["seed"] = int(seed)
     return apply_params(spec.train, values)
+
+
+def precision_record(cfg: TrainConfig, shape: tuple[int, int, int], device: Any) -> dict[str, Any]:
+    """The mode the trial trains in, and (for ``auto``) the measurements that chose it."""
+    mode, decision = resolve_mode(cfg, shape, device)
+    if decision is None:
+        return {"mode": mode.name, "chosen_by": "config"}
+    return {"mode": mode.name, "chosen_by": "probe", "table": decision.table, "device": decision.device}
 
 
 def tensorboard_writer(folder: str, trial: optuna.Trial) -> Any:
@@ -77,6 +86,7 @@ class TrialRunner:
         trial.set_user_attr(attrs.CONFIG, cfg.to_dict())
         trial.set_user_attr(attrs.SEED, cfg.seed)
         trial.set_user_attr(attrs.DEVICE, str(self.device))
+        trial.set_user_attr(attrs.PRECISION, precision_record(cfg, self.data.shape, self.device))
         workdir = Path(tempfile.mkdtemp(prefix=f"trial-{trial.number}-"))
         frozen = trial.study.get_trials(deepcopy=False)[trial.number]
         inherited = trial.user_attrs.get(attrs.CHECKPOINT_SLOTS, [])  # a retry's copy of the dead trial's slots

@@ -60,8 +60,8 @@ class TrainConfig:
     feature_weights: str | None = None  # Inception weights file (feature_net=inception); None downloads
     # --- hardware ---
     device: str = "auto"  # auto (cuda if present, else cpu), cpu, cuda, cuda:N
-    amp: Switch = "auto"  # bf16 autocast: auto = on for CUDA, off for CPU
-    channels_last: Switch = "auto"  # channels_last memory format (conv nets): auto = on for CUDA
+    amp: Switch = "auto"  # bf16 autocast: auto = timed against fp32 once per machine and shape (trainer.precision)
+    channels_last: Switch = "auto"  # channels_last memory format (conv nets): auto = timed likewise
     # --- plug-ins ---
     extra: dict[str, Any] = field(default_factory=dict)  # free-form settings passed to plug-ins (searchable: extra.KEY)
 

@@ -23,6 +23,8 @@ from trainer.errors import ConfigError, Diverged
 from trainer.io import CHECKPOINT_FILE, METRICS_FILE, SAMPLES_FILE, save_generator, save_grid, write_json
 from trainer.losses import build_loss, r1_penalty
 from trainer.models import Generator, build_models
+from trainer.precision import Mode
+from trainer.precision import resolve as resolve_mode
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,7 @@ class TrainResult:
     images_per_s: float
     device: str
     history: list[dict[str, Any]] = field(default_factory=list)
+    precision: str = "fp32"  # the mode it ran in: fp32 or bf16 (autocast), +channels_last
 
     @property
     def final_metrics(self) -> dict[str, float]:
@@ -135,10 +138,6 @@ def _has_conv(net: torch.nn.Module) -> bool:
     return any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in net.modules())
 
 
-def _switch(value: str, device: torch.device) -> bool:
-    return value == "on" or (value == "auto" and device.type == "cuda")
-
-
 def train(
     cfg: TrainConfig,
     *,
@@ -156,9 +155,10 @@ def train(
     """
     # ---- set up: device, data, models, optimisers, RNG streams
     device = resolve_device(cfg.device)
-    amp = _switch(cfg.amp, device)
     data = (data or load_data(cfg, device)).to(device)
     shape = data.shape
+    mode, decision = resolve_mode(cfg, shape, device)  # auto: measured once per machine and shape (trainer.precision)
+    amp = mode.amp
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -166,7 +166,7 @@ def train(
     torch.manual_seed(cfg.seed)
     gen_net, disc = build_models(cfg, shape)
     gen_net, disc = gen_net.to(device), disc.to(device)
-    channels_last = _switch(cfg.channels_last, device) and _has_conv(disc)
+    channels_last = mode.channels_last and _has_conv(disc)
     if channels_last:
         gen_net, disc = gen_net.to(memory_format=torch.channels_last), disc.to(memory_format=torch.channels_last)
     ema = EMA(gen_net, cfg.ema_decay) if cfg.ema_decay > 0 else None
@@ -271,7 +271,7 @@ def train(
     final_gen: Generator = ema.module if ema is not None else gen_net  # type: ignore[assignment]
     final_gen.eval()
     result = TrainResult(final_gen, cfg, shape, step, images_seen, seconds, images_seen / max(seconds, 1e-9),
-                         str(device), history)
+                         str(device), history, precision=Mode(amp, channels_last).name)
     if out is not None:
         save_outputs(result, out)
     return result
@@ -284,7 +284,7 @@ def save_outputs(result: TrainResult, out: Path) -> None:
     save_grid(gen.sample(64, generator=torch.Generator(device=next(gen.parameters()).device).manual_seed(0)),
               out / SAMPLES_FILE)
     write_json(out / METRICS_FILE, {
-        "device": result.device, "steps": result.steps, "images_seen": result.images_seen,
+        "device": result.device, "precision": result.precision, "steps": result.steps, "images_seen": result.images_seen,
         "train_seconds": result.seconds, "images_per_s": result.images_per_s,
         "final_metrics": result.final_metrics, "history": result.history,
     })

@@ -40,6 +40,8 @@ from trainer.io import CHECKPOINT_FILE
 from trainer.loop import EMA, Callback, EvalEvent, Evaluator, TrainResult, load_checkpoint, save_checkpoint, save_outputs
 from trainer.losses import build_loss
 from trainer.models import build_models
+from trainer.precision import FP32
+from trainer.precision import resolve as resolve_mode
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,7 @@ class Pack:
         self.evaluator = evaluator
         self.want_vmap = vectorise
         self.vectorised: bool | None = None  # decided when the first member joins
+        self.mode = FP32  # autocast as trainer.precision decides for the first member (channels_last: not in packs)
         self.key: str | None = None
         self.members: list[_Member] = []
         self._next_id = 0
@@ -139,6 +142,7 @@ class Pack:
         if self.g_base is None:
             self.key = key
             self.g_base, self.d_base = copy.deepcopy(gen), copy.deepcopy(disc)
+            self.mode, _ = resolve_mode(cfg, self.data.shape, self.device)  # bf16 autocast if measured faster
         self._insert(gen, disc, ema, opt_g, opt_d)
         self.members.append(member)
         self._next_id += 1
@@ -283,17 +287,19 @@ class Pack:
             return []
         t0 = time.perf_counter()
         cfg0 = self.members[0].cfg
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.mode.amp)
         bsz, n_train, latent = cfg0.batch_size, len(self.data.train), cfg0.latent_dim
         for _ in range(cfg0.n_critic):
             real = torch.stack([self.data.train[torch.randint(n_train, (bsz,), device=self.device, generator=c.rng)]
                                 for c in self.members])
             z = torch.stack([torch.randn(bsz, latent, device=self.device, generator=c.rng) for c in self.members])
-            with torch.no_grad():
+            with torch.no_grad(), autocast:
                 fake = self._gen(z)
             r1 = any(c.cfg.r1_weight > 0 for c in self.members)
             if r1:
                 real.requires_grad_(True)
-            real_logits, fake_logits = self._disc(real), self._disc(fake)
+            with autocast:
+                real_logits, fake_logits = self._disc(real), self._disc(fake)
             d_losses = []
             for k, c in enumerate(self.members):
                 d_loss = c.loss.d_loss(real_logits[k].float(), fake_logits[k].float())
@@ -309,7 +315,8 @@ class Pack:
             for c in self.members:
                 c.images_seen += bsz
         z = torch.stack([torch.randn(bsz, latent, device=self.device, generator=c.rng) for c in self.members])
-        fake_logits = self._disc(self._gen(z))
+        with autocast:
+            fake_logits = self._disc(self._gen(z))
         g_losses = [c.loss.g_loss(fake_logits[k].float()) for k, c in enumerate(self.members)]
         torch.stack(g_losses).sum().backward()
         for p in self.dp.values():
@@ -421,7 +428,8 @@ class Pack:
             return None
         sampler_net.eval()
         result = TrainResult(sampler_net, cfg, self.data.shape, c.step, c.images_seen, c.seconds,
-                             c.images_seen / max(c.seconds, 1e-9), str(self.device), c.history)
+                             c.images_seen / max(c.seconds, 1e-9), str(self.device), c.history,
+                             precision=self.mode.name.replace("+channels_last", ""))
         if c.out is not None:
             save_outputs(result, c.out)
         return result

@@ -1,0 +1,224 @@
+"""Precision and memory layout chosen by measurement, once per machine and model shape.
+
+``amp: auto`` / ``channels_last: auto`` used to mean "on for CUDA, off for CPU". Measured, that is wrong
+both ways: bf16 autocast + channels_last ran a DCGAN step 1.39x faster than fp32 on a CPU with
+avx512_bf16 and 0.47x on one without, and 0.91x on an H200 for the 28 px DCGAN (launch-bound kernels).
+So ``auto`` times a few training steps of each candidate on this device (fp32; bf16 autocast where the
+device runs bf16; each with channels_last where the discriminator has convolutions), picks the fastest,
+and keeps fp32 unless another mode is at least ``MARGIN`` faster (so timing noise never makes a run
+slower than fp32). bf16 autocast is the only reduced precision on offer (its usual tolerance; a test
+trains digits to the same FID within a stated margin); fp16 is never chosen.
+
+The decision is cached in memory and on disk (``$GAN_SEARCH_CACHE/precision/<key>.json``), keyed by the
+device's name, the torch version, the arch and the shapes that set the kernels (image shape, batch size,
+widths, latent size, spectral norm), and is recorded with each trial.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainer.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+MARGIN = 1.05  # a mode other than fp32 must be at least 5% faster than fp32 to be chosen
+VERSION = 1  # bump when the probe changes: invalidates cached decisions
+_memo: dict[str, Decision] = {}
+
+
+@dataclass(frozen=True)
+class Mode:
+    amp: bool  # bf16 autocast
+    channels_last: bool
+
+    @property
+    def name(self) -> str:
+        return ("bf16" if self.amp else "fp32") + ("+channels_last" if self.channels_last else "")
+
+
+FP32 = Mode(False, False)
+
+
+@dataclass(frozen=True)
+class Decision:
+    mode: Mode
+    table: dict[str, float]  # images/s per mode name, as measured
+    key: str
+    device: str  # the device's name as keyed
+    cached: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode.name, "table": self.table, "key": self.key, "device": self.device}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            info = fh.read()
+        model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                     model)
+        flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+        isa = sorted(f for f in flags if f.startswith(("avx", "amx")))  # what decides the bf16 kernels
+        model += " [" + " ".join(isa) + "]"
+    except OSError:
+        pass
+    return f"{model} x{torch.get_num_threads()} threads"
+
+
+def decision_key(cfg: TrainConfig, shape: tuple[int, int, int], device: torch.device) -> tuple[str, str]:
+    name = device_name(device)
+    keyed = {"v": VERSION, "device": name, "torch": torch.__version__, "arch": cfg.arch, "shape": list(shape),
+             "batch_size": cfg.batch_size, "g_width": cfg.g_width, "d_width": cfg.d_width,
+             "latent_dim": cfg.latent_dim, "spectral_norm": cfg.spectral_norm, "extra": cfg.extra}
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:20], name
+
+
+def candidates(cfg: TrainConfig, shape: tuple[int, int, int], device: torch.device) -> list[Mode]:
+    """The modes worth timing here: fp32 first; bf16 where the device runs it; channels_last for conv nets."""
+    from trainer.loop import _has_conv
+    from trainer.models import build_models
+
+    amps = [False]
+    if cfg.amp != "off" and (device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported())):
+        amps.append(True)
+    if cfg.amp == "on":
+        amps = [True]
+    layouts = [False]
+    if cfg.channels_last != "off" and _has_conv(build_models(cfg, shape)[1]):
+        layouts.append(True)
+    if cfg.channels_last == "on":
+        layouts = [True]
+    return [Mode(a, c) for a in amps for c in layouts]
+
+
+def time_modes(cfg: TrainConfig, shape: tuple[int, int, int], device: torch.device, modes: list[Mode],
+               steps: int = 6, rounds: int = 3) -> dict[str, float]:
+    """Images/s of a few D+G training steps per mode; rounds interleave the modes so drift hits all alike."""
+    from trainer.losses import build_loss
+    from trainer.models import build_models
+
+    loss = build_loss(cfg)
+    nets = {}
+    for mode in modes:
+        torch.manual_seed(0)
+        gen, disc = (m.to(device) for m in build_models(cfg, shape))
+        if mode.channels_last:
+            gen, disc = gen.to(memory_format=torch.channels_last), disc.to(memory_format=torch.channels_last)
+        opt_g, opt_d = torch.optim.Adam(gen.parameters(), 1e-4), torch.optim.Adam(disc.parameters(), 1e-4)
+        nets[mode] = (gen, disc, opt_g, opt_d)
+    real = torch.rand(cfg.batch_size, *shape, device=device) * 2 - 1
+
+    def run(mode: Mode, n: int) -> float:
+        gen, disc, opt_g, opt_d = nets[mode]
+        x = real.contiguous(memory_format=torch.channels_last) if mode.channels_last else real
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=mode.amp)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            z = torch.randn(cfg.batch_size, cfg.latent_dim, device=device)
+            with autocast:
+                fake = gen(z)
+                d_loss = loss.d_loss(disc(x).float(), disc(fake.detach()).float())
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            with autocast:
+                g_loss = loss.g_loss(disc(gen(z)).float())
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            opt_g.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - t0
+
+    for mode in modes:
+        run(mode, 2)  # warm-up: allocations, kernel selection
+    seconds: dict[Mode, list[float]] = {m: [] for m in modes}
+    for _ in range(rounds):
+        for mode in modes:
+            seconds[mode].append(run(mode, steps))
+    return {m.name: round(steps * cfg.batch_size / statistics.median(s), 1) for m, s in seconds.items()}
+
+
+def pick(table: dict[str, float], modes: list[Mode]) -> Mode:
+    """The fastest mode; fp32 unless another is at least MARGIN faster (fp32 itself when it is a candidate)."""
+    by_name = {m.name: m for m in modes}
+    best = max(modes, key=lambda m: table[m.name])
+    if FP32.name in by_name and table[best.name] < MARGIN * table[FP32.name]:
+        return FP32
+    return best
+
+
+def choose(cfg: TrainConfig, shape: tuple[int, int, int], device: torch.device,
+           cache: Path | None = None) -> Decision:
+    """The mode for ``cfg``'s ``auto`` switches on ``device``: from memory, the disk cache, or a probe now."""
+    key, name = decision_key(cfg, shape, device)
+    modes = candidates(cfg, shape, device)
+    if len(modes) == 1:
+        return Decision(modes[0], {}, key, name)
+    memo_key = f"{key}/{[m.name for m in modes]}"
+    if memo_key in _memo:
+        return _memo[memo_key]
+    from trainer.metrics import cache_dir
+
+    path = (cache or cache_dir()) / "precision" / f"{key}-{'-'.join(m.name for m in modes)}.json"
+    if path.is_file():
+        try:
+            stored = json.loads(path.read_text())
+            decision = Decision(next(m for m in modes if m.name == stored["mode"]), stored["table"], key, name, True)
+            _memo[memo_key] = decision
+            return decision
+        except (ValueError, KeyError, StopIteration):
+            log.warning("precision: ignoring an unreadable cached decision %s", path)
+    rng_state = torch.get_rng_state()
+    table = time_modes(cfg, shape, device, modes)
+    torch.set_rng_state(rng_state)  # the probe leaves training's global RNG stream as it was
+    decision = Decision(pick(table, modes), table, key, name)
+    log.info("precision on %s: %s (images/s: %s)", name, decision.mode.name,
+             ", ".join(f"{k} {v:,.0f}" for k, v in table.items()))
+    _write_json(path, decision.to_dict())
+    _memo[memo_key] = decision
+    return decision
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Atomic and safe with concurrent workers: a unique temporary file renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=1)
+    os.replace(tmp, path)
+
+
+def resolve(cfg: TrainConfig, shape: tuple[int, int, int], device: torch.device) -> tuple[Mode, Decision | None]:
+    """The mode a run of ``cfg`` uses: its explicit on/off switches, the probe's choice for ``auto`` ones."""
+    if cfg.amp != "auto" and cfg.channels_last != "auto":
+        return Mode(cfg.amp == "on", cfg.channels_last == "on"), None
+    decision = choose(cfg, shape, device)
+    return decision.mode, decision
+
+
+def clear_memo() -> None:
+    """Forget decisions made in this process (tests; a changed machine)."""
+    _memo.clear()
+
+
+__all__ = ["FP32", "MARGIN", "Decision", "Mode", "candidates", "choose", "clear_memo", "decision_key",
+           "device_name", "pick", "resolve", "time_modes"]
