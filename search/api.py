@@ -23,7 +23,7 @@ import optuna
 from search import attrs
 from search.export import best_trial, confirmation_table, enqueue_confirmations, ranked
 from search.export import export as write_export
-from search.launch import run_workers
+from search.launch import devices, run_workers
 from search.progress import Monitor
 from search.spec import DEFAULT_STORAGE, StudySpec
 from search.storage import artifact_store, check_url, load_study, make_storage, redact
@@ -90,13 +90,23 @@ def run(study_file: str | os.PathLike[str], *, storage: str | None = None, artif
         n_trials: int | None = None, timeout: float | None = None, workers: int = 1, backend: str = "local",
         scheduler: str | None = None, data_root: str | None = None,
         export_to: str | os.PathLike[str] | None = None, show_progress: bool = False,
-        tensorboard: str | None = None) -> RunResult:
+        tensorboard: str | None = None, pack: int = 1, workers_per_device: int | None = None) -> RunResult:
     """Create or resume the study of ``study_file`` and run its trials with ``workers`` workers.
 
     ``show_progress``: a study-level progress bar on stderr (a terminal), or a log line per change.
     ``tensorboard``: a folder where each trial also logs its losses, objective and grids for TensorBoard.
+    ``pack``: trials each worker trains at once as one vectorised model; ``workers_per_device``: worker
+    processes per GPU (then ``workers`` is that times the GPUs).
     """
     check_tensorboard(tensorboard)
+    if pack < 1:
+        raise ConfigError(f"pack must be >= 1 trials per worker, but got {pack=}.")
+    if workers_per_device is not None:
+        if workers_per_device < 1:
+            raise ConfigError(f"workers_per_device must be >= 1, but got {workers_per_device=}.")
+        if workers != 1:
+            raise ConfigError("give workers or workers_per_device, not both (workers = workers_per_device x devices).")
+        workers = workers_per_device * devices()
     if backend not in ("local", "dask"):
         raise ConfigError(f"backend must be local or dask, but got {backend=}.")
     if workers < 1:
@@ -110,20 +120,25 @@ def run(study_file: str | os.PathLike[str], *, storage: str | None = None, artif
     start = time.perf_counter()
     with Monitor(study) if show_progress else contextlib.nullcontext():
         reports = run_workers(spec.name, spec.storage, workers, artifacts=spec.artifacts, timeout=spec.timeout,
-                              backend=backend, scheduler=scheduler, tensorboard=tensorboard)
+                              backend=backend, scheduler=scheduler, tensorboard=tensorboard, pack=pack,
+                              per_device=workers_per_device or 1)
     wall = time.perf_counter() - start
     exported = export_study(study, spec, Path(export_to)) if export_to is not None else None
     return RunResult(study, spec, wall, reports, exported)
 
 
 def work(name: str, storage: str | None = None, *, artifacts: str | None = None, device: str | None = None,
-         timeout: float | None = None, show_progress: bool = False, tensorboard: str | None = None) -> WorkerReport:
+         timeout: float | None = None, show_progress: bool = False, tensorboard: str | None = None,
+         pack: int = 1) -> WorkerReport:
     """Join an existing study as one worker (from any machine) and run trials until its plan is done."""
     check_tensorboard(tensorboard)
+    if pack < 1:
+        raise ConfigError(f"pack must be >= 1 trials per worker, but got {pack=}.")
     url = storage_url(storage)
     study, _ = open_study(name, url)
     with Monitor(study) if show_progress else contextlib.nullcontext():
-        return run_worker(name, url, artifacts=artifacts, device=device, timeout=timeout, tensorboard=tensorboard)
+        return run_worker(name, url, artifacts=artifacts, device=device, timeout=timeout, tensorboard=tensorboard,
+                          pack=pack)
 
 
 def check_tensorboard(folder: str | None) -> None:

@@ -109,6 +109,10 @@ TensorboardOpt = Annotated[str | None, typer.Option("--tensorboard", help="Also 
                                                    "grids here for TensorBoard (needs the tensorboard package).")]
 
 
+PackOpt = Annotated[int, typer.Option("--pack", help="Trials each worker trains at once as one vectorised model "
+                                                "(trials whose networks match share a pack).")]
+
+
 def _summary_table(study: Any) -> str:
     from optuna.trial import TrialState
 
@@ -150,13 +154,16 @@ def run(
     export_to: Annotated[Path | None, typer.Option("--export", help="Export the best trial here when done.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     tensorboard: TensorboardOpt = None,
+    pack: PackOpt = 1,
+    workers_per_device: Annotated[int | None, typer.Option("--workers-per-device", help="Worker processes per GPU "
+                                  "(sharing the card); workers = this x the GPUs. Not with --workers.")] = None,
 ) -> None:
     """Create or resume a study and run its trials; ends with a summary table."""
     from search import api
 
     result = api.run(study_file, storage=storage, artifacts=artifacts, n_trials=n_trials, timeout=timeout,
                      workers=workers, backend=backend, scheduler=scheduler, data_root=data_root, export_to=export_to,
-                     show_progress=True, tensorboard=tensorboard)
+                     show_progress=True, tensorboard=tensorboard, pack=pack, workers_per_device=workers_per_device)
     if json_out:
         typer.echo(json.dumps(result.summary()))
     else:
@@ -193,12 +200,13 @@ def worker(
     device: Annotated[str | None, typer.Option(help="Device of this worker (default: the study's).")] = None,
     timeout: Annotated[float | None, typer.Option(help="Stop starting trials after this many seconds.")] = None,
     tensorboard: TensorboardOpt = None,
+    pack: PackOpt = 1,
 ) -> None:
     """Join an existing study (from any machine) and run its waiting trials."""
     from search import api
 
     report = api.work(study_name, storage, artifacts=artifacts, device=device, timeout=timeout, show_progress=True,
-                      tensorboard=tensorboard)
+                      tensorboard=tensorboard, pack=pack)
     typer.echo(json.dumps(report.__dict__))
 
 

@@ -23,50 +23,61 @@ def _visible_gpus() -> list[str]:
     return [f"cuda:{i}" for i in range(count)]  # indices are relative to CUDA_VISIBLE_DEVICES
 
 
-def placement(n_workers: int) -> list[tuple[str | None, int | None]]:
-    """(device, torch threads) per worker: GPUs round-robin, else the CPU cores split evenly."""
+def devices() -> int:
+    """Training devices on this machine: the visible GPUs, else 1 (the CPU)."""
+    return len(_visible_gpus()) or 1
+
+
+def placement(n_workers: int, per_device: int = 1) -> list[tuple[str | None, int | None]]:
+    """(device, torch threads) per worker: ``per_device`` consecutive workers per GPU, GPUs in turn;
+    on a CPU-only machine every worker shares the CPU, its cores split evenly."""
     gpus = _visible_gpus()
     if gpus:
-        return [(gpus[i % len(gpus)], None) for i in range(n_workers)]
+        return [(gpus[(i // per_device) % len(gpus)], None) for i in range(n_workers)]
     cores = os.cpu_count() or 1
     return [("cpu", max(1, cores // n_workers)) for _ in range(n_workers)]
 
 
 def _worker_entry(study_name: str, storage_url: str, artifacts: str | None, device: str | None,
                   threads: int | None, timeout: float | None, worker: int, new_trials: bool = True,
-                  tensorboard: str | None = None) -> WorkerReport:
+                  tensorboard: str | None = None, pack: int = 1) -> WorkerReport:
     if threading.current_thread() is threading.main_thread():  # Dask runs tasks in a worker thread
         signal.signal(signal.SIGINT, signal.default_int_handler)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker{worker} %(levelname)s %(name)s: %(message)s")
     for noisy in ("optuna", "distributed", "sqlalchemy"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return work(study_name, storage_url, artifacts=artifacts, device=device, timeout=timeout, worker=worker,
-                threads=threads, new_trials=new_trials, tensorboard=tensorboard)
+                threads=threads, new_trials=new_trials, tensorboard=tensorboard, pack=pack)
 
 
 def run_workers(study_name: str, storage_url: str, n_workers: int, *, artifacts: str | None = None,
                 timeout: float | None = None, backend: str = "local", scheduler: str | None = None,
-                new_trials: bool = True, tensorboard: str | None = None) -> list[WorkerReport]:
-    """Run ``n_workers`` workers of the study: in this process (1), joblib processes, or a Dask cluster."""
+                new_trials: bool = True, tensorboard: str | None = None, pack: int = 1,
+                per_device: int = 1) -> list[WorkerReport]:
+    """Run ``n_workers`` workers of the study: in this process (1), joblib processes, or a Dask cluster.
+
+    ``per_device`` workers share each GPU (processes on one card); ``pack`` trials train at once in each
+    worker as vectorised packs. Both multiply the trials a device runs at once.
+    """
     if n_workers < 1:
         raise StudyError(f"workers must be >= 1, but got workers={n_workers}.")
-    places = placement(n_workers)
+    places = placement(n_workers, per_device)
     if backend == "dask":
         from distributed import Client
 
         with Client(scheduler) if scheduler else Client(processes=True, n_workers=n_workers,
                                                         threads_per_worker=1) as client:
             futures = [client.submit(_worker_entry, study_name, storage_url, artifacts, None, None, timeout, i,
-                                     new_trials, tensorboard, pure=False) for i in range(n_workers)]
+                                     new_trials, tensorboard, pack, pure=False) for i in range(n_workers)]
             return list(client.gather(futures))
     if n_workers == 1:
         device, _ = places[0]
         return [work(study_name, storage_url, artifacts=artifacts, device=device, timeout=timeout,
-                     new_trials=new_trials, tensorboard=tensorboard)]
+                     new_trials=new_trials, tensorboard=tensorboard, pack=pack)]
     from joblib import Parallel, delayed
 
     jobs = (delayed(_worker_entry)(study_name, storage_url, artifacts, dev, threads, timeout, i, new_trials,
-                                   tensorboard)
+                                   tensorboard, pack)
             for i, (dev, threads) in enumerate(places))
     return list(Parallel(n_jobs=n_workers, backend="loky")(jobs))
 

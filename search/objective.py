@@ -21,7 +21,7 @@ from search import attrs
 from search.gallery import GRID_SAMPLES, Gallery, in_top
 from search.pruners import guard_reason
 from search.spec import StudySpec, apply_params
-from trainer import Diverged, EvalEvent, TrainConfig, prepare, train
+from trainer import Diverged, EvalEvent, TrainConfig, TrainResult, prepare, train
 from trainer.errors import ConfigError
 from trainer.io import CHECKPOINT_FILE, GENERATOR_FILE, save_generator
 from trainer.precision import resolve as resolve_mode
@@ -81,104 +81,22 @@ class TrialRunner:
 
     # ------------------------------------------------------------ one trial
     def __call__(self, trial: optuna.Trial) -> float:
-        cfg = suggest_config(trial, self.spec).replace(device=str(self.device))
-        confirming = attrs.CONFIRM in trial.user_attrs
-        trial.set_user_attr(attrs.CONFIG, cfg.to_dict())
-        trial.set_user_attr(attrs.SEED, cfg.seed)
-        trial.set_user_attr(attrs.DEVICE, str(self.device))
-        trial.set_user_attr(attrs.PRECISION, precision_record(cfg, self.data.shape, self.device))
-        workdir = Path(tempfile.mkdtemp(prefix=f"trial-{trial.number}-"))
-        frozen = trial.study.get_trials(deepcopy=False)[trial.number]
-        inherited = trial.user_attrs.get(attrs.CHECKPOINT_SLOTS, [])  # a retry's copy of the dead trial's slots
-        resume = self._checkpoint_of_failed_trial(trial, frozen.system_attrs.get(attrs.FAILED_TRIAL), workdir)
-        slots = [f"checkpoint-{uuid.uuid4().hex}" for _ in range(2)]  # written in turn: one is always whole
-        trial.set_user_attr(attrs.CHECKPOINT_SLOTS, slots)
-        reported = set(frozen.intermediate_values)  # a retry inherits the intermediate values of the dead trial
-        losses: list[dict[str, float]] = list(trial.user_attrs.get(attrs.LOSSES, []))
-        state: dict[str, Any] = {"best": math.inf if self.spec.direction == "minimize" else -math.inf, "last": None}
-        gallery = Gallery(trial, self.store, self.spec.objective, workdir)
-        board = tensorboard_writer(self.tensorboard, trial) if self.tensorboard else None
-        start = time.perf_counter()
-
-        def on_eval(event: EvalEvent) -> None:
-            value = objective_value(self.spec, event)
-            state["last"] = value
-            better = value < state["best"] if self.spec.direction == "minimize" else value > state["best"]
-            state["best"] = value if better else state["best"]
-            losses.append({"mark": event.mark, **event.losses, self.spec.objective: value})
-            trial.set_user_attr(attrs.LOSSES, losses)
-            trial.set_user_attr(attrs.IMAGES_SEEN, event.images_seen)
-            grid = event.sample(GRID_SAMPLES)
-            trial.set_user_attr(attrs.SAMPLES_ARTIFACT, gallery.add(event.mark, grid, losses))
-            if board is not None:
-                for key, v in losses[-1].items():
-                    if key != "mark":
-                        board.add_scalar(key, v, event.mark)
-                board.add_image("samples", make_grid(grid.float().cpu(), nrow=8, normalize=True, value_range=(-1, 1)),
-                                event.mark)
-                board.flush()
-            if event.checkpoint is not None and not event.final:  # what a retry resumes from
-                slot = slots[event.eval_index % 2]
-                with open(event.checkpoint, "rb") as fh:
-                    self.store.write(slot, fh)
-                trial.set_user_attr(attrs.CHECKPOINT, slot)
-            if event.mark not in reported:  # GAN curves are noisy: report: best hands the pruner the best so far
-                trial.report(state["best"] if self.spec.pruner["report"] == "best" else value, event.mark)
-                reported.add(event.mark)
-            if not event.final and not confirming and trial.should_prune():
-                reason = guard_reason(losses, self.spec.guard) or (
-                    f"{self.spec.pruner['name']} pruner: {self.spec.objective}={value:.4g} at {event.mark} images")
-                trial.set_user_attr(attrs.PRUNE_REASON, reason)
-                self._finish(trial, cfg, workdir, start, event.images_seen, state)
-                raise optuna.TrialPruned(reason)
-
-        keep_checkpoint = False  # Ctrl-C re-enqueues the trial: its retry resumes from the checkpoint
-        keep_grids = False  # a trial that ends among the best keeps its whole grid history
+        """Train the trial alone (``trainer.train``); a pack worker drives ``TrialSession`` itself."""
+        session = TrialSession(self, trial)
+        interrupted = False
         try:
-            result = train(cfg, data=self.data, out_dir=workdir, callback=on_eval, evaluator=self.evaluator,
-                           resume_from=resume)
-            self._finish(trial, cfg, workdir, start, result.images_seen, state,
-                         generator=result.generator, shape=result.shape, images_per_s=result.images_per_s)
-            keep_grids = confirming or in_top(trial.study, float(state["last"]), self.spec.keep_grids)
-            return float(state["last"])
+            result = train(session.cfg, data=self.data, out_dir=session.workdir, callback=session.on_eval,
+                           evaluator=self.evaluator, resume_from=session.resume)
+            return session.complete(result)
         except Diverged as exc:
-            reason = f"guard: non-finite loss at step {exc.step} ({exc.losses})"
-            trial.set_user_attr(attrs.PRUNE_REASON, reason)
-            raise optuna.TrialPruned(reason) from None
+            raise session.diverged(exc) from None
         except KeyboardInterrupt:
-            keep_checkpoint = True
+            interrupted = True
             raise
         finally:
-            if not keep_checkpoint:
-                with contextlib.suppress(Exception):  # thinning is housekeeping: it never fails a trial
-                    gallery.thin(keep_all=keep_grids)
-            if board is not None:
-                board.close()
-            shutil.rmtree(workdir, ignore_errors=True)
-            for artifact_id in (*slots, *inherited):  # a finished trial is never resumed (a killed one never gets here)
-                if not keep_checkpoint:
-                    with contextlib.suppress(ArtifactNotFound):
-                        self.store.remove(artifact_id)
+            session.close(interrupted)
 
-    # ------------------------------------------------------------ helpers
-    def _upload(self, trial: optuna.Trial, path: Path) -> str:
-        return upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=trial)
-
-    def _finish(self, trial: optuna.Trial, cfg: TrainConfig, workdir: Path, start: float,
-                images_seen: int, state: dict[str, Any], generator: Any = None, shape: Any = None,
-                images_per_s: float | None = None) -> None:
-        """Store the trial's generator as an artifact and its measurements as user attributes."""
-        wall = time.perf_counter() - start
-        if generator is not None:
-            save_generator(generator, cfg, shape, workdir)
-            trial.set_user_attr(attrs.GENERATOR_ARTIFACT, self._upload(trial, workdir / GENERATOR_FILE))
-            trial.set_user_attr(attrs.SHAPE, list(shape))
-        trial.set_user_attr(attrs.WALL_SECONDS, round(wall, 3))
-        trial.set_user_attr(attrs.IMAGES_PER_S, round(images_per_s if images_per_s else images_seen / max(wall, 1e-9), 1))
-        trial.set_user_attr(attrs.FINAL_VALUE, state["last"])
-        trial.set_user_attr(attrs.BEST_VALUE, state["best"] if math.isfinite(state["best"]) else None)
-
-    def _checkpoint_of_failed_trial(self, trial: optuna.Trial, number: int | None, workdir: Path) -> Path | None:
+    def checkpoint_of_failed_trial(self, trial: optuna.Trial, number: int | None, workdir: Path) -> Path | None:
         """A retry of a trial whose worker died resumes from that trial's last checkpoint artifact."""
         if number is None:
             return None
@@ -196,3 +114,111 @@ class TrialRunner:
         trial.set_user_attr(attrs.RESUMED_FROM, number)
         log.info("trial %d resumes trial %d from its checkpoint", trial.number, number)
         return path
+
+
+class TrialSession:
+    """One claimed trial from its start to its end, whoever trains it (``train`` alone, or a ``Pack`` member).
+
+    The start records the config, seed, device and precision, and finds the checkpoint a retry resumes from;
+    ``on_eval`` is the trainer's callback (curves, grids, checkpoint artifacts, reports, pruning);
+    ``complete``/``diverged`` record the end; ``close`` removes what a finished trial no longer needs.
+    """
+
+    def __init__(self, runner: TrialRunner, trial: optuna.Trial) -> None:
+        self.runner, self.trial, spec = runner, trial, runner.spec
+        self.spec, self.store = spec, runner.store
+        self.cfg = suggest_config(trial, spec).replace(device=str(runner.device))
+        self.confirming = attrs.CONFIRM in trial.user_attrs
+        trial.set_user_attr(attrs.CONFIG, self.cfg.to_dict())
+        trial.set_user_attr(attrs.SEED, self.cfg.seed)
+        trial.set_user_attr(attrs.DEVICE, str(runner.device))
+        trial.set_user_attr(attrs.PRECISION, precision_record(self.cfg, runner.data.shape, runner.device))
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"trial-{trial.number}-"))
+        frozen = trial.study.get_trials(deepcopy=False)[trial.number]
+        self.inherited = trial.user_attrs.get(attrs.CHECKPOINT_SLOTS, [])  # a retry's copy of the dead trial's slots
+        self.resume = runner.checkpoint_of_failed_trial(trial, frozen.system_attrs.get(attrs.FAILED_TRIAL),
+                                                        self.workdir)
+        self.slots = [f"checkpoint-{uuid.uuid4().hex}" for _ in range(2)]  # written in turn: one is always whole
+        trial.set_user_attr(attrs.CHECKPOINT_SLOTS, self.slots)
+        self.reported = set(frozen.intermediate_values)  # a retry inherits the intermediate values of the dead trial
+        self.losses: list[dict[str, float]] = list(trial.user_attrs.get(attrs.LOSSES, []))
+        self.state: dict[str, Any] = {"best": math.inf if spec.direction == "minimize" else -math.inf, "last": None}
+        self.gallery = Gallery(trial, self.store, spec.objective, self.workdir)
+        self.board = tensorboard_writer(runner.tensorboard, trial) if runner.tensorboard else None
+        self.keep_grids = False  # a trial that ends among the best keeps its whole grid history
+        self.start = time.perf_counter()
+
+    def on_eval(self, event: EvalEvent) -> None:
+        trial, spec, state = self.trial, self.spec, self.state
+        value = objective_value(spec, event)
+        state["last"] = value
+        better = value < state["best"] if spec.direction == "minimize" else value > state["best"]
+        state["best"] = value if better else state["best"]
+        self.losses.append({"mark": event.mark, **event.losses, spec.objective: value})
+        trial.set_user_attr(attrs.LOSSES, self.losses)
+        trial.set_user_attr(attrs.IMAGES_SEEN, event.images_seen)
+        grid = event.sample(GRID_SAMPLES)
+        trial.set_user_attr(attrs.SAMPLES_ARTIFACT, self.gallery.add(event.mark, grid, self.losses))
+        if self.board is not None:
+            for key, v in self.losses[-1].items():
+                if key != "mark":
+                    self.board.add_scalar(key, v, event.mark)
+            self.board.add_image("samples", make_grid(grid.float().cpu(), nrow=8, normalize=True, value_range=(-1, 1)),
+                                 event.mark)
+            self.board.flush()
+        if event.checkpoint is not None and not event.final:  # what a retry resumes from
+            slot = self.slots[event.eval_index % 2]
+            with open(event.checkpoint, "rb") as fh:
+                self.store.write(slot, fh)
+            trial.set_user_attr(attrs.CHECKPOINT, slot)
+        if event.mark not in self.reported:  # GAN curves are noisy: report: best hands the pruner the best so far
+            trial.report(state["best"] if spec.pruner["report"] == "best" else value, event.mark)
+            self.reported.add(event.mark)
+        if not event.final and not self.confirming and trial.should_prune():
+            reason = guard_reason(self.losses, spec.guard) or (
+                f"{spec.pruner['name']} pruner: {spec.objective}={value:.4g} at {event.mark} images")
+            trial.set_user_attr(attrs.PRUNE_REASON, reason)
+            self._record(event.images_seen)
+            raise optuna.TrialPruned(reason)
+
+    def complete(self, result: TrainResult) -> float:
+        """The budget is done: store the generator and the measurements; the trial's value."""
+        self._record(result.images_seen, generator=result.generator, shape=result.shape,
+                     images_per_s=result.images_per_s)
+        value = float(self.state["last"])
+        self.keep_grids = self.confirming or in_top(self.trial.study, value, self.spec.keep_grids)
+        return value
+
+    def diverged(self, exc: Diverged) -> optuna.TrialPruned:
+        reason = f"guard: non-finite loss at step {exc.step} ({exc.losses})"
+        self.trial.set_user_attr(attrs.PRUNE_REASON, reason)
+        return optuna.TrialPruned(reason)
+
+    def close(self, interrupted: bool = False) -> None:
+        """Thin the grids and remove the checkpoints (an interrupted trial keeps them: its retry resumes)."""
+        if not interrupted:
+            with contextlib.suppress(Exception):  # thinning is housekeeping: it never fails a trial
+                self.gallery.thin(keep_all=self.keep_grids)
+        if self.board is not None:
+            self.board.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        if not interrupted:
+            for artifact_id in (*self.slots, *self.inherited):  # a finished trial is never resumed
+                with contextlib.suppress(ArtifactNotFound):
+                    self.store.remove(artifact_id)
+
+    def _record(self, images_seen: int, generator: Any = None, shape: Any = None,
+                images_per_s: float | None = None) -> None:
+        """Store the trial's generator as an artifact and its measurements as user attributes."""
+        trial = self.trial
+        wall = time.perf_counter() - self.start
+        if generator is not None:
+            save_generator(generator, self.cfg, shape, self.workdir)
+            path = self.workdir / GENERATOR_FILE
+            trial.set_user_attr(attrs.GENERATOR_ARTIFACT, upload_artifact(
+                artifact_store=self.store, file_path=str(path), study_or_trial=trial))
+            trial.set_user_attr(attrs.SHAPE, list(shape))
+        trial.set_user_attr(attrs.WALL_SECONDS, round(wall, 3))
+        trial.set_user_attr(attrs.IMAGES_PER_S, round(images_per_s if images_per_s else images_seen / max(wall, 1e-9), 1))
+        trial.set_user_attr(attrs.FINAL_VALUE, self.state["last"])
+        trial.set_user_attr(attrs.BEST_VALUE, self.state["best"] if math.isfinite(self.state["best"]) else None)

@@ -6,12 +6,13 @@ A trial whose worker died (no heartbeat for ``grace_period``) is failed and re-e
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,11 +22,14 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event
 
 from search import attrs
-from search.objective import TrialRunner
+from search.errors import StudyError
+from search.objective import TrialRunner, TrialSession
 from search.pruners import PER_TRIAL_SEED, build_pruner, build_sampler, trial_seed
 from search.spec import StudySpec
 from search.storage import artifact_store, load_study, make_storage, redact, study_lock
 from search.study import planned_trials, stored_spec, target_trials
+from trainer import Diverged
+from trainer.pack import Outcome, Pack, pack_key
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +117,15 @@ class SqlTimer:
 
 def work(study_name: str, storage_url: str, *, artifacts: str | None = None, device: str | None = None,
          timeout: float | None = None, worker: int = 0, threads: int | None = None,
-         new_trials: bool = True, tensorboard: str | None = None) -> WorkerReport:
+         new_trials: bool = True, tensorboard: str | None = None, pack: int = 1) -> WorkerReport:
     """Join study ``study_name`` and run its trials until the plan is done (or ``timeout``).
 
     With ``new_trials=False`` the worker only runs trials already enqueued (seed confirmations, retries).
+    With ``pack=K`` it trains up to K claimed trials at once on its device, as vectorised packs
+    (``trainer.pack``): trials whose networks match share one pack; a member that ends frees its slot.
     """
+    if pack < 1:
+        raise StudyError(f"pack must be >= 1 trials per worker, but got {pack=}.")
     if threads:
         import torch
 
@@ -133,6 +141,10 @@ def work(study_name: str, storage_url: str, *, artifacts: str | None = None, dev
     runner = TrialRunner(spec, store, device, tensorboard=tensorboard)
     log.info("worker %d joined study %s on %s (device %s)", worker, study_name, redact(storage_url), runner.device)
     timer = SqlTimer(storage.engine)
+    if pack > 1:
+        done = _work_packed(study, spec, storage, runner, pack, lambda: timeout is not None and
+                            time.perf_counter() - start >= timeout, new_trials)
+        return WorkerReport(worker, done, time.perf_counter() - start, timer.seconds, timer.statements)
     done = 0
     while timeout is None or time.perf_counter() - start < timeout:
         with warnings.catch_warnings():
@@ -149,15 +161,96 @@ def work(study_name: str, storage_url: str, *, artifacts: str | None = None, dev
     return WorkerReport(worker, done, time.perf_counter() - start, timer.seconds, timer.statements)
 
 
+@dataclass
+class _Member:
+    trial: optuna.Trial
+    session: TrialSession
+    heartbeat: ExitStack
+
+
+def _work_packed(study: optuna.Study, spec: StudySpec, storage: RDBStorage, runner: TrialRunner, slots: int,
+                 out_of_time: Callable[[], bool], new_trials: bool) -> int:
+    """Claim up to ``slots`` trials, train them as packs (one per network shape), refill freed slots."""
+    packs: dict[str, Pack] = {}
+    members: dict[tuple[str, int], _Member] = {}
+    done = 0
+    try:
+        while True:
+            while len(members) < slots and not out_of_time():
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    fail_stale_trials(study)
+                trial = _claim(study, spec, storage, new_trials)
+                if trial is None:
+                    break
+                beat = ExitStack()
+                beat.enter_context(_heartbeat(storage, trial._trial_id))
+                try:
+                    session = TrialSession(runner, trial)
+                    key = pack_key(session.cfg)
+                    group = packs.setdefault(key, Pack(runner.data, runner.device, runner.evaluator))
+                    member = group.add(session.cfg, callback=session.on_eval, out_dir=session.workdir,
+                                       resume_from=session.resume)
+                except Exception as exc:  # noqa: BLE001 - a trial that cannot start fails alone
+                    record_outcome(study, trial, spec, functools.partial(_raise, exc))
+                    beat.close()
+                    done += 1
+                    continue
+                members[(key, member)] = _Member(trial, session, beat)
+                log.info("trial %d joins a pack of %d", trial.number, len(group))
+            if not members:
+                if not out_of_time() and study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                    time.sleep(min(spec.heartbeat_interval, 5))  # a running trial may still go stale
+                    continue
+                return done
+            for key, group in list(packs.items()):
+                for outcome in group.step():
+                    m = members.pop((key, outcome.id))
+                    record_outcome(study, m.trial, spec, functools.partial(_collect, m.session, outcome))
+                    m.heartbeat.close()
+                    done += 1
+                if not len(group):
+                    del packs[key]
+    except KeyboardInterrupt:
+        for m in members.values():
+            m.session.close(interrupted=True)
+            requeue(study, m.trial, spec)
+            m.heartbeat.close()
+        raise
+
+
+def _raise(exc: BaseException) -> float:
+    raise exc
+
+
+def _collect(session: TrialSession, outcome: Outcome) -> float:
+    """A pack member's end, told as a single trial's: its value, or the exception that ended it."""
+    try:
+        if outcome.error is not None:
+            raise outcome.error
+        assert outcome.result is not None
+        return session.complete(outcome.result)
+    except Diverged as exc:
+        raise session.diverged(exc) from None
+    finally:
+        session.close()
+
+
 def run_trial(study: optuna.Study, trial: optuna.Trial, runner: TrialRunner, spec: StudySpec,
               storage: RDBStorage) -> None:
     """Run one claimed trial and record its end state."""
+    with _heartbeat(storage, trial._trial_id):
+        record_outcome(study, trial, spec, lambda: runner(trial))
+
+
+def record_outcome(study: optuna.Study, trial: optuna.Trial, spec: StudySpec, outcome: Callable[[], float]) -> None:
+    """Call ``outcome`` (which trains or collects the trial's result) and tell the study how the trial ended:
+    COMPLETE with its value, PRUNED, or FAIL with a reason; Ctrl-C fails it and re-enqueues it for a retry."""
     value: float | None = None
     state = TrialState.FAIL
     try:
-        with _heartbeat(storage, trial._trial_id):
-            value = runner(trial)
-            state = TrialState.COMPLETE
+        value = outcome()
+        state = TrialState.COMPLETE
     except optuna.TrialPruned as exc:
         state = TrialState.PRUNED
         log.info("trial %d pruned: %s", trial.number, exc)
@@ -165,10 +258,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, runner: TrialRunner, spe
         _finished_elsewhere(trial)
         return
     except KeyboardInterrupt:
-        trial.set_user_attr(attrs.FAIL_REASON, "interrupted (Ctrl-C); re-enqueued")
-        frozen = study.tell(trial, state=TrialState.FAIL)
-        RetryHeartbeatStaleTrialCallback(max_retry=spec.max_retry, inherit_intermediate_values=True)(study, frozen)
-        log.warning("trial %d interrupted; it is re-enqueued and resumes from its checkpoint", trial.number)
+        requeue(study, trial, spec)
         raise
     except Exception as exc:  # a bad combination, out of memory...: record it, the study goes on
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -181,6 +271,14 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, runner: TrialRunner, spe
             study.tell(trial, state=state)
     except optuna.exceptions.UpdateFinishedTrialError:
         _finished_elsewhere(trial)
+
+
+def requeue(study: optuna.Study, trial: optuna.Trial, spec: StudySpec) -> None:
+    """An interrupted trial (Ctrl-C) fails and is re-enqueued; its retry resumes from its checkpoint."""
+    trial.set_user_attr(attrs.FAIL_REASON, "interrupted (Ctrl-C); re-enqueued")
+    frozen = study.tell(trial, state=TrialState.FAIL)
+    RetryHeartbeatStaleTrialCallback(max_retry=spec.max_retry, inherit_intermediate_values=True)(study, frozen)
+    log.warning("trial %d interrupted; it is re-enqueued and resumes from its checkpoint", trial.number)
 
 
 def _finished_elsewhere(trial: optuna.Trial) -> None:
