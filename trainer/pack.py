@@ -6,7 +6,8 @@ are per member. The K members' parameters are stacked along a new first dimensio
 them all through ``torch.func.functional_call`` under ``torch.vmap`` (convolutions become grouped
 convolutions, linear layers batched matmuls), so K small trials cost close to one kernel launch stream.
 Where an architecture cannot be vmapped (spectral norm's power iteration writes with ``out=``; a plug-in
-may do anything) the same code runs the members one after another: identical results, no speed-up.
+may do anything), or where vmap is measured slower than running the members one after another (CPUs, where
+grouped convolutions lose to separate ones), the same code runs the members in turn: identical results.
 
 Each member reproduces ``trainer.train`` of its config: the same initial weights (seeded as ``train`` does),
 its own RNG stream drawn in the same order, the same Adam arithmetic per member, the same EMA warm-up, the
@@ -40,7 +41,7 @@ from trainer.io import CHECKPOINT_FILE
 from trainer.loop import EMA, Callback, EvalEvent, Evaluator, TrainResult, load_checkpoint, save_checkpoint, save_outputs
 from trainer.losses import build_loss
 from trainer.models import build_models
-from trainer.precision import FP32
+from trainer.precision import FP32, MARGIN
 from trainer.precision import resolve as resolve_mode
 
 log = logging.getLogger(__name__)
@@ -90,12 +91,15 @@ class Pack:
     """K training runs of one ``pack_key``, stepped together on one device."""
 
     def __init__(self, data: ImageData, device: torch.device | str, evaluator: Evaluator | None = None,
-                 vectorise: bool = True) -> None:
+                 vectorise: str = "auto") -> None:
         self.data = data.to(torch.device(device))
         self.device = torch.device(device)
         self.evaluator = evaluator
-        self.want_vmap = vectorise
-        self.vectorised: bool | None = None  # decided when the first member joins
+        if vectorise not in ("auto", "on", "off"):
+            raise ValueError(f"vectorise must be auto, on or off, but got {vectorise=}.")
+        self.want_vmap = vectorise  # auto: vmap where it works and is measured faster than running in turn
+        self.vectorised: bool | None = None  # decided at the first step (with the members there then)
+        self._decided_for = 0  # members when decided: decided again once the pack has doubled
         self.mode = FP32  # autocast as trainer.precision decides for the first member (channels_last: not in packs)
         self.key: str | None = None
         self.members: list[_Member] = []
@@ -146,10 +150,21 @@ class Pack:
         self._insert(gen, disc, ema, opt_g, opt_d)
         self.members.append(member)
         self._next_id += 1
-        if self.vectorised is None:
-            self.vectorised = self.want_vmap and self._vmap_works()
-            log.info("pack: %s", "vectorised (torch.vmap)" if self.vectorised else "members run in turn (no vmap)")
         return member.id
+
+    def decide(self) -> bool:
+        """vmap or in turn, for the members there now: both give the same numbers (tests), so speed decides.
+
+        ``on``: vmap where it works; ``off``: in turn; ``auto``: vmap only where it works and a timed forward
+        and backward pass of G and D (on copies of the weights) is at least 5% faster than in turn. On CPUs
+        the grouped convolutions vmap produces were measured slower than separate ones (benchmarks/packing.py).
+        """
+        works = self.want_vmap != "off" and self._vmap_works()
+        if self.want_vmap == "auto" and works:
+            works = len(self.members) > 1 and self._timed(True) * MARGIN < self._timed(False)
+        self.vectorised, self._decided_for = works, len(self.members)
+        log.info("pack of %d: %s", len(self.members), "vectorised (torch.vmap)" if works else "members run in turn")
+        return works
 
     def _insert(self, gen: torch.nn.Module, disc: torch.nn.Module, ema: EMA | None,
                 opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer) -> None:
@@ -220,6 +235,29 @@ class Pack:
                                                  {n: v[k] for n, v in self.db.items()}), (x,))
         return disc
 
+    def _timed(self, vectorised: bool, passes: int = 2) -> float:
+        """Seconds for forward and backward passes of G and D over every member, on copies of the weights."""
+        saved = self.vectorised
+        self.vectorised = vectorised
+        try:
+            k, cfg = len(self.members), self.members[0].cfg
+            z = torch.zeros(k, cfg.batch_size, cfg.latent_dim, device=self.device)
+            gp = {n: v.detach().clone().requires_grad_(True) for n, v in self.gp.items()}
+            dp = {n: v.detach().clone().requires_grad_(True) for n, v in self.dp.items()}
+            gb, db = {n: v.clone() for n, v in self.gb.items()}, {n: v.clone() for n, v in self.db.items()}
+            seconds = 0.0
+            for i in range(passes + 1):  # the first pass warms up
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                t0 = time.perf_counter()
+                self._call(self.d_base, dp, db, self._call(self.g_base, gp, gb, z)).float().sum().backward()
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                seconds += (time.perf_counter() - t0) if i else 0.0
+            return seconds
+        finally:
+            self.vectorised = saved
+
     def _vmap_works(self) -> bool:
         """Try one vmapped forward of G and D on copies (buffers included), falling back if it fails."""
         try:
@@ -285,6 +323,8 @@ class Pack:
         """
         if not self.members:
             return []
+        if self.vectorised is None or len(self.members) > 2 * self._decided_for:
+            self.decide()
         t0 = time.perf_counter()
         cfg0 = self.members[0].cfg
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.mode.amp)
@@ -437,7 +477,7 @@ class Pack:
 
 def train_pack(cfgs: list[TrainConfig], data: ImageData, *, device: torch.device | str = "cpu",
                evaluator: Evaluator | None = None, callbacks: list[Callback | None] | None = None,
-               out_dirs: list[str | Path | None] | None = None, vectorise: bool = True) -> list[Outcome]:
+               out_dirs: list[str | Path | None] | None = None, vectorise: str = "auto") -> list[Outcome]:
     """Train ``cfgs`` (one ``pack_key``) together; one ``Outcome`` per config, in the order of ``cfgs``."""
     pack = Pack(data, device, evaluator, vectorise=vectorise)
     ids = [pack.add(cfg, callback=(callbacks or [None] * len(cfgs))[i], out_dir=(out_dirs or [None] * len(cfgs))[i])

@@ -49,8 +49,8 @@ def _same_run(single, packed) -> None:  # type: ignore[no-untyped-def]
     assert packed.steps == single.steps and packed.images_seen == single.images_seen
 
 
-@pytest.mark.parametrize("vectorise", [True, False])
-def test_each_member_trains_as_it_would_alone(data, singles, vectorise: bool) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("vectorise", ["on", "off"])
+def test_each_member_trains_as_it_would_alone(data, singles, vectorise: str) -> None:  # type: ignore[no-untyped-def]
     outcomes = train_pack(MEMBERS, data, vectorise=vectorise)
     for single, outcome in zip(singles, outcomes, strict=True):
         assert outcome.error is None and outcome.result is not None
@@ -60,10 +60,13 @@ def test_each_member_trains_as_it_would_alone(data, singles, vectorise: bool) ->
 def test_the_default_mlp_and_dcgan_vectorise_and_spectral_norm_falls_back(data) -> None:  # type: ignore[no-untyped-def]
     for cfg, expected in ((BASE, True), (BASE.replace(arch="mlp", g_width=4, d_width=4), True),
                           (BASE.replace(spectral_norm=True), False)):
-        pack = Pack(data, "cpu")
+        pack = Pack(data, "cpu", vectorise="on")
         pack.add(cfg)
         pack.add(cfg.replace(seed=5))
-        assert pack.vectorised is expected
+        assert pack.decide() is expected
+    auto = Pack(data, "cpu")  # auto: vmap only where measured faster; with one member, nothing to vectorise
+    auto.add(BASE)
+    assert auto.decide() is False
 
 
 def test_spectral_norm_members_run_in_turn_and_match(data) -> None:  # type: ignore[no-untyped-def]
@@ -81,7 +84,7 @@ def test_a_pruned_member_leaves_without_disturbing_the_others(data, singles) -> 
         raise Pruned(f"pruned at {event.mark}")
 
     callbacks = [None, prune_at_first_evaluation, None, None]
-    outcomes = train_pack(MEMBERS, data, callbacks=callbacks)  # type: ignore[arg-type]
+    outcomes = train_pack(MEMBERS, data, callbacks=callbacks, vectorise="on")  # type: ignore[arg-type]
     assert isinstance(outcomes[1].error, Pruned) and outcomes[1].result is None
     for i in (0, 2, 3):
         assert outcomes[i].result is not None
@@ -89,7 +92,7 @@ def test_a_pruned_member_leaves_without_disturbing_the_others(data, singles) -> 
 
 
 def test_a_new_member_takes_a_freed_slot_mid_run(data, singles) -> None:  # type: ignore[no-untyped-def]
-    pack = Pack(data, "cpu")
+    pack = Pack(data, "cpu", vectorise="on")
     first = pack.add(MEMBERS[2])  # the shortest budget: leaves after 20 steps
     other = pack.add(MEMBERS[0])
     results = {}
