@@ -49,7 +49,7 @@ def gan_search_arm(spec: StudySpec, seed: int, workers: int, budget_s: float, tm
     arm_spec = StudySpec.from_dict(raw, source="benchmark").with_overrides(n_trials=100_000, timeout=budget_s)
     start = datetime.now()
     study = create_or_load_study(arm_spec)
-    plan(study, arm_spec.n_trials, arm_spec.warm_start)
+    plan(study, arm_spec.n_trials, arm_spec.warm_start, arm_spec)
     run_workers(arm_spec.name, arm_spec.storage, workers, artifacts=arm_spec.artifacts, timeout=budget_s)
     return _record(study, start, budget_s)
 

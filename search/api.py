@@ -51,6 +51,9 @@ def load_spec(study_file: str | os.PathLike[str], *, storage: str | None = None,
     if data_root:
         spec = StudySpec.from_dict({**spec.raw, "train": {**spec.raw.get("train", {}), "data_root": data_root}},
                                    source=str(study_file))
+    if spec.scheduler is not None and n_trials is not None:
+        raise ConfigError(f"n_trials is population x segments under PBT ({spec.n_trials} here); "
+                          f"change budget.trial_images or scheduler.population instead, but got {n_trials=}.")
     return spec.with_overrides(storage=storage, artifacts=artifacts, n_trials=n_trials, timeout=timeout)
 
 
@@ -64,7 +67,7 @@ def create(spec: StudySpec) -> tuple[optuna.Study, int]:
     data = load_data(spec.train.replace(device="cpu"))  # missing or unreadable data fails here
     check_models(spec.train, data.shape)  # so does a plug-in arch or loss that fails to import, build or fit
     study = create_or_load_study(spec)
-    added = plan(study, spec.n_trials, spec.warm_start)
+    added = plan(study, spec.n_trials, spec.warm_start, spec)
     log.info("study %s on %s: %d trials planned (%d warm starts enqueued now)", spec.name, redact(spec.storage),
              spec.n_trials, added)
     return study, added

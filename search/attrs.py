@@ -35,6 +35,11 @@ GENERATOR_ARTIFACT = "generator_artifact"
 PRUNE_REASON = "prune_reason"
 FAIL_REASON = "fail_reason"
 
+# ---- trial user attributes: population-based training (search/pbt.py)
+PBT = "pbt"  # {"member", "generation", "parent_member", "parent_trial", "exploit", ["old", "new"]}
+PBT_SOURCE = "pbt_source_checkpoint"  # artifact id of the checkpoint this segment starts from
+PBT_CHECKPOINT = "pbt_checkpoint"  # artifact id of this segment's final checkpoint (the next segment's source)
+
 # ---- trial user attributes: fault tolerance
 CHECKPOINT = "checkpoint_artifact"  # id of the running trial's last whole checkpoint in the artifact store
 CHECKPOINT_SLOTS = "checkpoint_slots"  # the two artifact ids a trial writes its checkpoints to, in turn

@@ -116,6 +116,7 @@ PackOpt = Annotated[int, typer.Option("--pack", help="Trials each worker trains 
 def _summary_table(study: Any) -> str:
     from optuna.trial import TrialState
 
+    from search.pbt import describe as pbt_line
     from search.study import describe_progress, progress
 
     lines = [describe_progress(progress(study))]
@@ -124,7 +125,7 @@ def _summary_table(study: Any) -> str:
         value = f"{t.value:.4g}" if t.value is not None else "-"
         if t.state != TrialState.COMPLETE and t.intermediate_values:
             value = f"({list(t.intermediate_values.values())[-1]:.4g})"
-        why = t.user_attrs.get(attrs.PRUNE_REASON) or t.user_attrs.get(attrs.FAIL_REASON) or ""
+        why = t.user_attrs.get(attrs.PRUNE_REASON) or t.user_attrs.get(attrs.FAIL_REASON) or pbt_line(t)
         params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
         lines.append(f"{t.number:>4} {t.state.name:<9} {value:>10} {t.user_attrs.get(attrs.IMAGES_SEEN, 0):>8} "
                      f"{t.user_attrs.get(attrs.IMAGES_PER_S, 0):>8}  {params}{'  <- ' + why if why else ''}")

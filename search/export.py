@@ -74,12 +74,18 @@ def export(study: optuna.Study, spec: StudySpec, out: Path, store: Any, *, retra
     if confirmed:
         best = study.get_trials(deepcopy=False)[confirmed[0]["trial"]]
     cfg = TrainConfig.from_dict(best.user_attrs[attrs.CONFIG], source=f"trial {best.number} config")
+    if spec.scheduler is not None:  # PBT: the lineage's values as schedules, replayed from scratch by `train`
+        from search.pbt import lineage, schedule_config
+
+        cfg = schedule_config(study, spec, best)
     out.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, Any] = {"study": study.study_name, "trial": best.number, "objective": spec.objective,
                                "direction": spec.direction, "value": best.value, "params": best.params,
                                "user_attrs": {k: v for k, v in best.user_attrs.items() if k != "config"}}
     if confirmed:
         metrics["confirmation"] = confirmed
+    if spec.scheduler is not None:
+        metrics["pbt"] = {"schedules": cfg.schedules, "lineage": [t.number for t in lineage(study, best)]}
     if retrain_images:
         cfg = cfg.replace(budget_images=retrain_images, eval_every_images=min(cfg.eval_every_images, retrain_images))
         setup = prepare(cfg)
@@ -93,7 +99,7 @@ def export(study: optuna.Study, spec: StudySpec, out: Path, store: Any, *, retra
         cfg.save(out / CONFIG_FILE)
     write_json(out / METRICS_FILE, metrics)
     write_report(study, out / "report.html", confirmed, store=store, best=best, objective=spec.objective,
-                 plotlyjs=plotlyjs)
+                 plotlyjs=plotlyjs, spec=spec)
     return metrics
 
 
@@ -131,7 +137,7 @@ def grid_history_html(trial: FrozenTrial, store: Any) -> str:
 
 def write_report(study: optuna.Study, path: Path, confirmed: list[dict[str, Any]] | None = None, *,
                  store: Any = None, best: FrozenTrial | None = None, objective: str = "fid",
-                 plotlyjs: str = "inline") -> None:
+                 plotlyjs: str = "inline", spec: StudySpec | None = None) -> None:
     """report.html: the best trial's grid history, every trial's curve, optimization history, intermediate
     values, importances, parallel coordinates, slices.
 
@@ -153,6 +159,10 @@ def write_report(study: optuna.Study, path: Path, confirmed: list[dict[str, Any]
             figures.append((title, make(study)))
         except (ValueError, RuntimeError) as exc:  # e.g. importances need two complete trials
             log.info("report: %s skipped (%s)", title, exc)
+    if spec is not None and spec.scheduler is not None:
+        from search.pbt import figures as pbt_figures
+
+        figures += pbt_figures(study, spec)
     if confirmed:
         fig = go.Figure([go.Box(y=r["seed_values"], name=f"trial {r['trial']}", boxpoints="all") for r in confirmed])
         fig.update_layout(title="Fresh-seed re-runs of the top configs (value per seed)")

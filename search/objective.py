@@ -19,6 +19,7 @@ from torchvision.utils import make_grid
 
 from search import attrs
 from search.gallery import GRID_SAMPLES, Gallery, in_top
+from search.pbt import generations, new_checkpoint_id, segment_config, segment_of
 from search.pruners import guard_reason
 from search.spec import StudySpec, apply_params
 from trainer import Diverged, EvalEvent, TrainConfig, TrainResult, prepare, train
@@ -127,7 +128,8 @@ class TrialSession:
     def __init__(self, runner: TrialRunner, trial: optuna.Trial) -> None:
         self.runner, self.trial, spec = runner, trial, runner.spec
         self.spec, self.store = spec, runner.store
-        self.cfg = suggest_config(trial, spec).replace(device=str(runner.device))
+        self.cfg = segment_config(suggest_config(trial, spec).replace(device=str(runner.device)), trial, spec)
+        self.segment = segment_of(trial)  # a PBT segment: starts from its source checkpoint, keeps its last one
         self.confirming = attrs.CONFIRM in trial.user_attrs
         trial.set_user_attr(attrs.CONFIG, self.cfg.to_dict())
         trial.set_user_attr(attrs.SEED, self.cfg.seed)
@@ -138,6 +140,10 @@ class TrialSession:
         self.inherited = trial.user_attrs.get(attrs.CHECKPOINT_SLOTS, [])  # a retry's copy of the dead trial's slots
         self.resume = runner.checkpoint_of_failed_trial(trial, frozen.system_attrs.get(attrs.FAILED_TRIAL),
                                                         self.workdir)
+        if self.resume is None and (source := trial.user_attrs.get(attrs.PBT_SOURCE)):
+            self.resume = self.workdir / "source.pt"
+            with self.store.open_reader(source) as src, open(self.resume, "wb") as dst:
+                shutil.copyfileobj(src, dst)
         self.slots = [f"checkpoint-{uuid.uuid4().hex}" for _ in range(2)]  # written in turn: one is always whole
         trial.set_user_attr(attrs.CHECKPOINT_SLOTS, self.slots)
         self.reported = set(frozen.intermediate_values)  # a retry inherits the intermediate values of the dead trial
@@ -154,6 +160,8 @@ class TrialSession:
         state["last"] = value
         better = value < state["best"] if spec.direction == "minimize" else value > state["best"]
         state["best"] = value if better else state["best"]
+        # a retry that resumed from an older checkpoint than the dead trial's last evaluation redoes that evaluation
+        self.losses = [h for h in self.losses if h["mark"] < event.mark]
         self.losses.append({"mark": event.mark, **event.losses, spec.objective: value})
         trial.set_user_attr(attrs.LOSSES, self.losses)
         trial.set_user_attr(attrs.IMAGES_SEEN, event.images_seen)
@@ -171,10 +179,16 @@ class TrialSession:
             with open(event.checkpoint, "rb") as fh:
                 self.store.write(slot, fh)
             trial.set_user_attr(attrs.CHECKPOINT, slot)
+        if event.checkpoint is not None and event.final and self.segment is not None and self.spec.scheduler and \
+                int(self.segment["generation"]) + 1 < generations(self.spec):  # the next generation starts here
+            artifact = new_checkpoint_id()
+            with open(event.checkpoint, "rb") as fh:
+                self.store.write(artifact, fh)
+            trial.set_user_attr(attrs.PBT_CHECKPOINT, artifact)
         if event.mark not in self.reported:  # GAN curves are noisy: report: best hands the pruner the best so far
             trial.report(state["best"] if spec.pruner["report"] == "best" else value, event.mark)
             self.reported.add(event.mark)
-        if not event.final and not self.confirming and trial.should_prune():
+        if not event.final and not self.confirming and self.segment is None and trial.should_prune():
             reason = guard_reason(self.losses, spec.guard) or (
                 f"{spec.pruner['name']} pruner: {spec.objective}={value:.4g} at {event.mark} images")
             trial.set_user_attr(attrs.PRUNE_REASON, reason)

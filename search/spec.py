@@ -20,7 +20,7 @@ from trainer.errors import ConfigError
 OBJECTIVES = ("fid", "kid", "g_loss")
 PARAM_TYPES = ("float", "int", "categorical")
 TOP_KEYS = ("name", "direction", "objective", "train", "space", "warm_start", "sampler", "pruner", "guard", "budget",
-            "storage")
+            "storage", "scheduler")
 REPORTS = ("last", "best")  # what a trial reports to the pruner at each evaluation: its value, or its best so far
 # Shared by every trial of a worker (data, feature network and real statistics are loaded once), or fixing
 # the points where trials are compared: these TrainConfig fields cannot be searched.
@@ -42,6 +42,19 @@ class Param:
     log: bool = False
     step: float | None = None
     choices: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class Pbt:
+    """Population-based training: ``population`` members advance in segments of ``interval_images``; after
+    each segment the bottom ``quantile`` copy a top-``quantile`` member's checkpoint (exploit) and perturb each
+    searched value by a factor from ``perturb`` or resample it with ``resample_probability`` (explore)."""
+
+    population: int = 4
+    interval_images: int = 16000
+    quantile: float = 0.25
+    resample_probability: float = 0.25
+    perturb: tuple[float, ...] = (0.8, 1.2)
 
 
 @dataclass(frozen=True)
@@ -74,6 +87,7 @@ class StudySpec:
     grace_period: int = 30  # a RUNNING trial without heartbeat for this long is failed and retried
     max_retry: int = 2  # retries of a trial whose worker died
     keep_grids: int = 5  # trials ending among this many best keep every evaluation's grid; others first and last
+    scheduler: Pbt | None = None  # population-based training (search/pbt.py) instead of independent trials
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)  # the file as written
 
     # ------------------------------------------------------------ parsing
@@ -185,6 +199,10 @@ class StudySpec:
             grace_period=storage_raw.get("grace_period", 30), max_retry=storage_raw.get("max_retry", 2),
             keep_grids=storage_raw.get("keep_grids", 5), raw=dict(raw),
         )
+        scheduler = _scheduler(raw.get("scheduler"), space, train, err)
+        if scheduler is not None:
+            segments = train.budget_images // scheduler.interval_images
+            spec = dataclasses.replace(spec, scheduler=scheduler, n_trials=scheduler.population * segments)
         if spec.grace_period <= spec.heartbeat_interval:
             raise err("storage.grace_period", "must be larger than storage.heartbeat_interval.")
         _build_check(spec, err)
@@ -195,6 +213,48 @@ class StudySpec:
 
 
 # ---------------------------------------------------------------- helpers
+def _scheduler(raw: Any, space: tuple[Param, ...], train: TrainConfig, err: Any) -> Pbt | None:
+    """``scheduler: {name: pbt, ...}``: checked like the rest, against the space and the trial budget."""
+    from trainer.config import SCHEDULABLE
+
+    if raw is None:
+        return None
+    raw = dict(_mapping(raw, "scheduler", err))
+    fields = tuple(f.name for f in dataclasses.fields(Pbt))
+    _only(raw, ("name", *fields), "scheduler", err)
+    if raw.pop("name", None) != "pbt":
+        raise err("scheduler.name", "must be pbt (population-based training).")
+    for key in ("population", "interval_images"):
+        value = raw.get(key, getattr(Pbt, key))
+        if not isinstance(value, int) or isinstance(value, bool) or value < (2 if key == "population" else 1):
+            raise err(f"scheduler.{key}", f"must be an int >= {2 if key == 'population' else 1}, but got {value!r}.")
+    for key in ("quantile", "resample_probability"):
+        value = raw.get(key, getattr(Pbt, key))
+        upper = 0.5 if key == "quantile" else 1.0
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= upper:
+            raise err(f"scheduler.{key}", f"must be a number in (0, {upper:g}], but got {value!r}.")
+    perturb = raw.get("perturb", list(Pbt.perturb))
+    if not isinstance(perturb, list) or not perturb or not all(
+            isinstance(f, (int, float)) and not isinstance(f, bool) and f > 0 for f in perturb):
+        raise err("scheduler.perturb", f"must be a list of factors > 0, but got {perturb!r}.")
+    pbt = Pbt(**{**raw, "perturb": tuple(float(f) for f in perturb)})
+    movable = [p.name for p in space if p.name not in SCHEDULABLE]
+    if movable:
+        raise err(f"space.{movable[0]}", f"cannot change mid-run under PBT; searchable with pbt: {', '.join(SCHEDULABLE)}.")
+    if not space:
+        raise err("space", "PBT needs at least one searched value that can change mid-run.")
+    if train.budget_images % pbt.interval_images or train.budget_images < pbt.interval_images:
+        raise err("scheduler.interval_images", f"must divide budget.trial_images ({train.budget_images}), the images "
+                                               f"each member trains in all, but got {pbt.interval_images}.")
+    if pbt.interval_images % train.eval_every_images:
+        raise err("scheduler.interval_images", f"must be a multiple of budget.eval_every_images "
+                                               f"({train.eval_every_images}): a segment ends with an evaluation.")
+    if pbt.interval_images % train.batch_size:
+        raise err("scheduler.interval_images", f"must be a multiple of train.batch_size ({train.batch_size}), "
+                                               "so that segments end on a step.")
+    return pbt
+
+
 def apply_params(train: TrainConfig, values: Mapping[str, Any]) -> TrainConfig:
     """``train`` with searched values applied; ``extra.KEY`` names go into the plug-ins' ``extra`` mapping."""
     extra = {k.removeprefix(EXTRA): v for k, v in values.items() if k.startswith(EXTRA)}

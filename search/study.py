@@ -65,7 +65,7 @@ def target_trials(study: optuna.Study) -> int:
     return int(study.user_attrs.get(attrs.N_TRIALS, 0))
 
 
-def plan(study: optuna.Study, n_trials: int, warm_start: tuple[Any, ...] = ()) -> int:
+def plan(study: optuna.Study, n_trials: int, warm_start: tuple[Any, ...] = (), spec: StudySpec | None = None) -> int:
     """Set the study-wide trial count and enqueue the warm-start configurations not enqueued yet.
 
     Search trials are not created here: a worker creates the next one when it has nothing waiting to claim
@@ -74,6 +74,10 @@ def plan(study: optuna.Study, n_trials: int, warm_start: tuple[Any, ...] = ()) -
     """
     if study.user_attrs.get(attrs.N_TRIALS) != n_trials:
         study.set_user_attr(attrs.N_TRIALS, n_trials)
+    if spec is not None and spec.scheduler is not None:  # PBT: generation 0 (warm starts are its first members)
+        from search.pbt import plan_population
+
+        return plan_population(study, spec)
     trials = study.get_trials(deepcopy=False)
     enqueued = {t.user_attrs.get(attrs.WARM_START) for t in trials}
     room = n_trials - planned_trials(study)

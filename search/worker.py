@@ -24,6 +24,7 @@ from sqlalchemy import event
 from search import attrs
 from search.errors import StudyError
 from search.objective import TrialRunner, TrialSession
+from search.pbt import next_generation
 from search.pruners import PER_TRIAL_SEED, build_pruner, build_sampler, trial_seed
 from search.spec import StudySpec
 from search.storage import artifact_store, load_study, make_storage, redact, study_lock
@@ -59,7 +60,8 @@ def _heartbeat(storage: RDBStorage, trial_id: int) -> Iterator[None]:
         yield
 
 
-def _claim(study: optuna.Study, spec: StudySpec, storage: RDBStorage, new_trials: bool) -> optuna.Trial | None:
+def _claim(study: optuna.Study, spec: StudySpec, storage: RDBStorage, new_trials: bool,
+           store: Any = None) -> optuna.Trial | None:
     """Claim a WAITING trial, or create the next search trial while the plan has room; None when nothing is left.
 
     Runs under the study lock, so concurrent workers never take the same trial nor create more than planned.
@@ -68,14 +70,11 @@ def _claim(study: optuna.Study, spec: StudySpec, storage: RDBStorage, new_trials
     claimed: FrozenTrial | None = None
     cached = study._storage  # noqa: SLF001 - the study's own (cached) storage object
     with study_lock(storage, study.study_name):
-        for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            try:
-                if cached.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
-                    claimed = frozen
-                    break
-            except optuna.exceptions.UpdateFinishedTrialError:
-                continue
-        if claimed is None and new_trials and planned_trials(study) < target_trials(study):
+        claimed = _take_waiting(study, cached)
+        if claimed is None and new_trials and spec.scheduler is not None:  # PBT: the next generation, when due
+            if next_generation(study, spec, store):
+                claimed = _take_waiting(study, cached)
+        elif claimed is None and new_trials and planned_trials(study) < target_trials(study):
             claimed = cached.get_trial(cached.create_new_trial(study._study_id))  # RUNNING from the start
     if claimed is None:
         return None
@@ -85,6 +84,16 @@ def _claim(study: optuna.Study, spec: StudySpec, storage: RDBStorage, new_trials
     if seed is not None and spec.sampler["name"] in PER_TRIAL_SEED:
         trial.set_user_attr(attrs.SAMPLER_SEED, trial_seed(int(seed), claimed.number))
     return trial
+
+
+def _take_waiting(study: optuna.Study, cached: Any) -> FrozenTrial | None:
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        try:
+            if cached.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
+                return frozen
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    return None
 
 
 @dataclass
@@ -150,7 +159,7 @@ def work(study_name: str, storage_url: str, *, artifacts: str | None = None, dev
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             fail_stale_trials(study)
-        trial = _claim(study, spec, storage, new_trials)
+        trial = _claim(study, spec, storage, new_trials, runner.store)
         if trial is None:
             if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 time.sleep(min(spec.heartbeat_interval, 5))  # a running trial may still go stale
@@ -180,7 +189,7 @@ def _work_packed(study: optuna.Study, spec: StudySpec, storage: RDBStorage, runn
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     fail_stale_trials(study)
-                trial = _claim(study, spec, storage, new_trials)
+                trial = _claim(study, spec, storage, new_trials, runner.store)
                 if trial is None:
                     break
                 beat = ExitStack()

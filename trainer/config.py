@@ -64,6 +64,8 @@ class TrainConfig:
     channels_last: Switch = "auto"  # channels_last memory format (conv nets): auto = timed likewise
     # --- plug-ins ---
     extra: dict[str, Any] = field(default_factory=dict)  # free-form settings passed to plug-ins (searchable: extra.KEY)
+    # --- schedules (population-based training replays them) ---
+    schedules: dict[str, Any] = field(default_factory=dict)  # {field: [[images, value], ...]} piecewise constant
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -77,6 +79,7 @@ class TrainConfig:
                 raise ConfigError(f"extra keys must be identifiers, but got extra key {key!r}.")
             if not isinstance(value, (str, int, float, bool, list, type(None))):
                 raise ConfigError(f"extra.{key} must be a YAML scalar or list, but got {type(value).__name__}.")
+        _check_schedules(self)
         _positive(self, "latent_dim", "g_width", "d_width", "batch_size", "n_critic", "budget_images",
                   "eval_every_images", "eval_samples", "lr_g", "lr_d")
         _nonnegative(self, "gp_weight", "r1_weight", "seed")
@@ -98,6 +101,13 @@ class TrainConfig:
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, but got device={self.device!r}.")
 
     # ---- derived values ----
+    def at(self, images: int) -> TrainConfig:
+        """This config with every scheduled field at its value after ``images`` real images (no schedules left)."""
+        if not self.schedules:
+            return self
+        values = {name: value_at(points, images) for name, points in self.schedules.items()}
+        return dataclasses.replace(self, schedules={}, **values)
+
     @property
     def total_steps(self) -> int:
         """Generator steps in the budget (each step shows batch_size * n_critic real images)."""
@@ -113,6 +123,7 @@ class TrainConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"{prefix}unknown key {unknown[0]!r}; allowed keys: {', '.join(sorted(known))}.")
+        data = _lift_schedules(data)
         coerced = {k: _coerce(v, _hints()[k]) for k, v in data.items()}
         try:
             return cls(**coerced)
@@ -147,6 +158,57 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         return self.from_dict({**self.to_dict(), **changes})
+
+
+SCHEDULABLE = ("lr_g", "lr_d", "beta1", "beta2", "n_critic", "gp_weight", "r1_weight")  # may change mid-run
+
+
+def value_at(points: list[list[Any]], images: int) -> Any:
+    """The value of a piecewise-constant schedule ``[[0, v0], [i1, v1], ...]`` after ``images`` images."""
+    value = points[0][1]
+    for start, v in points:
+        if images >= start:
+            value = v
+    return value
+
+
+def _lift_schedules(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``lr_g: {schedule: [[0, 2e-4], [64000, 1e-4]]}`` -> ``lr_g: 2e-4`` plus ``schedules: {lr_g: [...]}``."""
+    out = dict(data)
+    schedules = dict(out.get("schedules") or {})
+    for name in SCHEDULABLE:
+        value = out.get(name)
+        if isinstance(value, Mapping):
+            if set(value) != {"schedule"}:
+                raise ConfigError(f"{name} must be a number or {{schedule: [[images, value], ...]}}, but got {value!r}.")
+            schedules[name] = value["schedule"]
+            points = value["schedule"]
+            out[name] = points[0][1] if isinstance(points, list) and points and isinstance(points[0], list | tuple) \
+                and len(points[0]) == 2 else None
+    if schedules:
+        out["schedules"] = schedules
+    return out
+
+
+def _check_schedules(cfg: TrainConfig) -> None:
+    for name, points in cfg.schedules.items():
+        if name not in SCHEDULABLE:
+            raise ConfigError(f"schedules may set {', '.join(SCHEDULABLE)}, but got schedule for {name!r}.")
+        ok = isinstance(points, list) and points and all(
+            isinstance(p, list | tuple) and len(p) == 2 and isinstance(p[0], int) and not isinstance(p[0], bool)
+            for p in points)
+        if not ok:
+            raise ConfigError(f"{name} schedule must be [[images, value], ...] with int images, but got {points!r}.")
+        starts = [p[0] for p in points]
+        if starts[0] != 0 or any(b <= a for a, b in zip(starts, starts[1:], strict=False)):
+            raise ConfigError(f"{name} schedule must start at 0 images and increase, but got starts {starts}.")
+        if points[0][1] != getattr(cfg, name):
+            raise ConfigError(f"{name} must equal its schedule's first value {points[0][1]!r}, but got {getattr(cfg, name)!r}.")
+        for start, value in points:  # each value is checked as the field itself would be
+            try:
+                dataclasses.replace(cfg, schedules={}, **{name: _coerce(value, _hints()[name])})
+            except ConfigError as exc:
+                raise ConfigError(f"{name} schedule at {start} images: {exc}") from None
 
 
 def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from trainer.config import TrainConfig
+from trainer.config import SCHEDULABLE, TrainConfig
 from trainer.data import ImageData, load_data
 from trainer.errors import ConfigError, Diverged
 from trainer.io import CHECKPOINT_FILE, METRICS_FILE, SAMPLES_FILE, save_generator, save_grid, write_json
@@ -173,7 +173,6 @@ def train(
     opt_g = torch.optim.Adam(gen_net.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
     rng = torch.Generator(device=device).manual_seed(cfg.seed)  # batches, noise, GP interpolation
-    loss = build_loss(cfg)
     n_train, bsz, total = len(data.train), cfg.batch_size, cfg.total_steps
 
     step, images_seen, eval_index, seconds = 0, 0, 0, 0.0
@@ -182,6 +181,9 @@ def train(
         step, images_seen, eval_index, seconds, history = load_checkpoint(
             Path(resume_from), cfg, gen_net, disc, ema, opt_g, opt_d, rng, device)
         log.info("resumed from %s at step %d (%d images)", resume_from, step, images_seen)
+    hp = cfg.at(images_seen)  # the scheduled fields' values now (== cfg without schedules)
+    _set_optimisers(hp, opt_g, opt_d)  # a resumed run takes this config's rates, not the checkpoint's
+    loss = build_loss(hp)
 
     def sample(n: int, raw: bool = False) -> torch.Tensor:
         net: Any = ema.module if ema is not None and not raw else gen_net
@@ -198,15 +200,19 @@ def train(
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
     bar = _progress(total, step) if progress else None
     t0 = time.perf_counter()
-    while step < total:
-        for _ in range(cfg.n_critic):  # discriminator steps
+    while images_seen < cfg.budget_images:
+        if cfg.schedules and (now := cfg.at(images_seen)) != hp:  # a schedule moved on: new rates, weights, n_critic
+            hp = now
+            _set_optimisers(hp, opt_g, opt_d)
+            loss = build_loss(hp)
+        for _ in range(hp.n_critic):  # discriminator steps
             real = data.train[torch.randint(n_train, (bsz,), device=device, generator=rng)]
             if channels_last:
                 real = real.contiguous(memory_format=torch.channels_last)
             z = torch.randn(bsz, cfg.latent_dim, device=device, generator=rng)
             with torch.no_grad(), autocast:
                 fake = gen_net(z)
-            if cfg.r1_weight > 0:
+            if hp.r1_weight > 0:
                 real.requires_grad_(True)
             with autocast:
                 real_logits, fake_logits = disc(real), disc(fake)
@@ -214,8 +220,8 @@ def train(
                 penalty = loss.penalty(disc, real, fake, rng)
                 if penalty is not None:
                     d_loss = d_loss + penalty
-                if cfg.r1_weight > 0:
-                    d_loss = d_loss + 0.5 * cfg.r1_weight * r1_penalty(real_logits, real)
+                if hp.r1_weight > 0:
+                    d_loss = d_loss + 0.5 * hp.r1_weight * r1_penalty(real_logits, real)
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
@@ -237,7 +243,7 @@ def train(
             raise Diverged(step, {"d_loss": float(d_loss.detach()), "g_loss": float(g_loss.detach())})
 
         # ---- evaluation, checkpoint, callback
-        final = step >= total
+        final = images_seen >= cfg.budget_images
         if images_seen >= (eval_index + 1) * cfg.eval_every_images or final:
             if not bool(torch.isfinite(acc).all()):
                 raise Diverged(step, {"d_loss": float(d_loss.detach()), "g_loss": float(g_loss.detach())})
@@ -275,6 +281,12 @@ def train(
     if out is not None:
         save_outputs(result, out)
     return result
+
+
+def _set_optimisers(hp: TrainConfig, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer) -> None:
+    for opt, lr in ((opt_g, hp.lr_g), (opt_d, hp.lr_d)):
+        for group in opt.param_groups:
+            group["lr"], group["betas"] = lr, (hp.beta1, hp.beta2)
 
 
 def save_outputs(result: TrainResult, out: Path) -> None:
@@ -323,7 +335,7 @@ def load_checkpoint(path: Path, cfg: TrainConfig, gen: torch.nn.Module, disc: to
         path = path / CHECKPOINT_FILE
     state = torch.load(path, map_location=device, weights_only=True)
     saved = TrainConfig.from_dict(state["config"])
-    ignore = {"budget_images", "device", "data_root"}
+    ignore = {"budget_images", "device", "data_root", "schedules", *SCHEDULABLE}  # rates may change between runs
     diff = sorted(k for k, v in saved.to_dict().items() if k not in ignore and getattr(cfg, k) != v)
     if diff:
         raise ConfigError(f"checkpoint {path} was made with another config (differs in {', '.join(diff)}).")

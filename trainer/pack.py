@@ -124,6 +124,8 @@ class Pack:
     def add(self, cfg: TrainConfig, *, callback: Callback | None = None, out_dir: str | Path | None = None,
             resume_from: str | Path | None = None) -> int:
         """Add a run; it starts from scratch (seeded as ``train``) or from a ``train``/pack checkpoint."""
+        if cfg.schedules:
+            raise ValueError("configs with schedules train alone (trainer.train), not in packs.")
         key = pack_key(cfg)
         if self.key is not None and key != self.key:
             raise ValueError("a pack's members must build the same networks (only "
