@@ -10,7 +10,9 @@ a trial counts once it has completed, and only if it completed within the budget
 - ``gan-search-Kw``: the study file as shipped (warm start, pruner, guard, sampler), K local workers;
 - ``handwritten``: the Optuna script a user writes by hand: ``TPESampler(seed)`` + ``MedianPruner()``
   calling the same trainer on the same space and trial budget, one process, in-memory storage;
-- ``random``: ``RandomSampler(seed)``, no pruning, otherwise as ``handwritten``.
+- ``random``: ``RandomSampler(seed)``, no pruning, otherwise as ``handwritten``;
+- ``pbt`` (with ``--pbt-study``): population-based training, ``--pbt-workers`` local workers; its best
+  config is the best member's whole schedule (what ``export`` writes), retrained from scratch like the others.
 
 Printed: the best value against wall-clock (also written as HTML), the minutes each arm needs to reach the
 hand-written script's best at the full budget, and each arm's best config retrained with fresh seeds
@@ -52,6 +54,26 @@ def gan_search_arm(spec: StudySpec, seed: int, workers: int, budget_s: float, tm
     plan(study, arm_spec.n_trials, arm_spec.warm_start, arm_spec)
     run_workers(arm_spec.name, arm_spec.storage, workers, artifacts=arm_spec.artifacts, timeout=budget_s)
     return _record(study, start, budget_s)
+
+
+def pbt_arm(spec: StudySpec, seed: int, workers: int, budget_s: float, tmp: Path) -> dict[str, Any]:
+    """The PBT study file (``--pbt-study``), K local workers; its best config is the best member's schedule."""
+    from search.pbt import schedule_config
+
+    raw = {**spec.raw, "sampler": {**spec.raw.get("sampler", {}), "seed": seed}}
+    raw["storage"] = {**raw.get("storage", {}), "url": f"sqlite:///{tmp / 'study.db'}", "artifacts": str(tmp / "art")}
+    arm_spec = StudySpec.from_dict(raw, source="benchmark").with_overrides(timeout=budget_s)
+    start = datetime.now()
+    study = create_or_load_study(arm_spec)
+    plan(study, arm_spec.n_trials, arm_spec.warm_start, arm_spec)
+    run_workers(arm_spec.name, arm_spec.storage, workers, artifacts=arm_spec.artifacts, timeout=budget_s)
+    record = _record(study, start, budget_s)
+    best = next((t for t in study.get_trials(deepcopy=False) if record["best_config"] and t.value == record["best"]
+                 and t.state.name == "COMPLETE"), None)
+    if best is not None:
+        record["best_config"] = schedule_config(study, arm_spec, best).to_dict()
+        record["pbt_decisions"] = [t.user_attrs.get("pbt") for t in study.get_trials(deepcopy=False)]
+    return record
 
 
 def _objective(spec: StudySpec, data: Any, evaluator: Any, prune: bool) -> Any:
@@ -193,6 +215,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampler seeds")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4], help="gan-search worker counts")
     parser.add_argument("--retrain-seeds", type=int, default=3)
+    parser.add_argument("--pbt-study", default=None, help="also run this PBT study file as the arm 'pbt'")
+    parser.add_argument("--pbt-workers", type=int, default=2)
+    parser.add_argument("--arms", nargs="+", default=None,
+                        help="run only these arms (gan-search-Kw, handwritten, random, pbt); default: all")
     parser.add_argument("--out", default=None, help="JSON results (and .html beside it)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
@@ -210,6 +236,15 @@ def main() -> None:
     base = spec.train.replace(device="cpu")
     make_evaluator(base, load_data(base))  # the feature network and real statistics are cached before any arm
     arms = [f"gan-search-{k}w" for k in args.workers] + ["handwritten", "random"]
+    pbt_spec = None
+    if args.pbt_study:
+        pbt_spec = StudySpec.from_file(args.pbt_study)
+        if args.data_root:
+            pbt_spec = StudySpec.from_dict({**pbt_spec.raw, "train": {**pbt_spec.raw["train"],
+                                                                      "data_root": args.data_root}}, source=args.pbt_study)
+        arms.append("pbt")
+    if args.arms:
+        arms = [a for a in arms if a in args.arms or a == "handwritten"]  # the reference arm always runs
     results: dict[str, Any] = {}
     for seed in args.seeds:
         for arm in arms:
@@ -217,6 +252,9 @@ def main() -> None:
             with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
                 if arm.startswith("gan-search"):
                     r = gan_search_arm(spec, seed, int(arm.split("-")[-1][:-1]), budget_s, Path(tmp))
+                elif arm == "pbt":
+                    assert pbt_spec is not None
+                    r = pbt_arm(pbt_spec, seed, args.pbt_workers, budget_s, Path(tmp))
                 else:
                     r = optuna_arm(spec, seed, budget_s, random_search=arm == "random")
             r["budget_minutes"] = args.minutes
