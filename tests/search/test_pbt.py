@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -71,23 +72,29 @@ def test_a_population_of_4_runs_to_completion_with_2_workers(tmp_path: Path) -> 
 
 
 def test_exploit_copies_the_source_weights_and_the_schedule_replays_them(tmp_path: Path) -> None:
-    """One worker, this process's threads: replaying the exported schedule from scratch with `gan-search train`
-    gives the best member's weights exactly (every segment resumed from a checkpoint; every exploit copied one)."""
+    """The exported schedule round-trips through `gan-search train`: replayed from scratch in a fresh process, it
+    lands on the best member's weights up to float rounding. Exact equality holds where the kernels are the
+    same (tests/trainer/test_loop.py::test_a_schedule_replays_a_run_resumed_with_new_rates, one process: 0.0);
+    across processes, oneDNN may pick other convolution kernels (seen here after other tests ran: 8e-4 on
+    some weights), and 4 segments of GAN training amplify that, so this test bounds it instead."""
     study_file = write_study(tmp_path, pbt_study(tmp_path, "pbt1"))
     result = api.run(study_file, export_to=tmp_path / "best")
     best = result.study.best_trial
-    chain = [t for t in result.study.trials if t.number in _lineage(result.study, best)]
-    assert any(t.user_attrs["pbt"]["exploit"] for t in chain) or len(chain) == GENERATIONS
+    chain = [result.study.trials[n] for n in _lineage(result.study, best)]
+    assert len(chain) == GENERATIONS and [t.user_attrs["pbt"]["generation"] for t in chain[::-1]] == list(
+        range(GENERATIONS))
     out = tmp_path / "replay"
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # the same kernels as the study
-    subprocess.run([*CLI, "train", "--config", str(tmp_path / "best" / "config.yaml"), "--out", str(out)], cwd=ROOT,
-                   env=env, check=True, capture_output=True, timeout=120)
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.run([*CLI, "train", "--config", str(tmp_path / "best" / "config.yaml"), "--out", str(out)],
+                          cwd=ROOT, env=env, check=True, capture_output=True, text=True, timeout=120)
     exported, replayed = load_file(str(tmp_path / "best" / "generator.safetensors")), load_file(
         str(out / "generator.safetensors"))
     for key, value in exported.items():
-        torch.testing.assert_close(replayed[key], value, rtol=0, atol=0)
+        torch.testing.assert_close(replayed[key], value, rtol=0, atol=1e-2)
+    replay_fid = json.loads(proc.stdout.strip().splitlines()[-1])["fid"]
+    assert replay_fid == pytest.approx(best.value, rel=0.05)
     config = (tmp_path / "best" / "config.yaml").read_text()
-    assert "schedules:" in config
+    assert "schedules:" in config and "lr_g" in config
 
 
 def _lineage(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> list[int]:

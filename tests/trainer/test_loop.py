@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer import LOSSES, Diverged, EvalEvent, ImageData, TrainConfig, load_data, load_generator, train
+from trainer import LOSSES, ConfigError, Diverged, EvalEvent, ImageData, TrainConfig, load_data, load_generator, train
 
 SMALL = dict(g_width=8, d_width=8, latent_dim=8, batch_size=16, eval_metric="none")
 
@@ -112,3 +113,34 @@ def test_an_ema_generator_is_not_judged_on_its_initial_weights(digits: ImageData
     raw = train(cfg, data=digits, evaluator=evaluator).history[0]["metrics"]["fid"]
     ema = train(cfg.replace(ema_decay=0.999), data=digits, evaluator=evaluator).history[0]["metrics"]["fid"]
     assert ema < 1.5 * raw, (raw, ema)
+
+
+def test_a_schedule_replays_a_run_resumed_with_new_rates(tmp_path: Path) -> None:
+    """What PBT exports: segments resumed from checkpoints with new rates == one run with those rates scheduled."""
+    base = TrainConfig(dataset="digits", g_width=8, d_width=8, latent_dim=8, batch_size=32, device="cpu",
+                       budget_images=960, eval_every_images=320, eval_metric="none", amp="off", channels_last="off")
+    data = load_data(base)
+    scheduled = base.replace(schedules={"lr_g": [[0, 2e-4], [320, 1e-3], [640, 5e-4]], "beta1": [[0, 0.5], [320, 0.0]],
+                                        "n_critic": [[0, 1], [320, 2]]})
+    whole = train(scheduled, data=data)
+    train(base.replace(budget_images=320), data=data, out_dir=tmp_path / "s0")
+    train(base.replace(budget_images=640, lr_g=1e-3, beta1=0.0, n_critic=2), data=data, out_dir=tmp_path / "s1",
+          resume_from=tmp_path / "s0" / "checkpoint.pt")
+    last = train(base.replace(budget_images=960, lr_g=5e-4, beta1=0.0, n_critic=2), data=data,
+                 resume_from=tmp_path / "s1" / "checkpoint.pt")
+    assert whole.steps == last.steps == 10 + 5 + 5 and whole.images_seen == last.images_seen == 960
+    a, b = whole.generator.state_dict(), last.generator.state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_schedules_are_validated_and_read_from_the_short_form() -> None:
+    cfg = TrainConfig.from_dict({"lr_g": {"schedule": [[0, 2e-4], [640, 1e-4]]}})
+    assert cfg.lr_g == 2e-4 and cfg.at(639).lr_g == 2e-4 and cfg.at(640).lr_g == 1e-4
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg  # config.yaml round trip
+    for bad, message in (({"lr_g": {"schedule": [[5, 2e-4]]}}, "start at 0 images"),
+                         ({"lr_g": {"schedule": [[0, 2e-4], [640, -1.0]]}}, "lr_g schedule at 640 images: lr_g must be > 0"),
+                         ({"schedules": {"arch": [[0, "mlp"]]}}, "schedules may set lr_g"),
+                         ({"lr_g": {"steps": 3}}, "lr_g must be a number or {schedule:")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            TrainConfig.from_dict(bad)
