@@ -39,6 +39,8 @@ FAIL_REASON = "fail_reason"
 PBT = "pbt"  # {"member", "generation", "parent_member", "parent_trial", "exploit", ["old", "new"]}
 PBT_SOURCE = "pbt_source_checkpoint"  # artifact id of the checkpoint this segment starts from
 PBT_CHECKPOINT = "pbt_checkpoint"  # artifact id of this segment's final checkpoint (the next segment's source)
+PBT_START_WEIGHTS = "pbt_start_weights"  # digest of the weights the segment started from (its source's)
+PBT_END_WEIGHTS = "pbt_end_weights"  # digest of the weights it ended with
 
 # ---- trial user attributes: fault tolerance
 CHECKPOINT = "checkpoint_artifact"  # id of the running trial's last whole checkpoint in the artifact store

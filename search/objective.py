@@ -19,7 +19,7 @@ from torchvision.utils import make_grid
 
 from search import attrs
 from search.gallery import GRID_SAMPLES, Gallery, in_top
-from search.pbt import generations, new_checkpoint_id, segment_config, segment_of
+from search.pbt import generations, new_checkpoint_id, segment_config, segment_of, weights_digest
 from search.pruners import guard_reason
 from search.spec import StudySpec, apply_params
 from trainer import Diverged, EvalEvent, TrainConfig, TrainResult, prepare, train
@@ -144,6 +144,7 @@ class TrialSession:
             self.resume = self.workdir / "source.pt"
             with self.store.open_reader(source) as src, open(self.resume, "wb") as dst:
                 shutil.copyfileobj(src, dst)
+            trial.set_user_attr(attrs.PBT_START_WEIGHTS, weights_digest(self.resume))
         self.slots = [f"checkpoint-{uuid.uuid4().hex}" for _ in range(2)]  # written in turn: one is always whole
         trial.set_user_attr(attrs.CHECKPOINT_SLOTS, self.slots)
         self.reported = set(frozen.intermediate_values)  # a retry inherits the intermediate values of the dead trial
@@ -185,6 +186,7 @@ class TrialSession:
             with open(event.checkpoint, "rb") as fh:
                 self.store.write(artifact, fh)
             trial.set_user_attr(attrs.PBT_CHECKPOINT, artifact)
+            trial.set_user_attr(attrs.PBT_END_WEIGHTS, weights_digest(event.checkpoint))
         if event.mark not in self.reported:  # GAN curves are noisy: report: best hands the pruner the best so far
             trial.report(state["best"] if spec.pruner["report"] == "best" else value, event.mark)
             self.reported.add(event.mark)

@@ -152,6 +152,22 @@ def _draw(p: Param, rng: np.random.Generator) -> Any:
     return float(rng.uniform(low, high))
 
 
+def weights_digest(checkpoint: Any) -> str:
+    """SHA-256 of the generator and discriminator weights in a ``train`` checkpoint file: what a segment starts
+    from (``pbt_start_weights``) must equal what its parent ended with (``pbt_end_weights``)."""
+    import hashlib
+
+    import torch
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    digest = hashlib.sha256()
+    for net in ("gen", "disc"):
+        for key in sorted(state[net]):
+            digest.update(key.encode())
+            digest.update(state[net][key].contiguous().numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
 def new_checkpoint_id() -> str:
     return f"pbt-{uuid.uuid4().hex}"
 

@@ -58,6 +58,7 @@ def test_a_population_of_4_runs_to_completion_with_2_workers(tmp_path: Path) -> 
         assert parent.user_attrs["pbt"]["generation"] == g - 1 and parent.user_attrs["pbt"]["member"] == decision[
             "parent_member"]
         assert t.user_attrs["pbt_source_checkpoint"] == parent.user_attrs["pbt_checkpoint"]  # the parent's end state
+        assert t.user_attrs["pbt_start_weights"] == parent.user_attrs["pbt_end_weights"]  # weight for weight
         assert t.user_attrs["seed"] == parent.user_attrs["seed"]  # and its RNG lineage
         if decision["exploit"]:
             ranks = sorted((s for s in segs.values() if s.user_attrs["pbt"]["generation"] == g - 1),
@@ -65,6 +66,7 @@ def test_a_population_of_4_runs_to_completion_with_2_workers(tmp_path: Path) -> 
             assert parent.number == ranks[0].number  # quantile 0.25 of 4: the single best copied ...
             assert study.trials[segs[(m, g - 1)].number] == ranks[-1]  # ... by the single worst
             assert decision["old"] == segs[(m, g - 1)].params and decision["new"] == t.params != parent.params
+            assert t.user_attrs["pbt_start_weights"] != segs[(m, g - 1)].user_attrs["pbt_end_weights"]  # not its own
         else:
             assert decision["parent_member"] == m and t.params == parent.params
     assert sum(t.user_attrs["pbt"]["exploit"] for t in segs.values()) == GENERATIONS - 1  # one per generation
