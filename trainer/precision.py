@@ -16,6 +16,7 @@ widths, latent size, spectral norm), and is recorded with each trial.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -67,6 +68,12 @@ class Decision:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
+    return f"{_cpu_name()} x{torch.get_num_threads()} threads"
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_name() -> str:
+    """The CPU's model and the instruction-set flags that decide its bf16 kernels (read once per process)."""
     model = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as fh:
@@ -78,7 +85,7 @@ def device_name(device: torch.device) -> str:
         model += " [" + " ".join(isa) + "]"
     except OSError:
         pass
-    return f"{model} x{torch.get_num_threads()} threads"
+    return model
 
 
 def decision_key(cfg: TrainConfig, shape: tuple[int, int, int], device: torch.device) -> tuple[str, str]:
@@ -170,11 +177,12 @@ def choose(cfg: TrainConfig, shape: tuple[int, int, int], device: torch.device,
            cache: Path | None = None) -> Decision:
     """The mode for ``cfg``'s ``auto`` switches on ``device``: from memory, the disk cache, or a probe now."""
     key, name = decision_key(cfg, shape, device)
+    memo_key = f"{key}/{cfg.amp}/{cfg.channels_last}/{cache}"
+    if memo_key in _memo:  # every run of a worker after its first: no model built, nothing read
+        return _memo[memo_key]
     modes = candidates(cfg, shape, device)
     if len(modes) == 1:
-        return Decision(modes[0], {}, key, name)
-    memo_key = f"{key}/{[m.name for m in modes]}"
-    if memo_key in _memo:
+        _memo[memo_key] = Decision(modes[0], {}, key, name)
         return _memo[memo_key]
     from trainer.metrics import cache_dir
 
