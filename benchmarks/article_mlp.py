@@ -82,14 +82,17 @@ def main() -> None:
         run_workers(spec.name, spec.storage, 1, artifacts=spec.artifacts)
         search_s = time.perf_counter() - t0
         best = best_trial(study)
+        # images the search trained: each trial's last evaluation mark (pruned trials stop early)
+        search_images = sum(max(t.intermediate_values, default=0) for t in study.get_trials(deepcopy=False))
     found = TrainConfig.from_dict(best.user_attrs["config"])
-    print(f"{args.study}: {args.search_trials} trials in {search_s:.0f} s; best trial {best.number} "
+    print(f"{args.study}: {args.search_trials} trials, {search_images:,} images in {search_s:.0f} s; best trial {best.number} "
           f"(FID {best.value:.2f} at {found.budget_images} images): {best.params}")
     final = found.replace(budget_images=args.final_budget, eval_every_images=args.final_budget)
     rows = [score(final.replace(seed=s), data) for s in args.seeds]
     same = [score(article.replace(budget_images=args.final_budget, eval_every_images=args.final_budget, seed=s), data)
             for s in args.seeds] if args.final_budget not in args.budgets else report["article"][args.final_budget]
-    report["search"] = {"seconds": search_s, "best_params": best.params, "best_value": best.value, "retrained": rows}
+    report["search"] = {"seconds": search_s, "images": search_images, "best_params": best.params,
+                        "best_value": best.value, "retrained": rows}
     print(f"at {args.final_budget} images (equal compute), seeds {args.seeds}:")
     print(f"  article settings: {summary(same)}")
     print(f"  searched config:  {summary(rows)}")
