@@ -13,9 +13,10 @@ from typing import Any
 import yaml
 
 from search.errors import SpecError
-from search.registries import PRUNERS, SAMPLERS
+from search.registries import PRUNERS, SAMPLERS, WARM_STARTS
 from trainer.config import TrainConfig
 from trainer.errors import ConfigError
+from trainer.registry import is_import_path
 
 OBJECTIVES = ("fid", "kid", "g_loss")
 PARAM_TYPES = ("float", "int", "categorical")
@@ -146,7 +147,8 @@ class StudySpec:
 
         warm_raw = raw.get("warm_start", [])
         if not isinstance(warm_raw, list):
-            raise err("warm_start", f"must be a list of parameter mappings, but got {type(warm_raw).__name__}.")
+            raise err("warm_start", f"must be a list of parameter mappings or preset names, but got "
+                                    f"{type(warm_raw).__name__}.")
         warm_start = tuple(_warm_start(i, w, space, train, err) for i, w in enumerate(warm_raw))
 
         sampler = dict(_mapping(raw.get("sampler", {"name": "tpe"}), "sampler", err))
@@ -292,25 +294,53 @@ def _build_check(spec: StudySpec, err: Any) -> None:
 def _warm_start(index: int, raw: Any, space: tuple[Param, ...], train: TrainConfig, err: Any) -> Mapping[str, Any]:
     """One warm-start entry: searched keys only, each value allowed by its space entry."""
     key = f"warm_start[{index}]"
-    raw = _mapping(raw, key, err)
     params = {p.name: p for p in space}
+    raw, origin = _preset(raw, key, params, err)
     for name, value in raw.items():
         p = params.get(name)
         if p is None:
             raise err(f"{key}.{name}", f"not a searched key; allowed: {', '.join(params) or 'none (space is empty)'}.")
         if p.type == "categorical":
             if value not in p.choices:
-                raise err(f"{key}.{name}", f"must be one of {list(p.choices)}, but got {value!r}.")
+                raise err(f"{key}.{name}", f"must be one of {list(p.choices)}, but got {value!r}{origin}.")
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (p.type == "int" and value != int(value)):
-            raise err(f"{key}.{name}", f"must be a{'n int' if p.type == 'int' else ' number'}, but got {value!r}.")
+            raise err(f"{key}.{name}", f"must be a{'n int' if p.type == 'int' else ' number'}, but got {value!r}{origin}.")
         if not float(p.low or 0) <= value <= float(p.high or 0):
-            raise err(f"{key}.{name}", f"must be within [{p.low:g}, {p.high:g}], but got {value!r}.")
+            raise err(f"{key}.{name}", f"must be within [{p.low:g}, {p.high:g}], but got {value!r}{origin}.")
     try:
         apply_params(train, raw)
     except ConfigError as exc:
         raise err(key, str(exc)) from None
     return {k: (int(v) if params[k].type == "int" else float(v) if params[k].type == "float" else v) for k, v in raw.items()}
+
+
+def _preset(raw: Any, key: str, params: Mapping[str, Param], err: Any) -> tuple[dict[str, Any], str]:
+    """A warm-start entry as values: a preset's name, ``{preset: name, key: override...}``, or plain values.
+
+    A preset contributes the keys the study searches (the rest stay as ``train:`` fixes them); the second
+    item says where a value came from, for error messages.
+    """
+    if isinstance(raw, str):
+        raw = {"preset": raw}
+    raw = dict(_mapping(raw, key, err))
+    if "preset" not in raw:
+        return raw, ""
+    name = raw.pop("preset")
+    if not isinstance(name, str):
+        raise err(f"{key}.preset", f"must be a preset name, but got {name!r}.")
+    try:
+        values = WARM_STARTS.get(name)
+    except ConfigError as exc:
+        if is_import_path(name):  # the plug-in's own trouble: not installed, no such attribute, not a preset
+            raise err(f"{key}.preset", str(exc)) from None
+        raise err(f"{key}.preset", f"must be one of {', '.join(WARM_STARTS.names())} or 'package.module:attribute', "
+                                   f"but got {name!r}.") from None
+    merged = {k: v for k, v in values.items() if k in params} | raw
+    if not merged:
+        raise err(f"{key}.preset", f"{name!r} sets none of the searched keys ({', '.join(params) or 'none'}).")
+    return merged, f" (preset {name!r})"
+
 
 def _mapping(value: Any, key: str, err: Any) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
