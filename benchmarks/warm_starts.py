@@ -51,8 +51,12 @@ def main() -> None:
         for seed in args.seeds:
             cfg = apply_params(base, params).replace(seed=seed)
             curve: list[float] = []
+
+            def record(event: Any, into: list[float] = curve) -> None:
+                into.append(event.metrics[metric])
+
             t0 = time.perf_counter()
-            result = train(cfg, data=data, evaluator=evaluator, callback=lambda e, c=curve: c.append(e.metrics[metric]))
+            result = train(cfg, data=data, evaluator=evaluator, callback=record)
             runs.append({"seed": seed, "final": result.final_metrics[metric], "curve": curve,
                          "seconds": round(time.perf_counter() - t0, 1)})
             print(f"{name:14s} seed {seed}: {metric} {runs[-1]['final']:8.2f}   curve "
