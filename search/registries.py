@@ -16,7 +16,7 @@ from trainer.registry import Registry
 
 
 def _is_preset(obj: Any) -> bool:
-    """A warm-start preset: a non-empty mapping of searchable TrainConfig fields."""
+    """A warm-start preset: a non-empty mapping of TrainConfig field names to values."""
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     return isinstance(obj, Mapping) and bool(obj) and all(isinstance(k, str) and k in fields for k in obj)
 
