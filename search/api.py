@@ -25,9 +25,10 @@ from search.export import best_trial, confirmation_table, enqueue_confirmations,
 from search.export import export as write_export
 from search.launch import devices, run_workers
 from search.progress import Monitor
+from search.schedulers import scheduler_for
 from search.spec import DEFAULT_STORAGE, StudySpec
 from search.storage import artifact_store, check_url, load_study, make_storage, redact
-from search.study import create_or_load_study, plan, progress, stored_spec, trials_summary
+from search.study import create_or_load_study, progress, stored_spec, trials_summary
 from search.worker import WorkerReport
 from search.worker import work as run_worker
 from trainer import load_data
@@ -67,7 +68,7 @@ def create(spec: StudySpec) -> tuple[optuna.Study, int]:
     data = load_data(spec.train.replace(device="cpu"))  # missing or unreadable data fails here
     check_models(spec.train, data.shape)  # so does a plug-in arch or loss that fails to import, build or fit
     study = create_or_load_study(spec)
-    added = plan(study, spec.n_trials, spec.warm_start, spec)
+    added = scheduler_for(spec).plan(study, spec.n_trials)
     log.info("study %s on %s: %d trials planned (%d warm starts enqueued now)", spec.name, redact(spec.storage),
              spec.n_trials, added)
     return study, added

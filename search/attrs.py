@@ -46,6 +46,11 @@ PBT_END_WEIGHTS = "pbt_end_weights"  # digest of the weights it ended with
 CHECKPOINT = "checkpoint_artifact"  # id of the running trial's last whole checkpoint in the artifact store
 CHECKPOINT_SLOTS = "checkpoint_slots"  # the two artifact ids a trial writes its checkpoints to, in turn
 RESUMED_FROM = "resumed_from_trial"  # the dead trial a retry resumed from
+RESUME_SKIPPED = "resume_skipped"  # why a retry started from scratch (the dead trial's checkpoint gone or unreadable)
 
 # ---- Optuna's system attribute (RetryFailedTrialCallback)
 FAILED_TRIAL = "failed_trial"  # on a retry: the number of the failed trial it replaces
+
+# ---- trial system attributes of the storage proxy path (search/proxy.py)
+PROXY_HEARTBEAT = "gan_search_heartbeat"  # wall-clock time of the running trial's last heartbeat (no RDB heartbeats)
+SURPLUS = "gan_search_surplus"  # a trial created after the plan was full (lock-free claims); failed at once, not counted

@@ -72,6 +72,10 @@ def train(
     ckpt = out / CHECKPOINT_FILE
     if resume and not ckpt.is_file():
         raise ConfigError(f"--resume needs {ckpt}, which does not exist.")
+    if resume:
+        from trainer.loop import read_checkpoint
+
+        read_checkpoint(ckpt)  # a truncated or foreign file: one line, exit 2, before anything runs
     setup = prepare(cfg)
     result = run_training(cfg, data=setup.data, out_dir=out, evaluator=setup.evaluator,
                           resume_from=ckpt if resume else None, progress=True)
@@ -209,6 +213,67 @@ def worker(
     report = api.work(study_name, storage, artifacts=artifacts, device=device, timeout=timeout, show_progress=True,
                       tensorboard=tensorboard, pack=pack)
     typer.echo(json.dumps(report.__dict__))
+
+
+@app.command()
+@known_errors
+def proxy(
+    storage: StorageOpt = None,
+    host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1 unless workers are on other machines).")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port workers connect to: --storage grpc://HOST:PORT.")] = 13000,
+    threads: Annotated[int, typer.Option(help="Requests served at once: at most this many database connections.")] = 16,
+) -> None:
+    """Serve a study database to many workers through Optuna's gRPC storage proxy (see search/proxy.py)."""
+    import os
+
+    from search.proxy import is_proxy_url, serve
+    from search.storage import check_url, make_storage, redact
+
+    url = storage or os.environ.get("GAN_SEARCH_STORAGE")
+    if not url or is_proxy_url(url):
+        raise ConfigError("storage must be the database URL the proxy serves (--storage or $GAN_SEARCH_STORAGE).")
+    check_url(url)
+    if threads < 1:
+        raise ConfigError(f"threads must be >= 1, but got {threads=}.")
+    typer.echo(f"serving {redact(url)} on grpc://{host}:{port}", err=True)
+    serve(make_storage(url), host=host, port=port, threads=threads)
+
+
+@app.command()
+@known_errors
+def replay(
+    study_name: Annotated[str, typer.Argument(help="Name of an existing study.")],
+    curves: Annotated[Path, typer.Option(help="Recorded curves: a search benchmark's results JSON "
+                                              "(e.g. benchmarks/results/search-mnist.json).")],
+    storage: StorageOpt = None,
+    threads: Annotated[int, typer.Option(help="Replay workers in this process (threads, a storage client each).")] = 1,
+    trial_seconds: Annotated[float, typer.Option(help="A whole trial's nominal duration.")] = 60.0,
+    compress: Annotated[float, typer.Option(help="Sleep trial_seconds / compress per trial.")] = 1.0,
+    first: Annotated[int, typer.Option(help="Number of this process's first worker (for the reports).")] = 0,
+    timeout: Annotated[float | None, typer.Option(help="Stop starting trials after this many seconds.")] = None,
+) -> None:
+    """Replay workers: the real claim/report/prune/record path with recorded curves instead of training
+    (no torch; to measure coordination at cluster scale, see benchmarks/cluster.py)."""
+    import os
+
+    from search.launch import replay_workers
+    from search.replay import Curves, Replay
+
+    url = storage or os.environ.get("GAN_SEARCH_STORAGE")
+    if not url:
+        raise ConfigError("storage must be given (--storage or $GAN_SEARCH_STORAGE) for replay workers.")
+    if not curves.is_file():
+        raise ConfigError(f"curves must be a readable JSON file of recorded curves, but got {str(curves)!r}.")
+    try:
+        recorded = Curves.load(curves)
+        settings = Replay(recorded, trial_seconds, compress)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"curves/trial_seconds/compress: {str(exc).splitlines()[0]}") from None
+    if threads < 1:
+        raise ConfigError(f"threads must be >= 1, but got {threads=}.")
+    reports = replay_workers(study_name, url, settings, threads, first=first, timeout=timeout)
+    typer.echo(json.dumps([r.__dict__ for r in reports]))
 
 
 @app.command()

@@ -12,10 +12,11 @@ from optuna.artifacts import download_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial, TrialState
 
-from search import attrs
+from search import attrs, pbt
 from search.errors import StudyError
+from search.schedulers import scheduler_for
 from search.spec import StudySpec
-from trainer import TrainConfig, prepare, train
+from trainer import prepare, train
 from trainer.io import CONFIG_FILE, GENERATOR_FILE, METRICS_FILE, SAMPLES_FILE, write_json
 
 log = logging.getLogger(__name__)
@@ -73,19 +74,14 @@ def export(study: optuna.Study, spec: StudySpec, out: Path, store: Any, *, retra
     best = best_trial(study)
     if confirmed:
         best = study.get_trials(deepcopy=False)[confirmed[0]["trial"]]
-    cfg = TrainConfig.from_dict(best.user_attrs[attrs.CONFIG], source=f"trial {best.number} config")
-    if spec.scheduler is not None:  # PBT: the lineage's values as schedules, replayed from scratch by `train`
-        from search.pbt import lineage, schedule_config
-
-        cfg = schedule_config(study, spec, best)
+    cfg, about = scheduler_for(spec).export_config(study, best)  # PBT: the lineage's schedule, replayed from scratch
     out.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, Any] = {"study": study.study_name, "trial": best.number, "objective": spec.objective,
                                "direction": spec.direction, "value": best.value, "params": best.params,
                                "user_attrs": {k: v for k, v in best.user_attrs.items() if k != "config"}}
     if confirmed:
         metrics["confirmation"] = confirmed
-    if spec.scheduler is not None:
-        metrics["pbt"] = {"schedules": cfg.schedules, "lineage": [t.number for t in lineage(study, best)]}
+    metrics.update(about)
     if retrain_images:
         cfg = cfg.replace(budget_images=retrain_images, eval_every_images=min(cfg.eval_every_images, retrain_images))
         setup = prepare(cfg)
@@ -160,8 +156,6 @@ def write_report(study: optuna.Study, path: Path, confirmed: list[dict[str, Any]
         except (ValueError, RuntimeError) as exc:  # e.g. importances need two complete trials
             log.info("report: %s skipped (%s)", title, exc)
     if spec is not None and spec.scheduler is not None:
-        from search.pbt import figures as pbt_figures
-
         figures += pbt_figures(study, spec)
     if confirmed:
         fig = go.Figure([go.Box(y=r["seed_values"], name=f"trial {r['trial']}", boxpoints="all") for r in confirmed])
@@ -177,3 +171,36 @@ def write_report(study: optuna.Study, path: Path, confirmed: list[dict[str, Any]
                                  if i == 0 else False))
     path.write_text("<!doctype html><html><head><meta charset='utf-8'><title>gan-search report</title></head><body>"
                     + "\n".join(parts) + "</body></html>")
+
+
+def pbt_figures(study: optuna.Study, spec: StudySpec) -> list[tuple[str, Any]]:
+    """The report's PBT plots: each member's objective, and each searched value, against images."""
+    import plotly.graph_objects as go
+
+    segs = sorted(((s, t) for t in study.get_trials(deepcopy=False) if (s := pbt.segment_of(t)) is not None
+                   and t.state == TrialState.COMPLETE), key=lambda x: (x[0]["member"], x[0]["generation"]))
+    if not segs or spec.scheduler is None:
+        return []
+    members = sorted({int(s["member"]) for s, _ in segs})
+    fid = go.Figure()
+    for m in members:
+        points = sorted((mark, v) for s, t in segs if s["member"] == m for mark, v in t.intermediate_values.items())
+        fid.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
+                                 name=f"member {m}"))
+    fid.update_layout(title=f"{spec.objective} of each member against images", xaxis_title="images seen",
+                      yaxis_type="log" if spec.objective in ("fid", "kid") else "linear")
+    out = [("PBT: members' curves", fid)]
+    interval = spec.scheduler.interval_images
+    for p in spec.space:
+        fig = go.Figure()
+        for m in members:
+            xs, ys = [], []
+            for s, t in segs:
+                if s["member"] == m:
+                    xs += [int(s["generation"]) * interval, (int(s["generation"]) + 1) * interval]
+                    ys += [t.params.get(p.name)] * 2
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=f"member {m}"))
+        fig.update_layout(title=f"{p.name} of each member against images", xaxis_title="images seen",
+                          yaxis_type="log" if p.log else "linear")
+        out.append((f"PBT: {p.name}", fig))
+    return out

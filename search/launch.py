@@ -8,6 +8,7 @@ import signal
 import threading
 
 from search.errors import StudyError
+from search.replay import Replay
 from search.worker import WorkerReport, work
 
 log = logging.getLogger(__name__)
@@ -82,3 +83,27 @@ def run_workers(study_name: str, storage_url: str, n_workers: int, *, artifacts:
     return list(Parallel(n_jobs=n_workers, backend="loky")(jobs))
 
 
+def replay_workers(study_name: str, storage_url: str, replay: Replay, threads: int, *, first: int = 0,
+                   artifacts: str | None = None, timeout: float | None = None) -> list[WorkerReport]:
+    """``threads`` replay workers in this process, each a thread with its own storage client (its own engine,
+    connections, ``Study`` and sampler): what the database sees of ``threads`` machines. Their reports, in order."""
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, but got {threads=}.")
+    reports: list[WorkerReport | None] = [None] * threads
+    errors: list[BaseException] = []
+
+    def one(i: int) -> None:
+        try:
+            reports[i] = work(study_name, storage_url, artifacts=artifacts, worker=first + i, replay=replay,
+                              timeout=timeout)
+        except BaseException as exc:  # noqa: BLE001 - reported after the others finish
+            errors.append(exc)
+
+    pool = [threading.Thread(target=one, args=(i,), name=f"replay-{first + i}") for i in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    if errors:
+        raise errors[0]
+    return [r for r in reports if r is not None]

@@ -19,12 +19,13 @@ from torchvision.utils import make_grid
 
 from search import attrs
 from search.gallery import GRID_SAMPLES, Gallery, in_top
-from search.pbt import generations, new_checkpoint_id, segment_config, segment_of, weights_digest
 from search.pruners import guard_reason
-from search.spec import StudySpec, apply_params
+from search.schedulers import scheduler_for
+from search.spec import StudySpec, apply_params, suggest_values
 from trainer import Diverged, EvalEvent, TrainConfig, TrainResult, prepare, train
 from trainer.errors import ConfigError
 from trainer.io import CHECKPOINT_FILE, GENERATOR_FILE, save_generator
+from trainer.loop import read_checkpoint
 from trainer.precision import resolve as resolve_mode
 
 log = logging.getLogger(__name__)
@@ -33,19 +34,7 @@ log = logging.getLogger(__name__)
 
 def suggest_config(trial: optuna.Trial, spec: StudySpec) -> TrainConfig:
     """Apply the trial's suggestions for ``spec.space`` onto ``spec.train``."""
-    values: dict[str, Any] = {}
-    for p in spec.space:
-        if p.type == "categorical":
-            values[p.name] = trial.suggest_categorical(p.name, list(p.choices))
-        elif p.type == "int":
-            values[p.name] = trial.suggest_int(p.name, int(p.low or 0), int(p.high or 0),
-                                               step=int(p.step or 1), log=p.log)
-        else:
-            values[p.name] = trial.suggest_float(p.name, float(p.low or 0), float(p.high or 0), step=p.step, log=p.log)
-    seed = trial.user_attrs.get(attrs.SEED_OVERRIDE)
-    if seed is not None:
-        values["seed"] = int(seed)
-    return apply_params(spec.train, values)
+    return apply_params(spec.train, suggest_values(trial, spec))
 
 
 def precision_record(cfg: TrainConfig, shape: tuple[int, int, int], device: Any) -> dict[str, Any]:
@@ -83,7 +72,10 @@ class TrialRunner:
     # ------------------------------------------------------------ one trial
     def __call__(self, trial: optuna.Trial) -> float:
         """Train the trial alone (``trainer.train``); a pack worker drives ``TrialSession`` itself."""
-        session = TrialSession(self, trial)
+        return self.train(TrialSession(self, trial))
+
+    def train(self, session: TrialSession) -> float:
+        """Train a started session's trial alone; its value, or the pruning/failure it ended with."""
         interrupted = False
         try:
             result = train(session.cfg, data=self.data, out_dir=session.workdir, callback=session.on_eval,
@@ -111,6 +103,14 @@ class TrialRunner:
                 shutil.copyfileobj(src, dst)
         except ArtifactNotFound:
             log.warning("trial %d: the checkpoint of trial %d is gone; training from the start", trial.number, number)
+            trial.set_user_attr(attrs.RESUME_SKIPPED, f"the checkpoint of trial {number} is gone")
+            return None
+        try:
+            read_checkpoint(path)
+        except ConfigError as exc:  # truncated or corrupt: a retry must still run, from the start
+            log.warning("trial %d: %s; training from the start", trial.number, exc)
+            trial.set_user_attr(attrs.RESUME_SKIPPED, str(exc)[:300])
+            path.unlink(missing_ok=True)
             return None
         trial.set_user_attr(attrs.RESUMED_FROM, number)
         log.info("trial %d resumes trial %d from its checkpoint", trial.number, number)
@@ -128,8 +128,9 @@ class TrialSession:
     def __init__(self, runner: TrialRunner, trial: optuna.Trial) -> None:
         self.runner, self.trial, spec = runner, trial, runner.spec
         self.spec, self.store = spec, runner.store
-        self.cfg = segment_config(suggest_config(trial, spec).replace(device=str(runner.device)), trial, spec)
-        self.segment = segment_of(trial)  # a PBT segment: starts from its source checkpoint, keeps its last one
+        self.scheduler = scheduler_for(spec)  # independent trials, or PBT segments: the session does not branch on it
+        self.cfg = self.scheduler.configure(trial, suggest_config(trial, spec).replace(device=str(runner.device)))
+        self.prunable = attrs.CONFIRM not in trial.user_attrs and self.scheduler.prunable(trial)
         self.confirming = attrs.CONFIRM in trial.user_attrs
         trial.set_user_attr(attrs.CONFIG, self.cfg.to_dict())
         trial.set_user_attr(attrs.SEED, self.cfg.seed)
@@ -140,11 +141,8 @@ class TrialSession:
         self.inherited = trial.user_attrs.get(attrs.CHECKPOINT_SLOTS, [])  # a retry's copy of the dead trial's slots
         self.resume = runner.checkpoint_of_failed_trial(trial, frozen.system_attrs.get(attrs.FAILED_TRIAL),
                                                         self.workdir)
-        if self.resume is None and (source := trial.user_attrs.get(attrs.PBT_SOURCE)):
-            self.resume = self.workdir / "source.pt"
-            with self.store.open_reader(source) as src, open(self.resume, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            trial.set_user_attr(attrs.PBT_START_WEIGHTS, weights_digest(self.resume))
+        if self.resume is None:
+            self.resume = self.scheduler.start_from(trial, self.store, self.workdir)
         self.slots = [f"checkpoint-{uuid.uuid4().hex}" for _ in range(2)]  # written in turn: one is always whole
         trial.set_user_attr(attrs.CHECKPOINT_SLOTS, self.slots)
         self.reported = set(frozen.intermediate_values)  # a retry inherits the intermediate values of the dead trial
@@ -180,17 +178,12 @@ class TrialSession:
             with open(event.checkpoint, "rb") as fh:
                 self.store.write(slot, fh)
             trial.set_user_attr(attrs.CHECKPOINT, slot)
-        if event.checkpoint is not None and event.final and self.segment is not None and self.spec.scheduler and \
-                int(self.segment["generation"]) + 1 < generations(self.spec):  # the next generation starts here
-            artifact = new_checkpoint_id()
-            with open(event.checkpoint, "rb") as fh:
-                self.store.write(artifact, fh)
-            trial.set_user_attr(attrs.PBT_CHECKPOINT, artifact)
-            trial.set_user_attr(attrs.PBT_END_WEIGHTS, weights_digest(event.checkpoint))
+        if event.checkpoint is not None and event.final:
+            self.scheduler.at_end(trial, event.checkpoint, self.store)
         if event.mark not in self.reported:  # GAN curves are noisy: report: best hands the pruner the best so far
             trial.report(state["best"] if spec.pruner["report"] == "best" else value, event.mark)
             self.reported.add(event.mark)
-        if not event.final and not self.confirming and self.segment is None and trial.should_prune():
+        if not event.final and self.prunable and trial.should_prune():
             reason = guard_reason(self.losses, spec.guard) or (
                 f"{spec.pruner['name']} pruner: {spec.objective}={value:.4g} at {event.mark} images")
             trial.set_user_attr(attrs.PRUNE_REASON, reason)

@@ -142,14 +142,9 @@ def explore(params: dict[str, Any], space: tuple[Param, ...], pbt: Pbt, rng: np.
 
 
 def _draw(p: Param, rng: np.random.Generator) -> Any:
-    if p.type == "categorical":
-        return p.choices[int(rng.integers(len(p.choices)))]
-    low, high = float(p.low or 0), float(p.high or 0)
-    if p.type == "int":
-        return int(rng.integers(int(low), int(high) + 1))
-    if p.log:
-        return float(math.exp(rng.uniform(math.log(low), math.log(high))))
-    return float(rng.uniform(low, high))
+    """A value from the parameter's own Optuna distribution (Optuna's random sampler, seeded from ``rng``)."""
+    sampler = optuna.samplers.RandomSampler(seed=int(rng.integers(2**32)))
+    return sampler.sample_independent(None, None, p.name, p.distribution())  # type: ignore[arg-type]
 
 
 def weights_digest(checkpoint: Any) -> str:
@@ -216,36 +211,3 @@ def describe(trial: FrozenTrial) -> str:
 
 def _short(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
-
-
-def figures(study: optuna.Study, spec: StudySpec) -> list[tuple[str, Any]]:
-    """The report's PBT plots: each member's objective, and each searched value, against images."""
-    import plotly.graph_objects as go
-
-    segs = sorted(((s, t) for t in study.get_trials(deepcopy=False) if (s := segment_of(t)) is not None
-                   and t.state == TrialState.COMPLETE), key=lambda x: (x[0]["member"], x[0]["generation"]))
-    if not segs or spec.scheduler is None:
-        return []
-    members = sorted({int(s["member"]) for s, _ in segs})
-    fid = go.Figure()
-    for m in members:
-        points = sorted((mark, v) for s, t in segs if s["member"] == m for mark, v in t.intermediate_values.items())
-        fid.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
-                                 name=f"member {m}"))
-    fid.update_layout(title=f"{spec.objective} of each member against images", xaxis_title="images seen",
-                      yaxis_type="log" if spec.objective in ("fid", "kid") else "linear")
-    out = [("PBT: members' curves", fid)]
-    interval = spec.scheduler.interval_images
-    for p in spec.space:
-        fig = go.Figure()
-        for m in members:
-            xs, ys = [], []
-            for s, t in segs:
-                if s["member"] == m:
-                    xs += [int(s["generation"]) * interval, (int(s["generation"]) + 1) * interval]
-                    ys += [t.params.get(p.name)] * 2
-            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=f"member {m}"))
-        fig.update_layout(title=f"{p.name} of each member against images", xaxis_title="images seen",
-                          yaxis_type="log" if p.log else "linear")
-        out.append((f"PBT: {p.name}", fig))
-    return out

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
+from search import attrs
 from search.errors import SpecError
 from search.registries import PRUNERS, SAMPLERS, WARM_STARTS
 from trainer.config import TrainConfig
@@ -43,6 +45,14 @@ class Param:
     log: bool = False
     step: float | None = None
     choices: tuple[Any, ...] = ()
+
+    def distribution(self) -> BaseDistribution:
+        """The Optuna distribution of this parameter (what ``trial.suggest_*`` draws from)."""
+        if self.type == "categorical":
+            return CategoricalDistribution(list(self.choices))
+        if self.type == "int":
+            return IntDistribution(int(self.low or 0), int(self.high or 0), log=self.log, step=int(self.step or 1))
+        return FloatDistribution(float(self.low or 0), float(self.high or 0), log=self.log, step=self.step)
 
 
 @dataclass(frozen=True)
@@ -257,6 +267,23 @@ def _scheduler(raw: Any, space: tuple[Param, ...], train: TrainConfig, err: Any)
     return pbt
 
 
+def suggest_values(trial: Any, spec: StudySpec) -> dict[str, Any]:
+    """The trial's suggestions for ``spec.space`` (each from its Optuna distribution), plus a fixed training seed
+    where the trial carries one (seed confirmations, PBT members)."""
+    values: dict[str, Any] = {}
+    for p in spec.space:
+        if p.type == "categorical":
+            values[p.name] = trial.suggest_categorical(p.name, list(p.choices))
+        elif p.type == "int":
+            values[p.name] = trial.suggest_int(p.name, int(p.low or 0), int(p.high or 0), step=int(p.step or 1), log=p.log)
+        else:
+            values[p.name] = trial.suggest_float(p.name, float(p.low or 0), float(p.high or 0), step=p.step, log=p.log)
+    seed = trial.user_attrs.get(attrs.SEED_OVERRIDE)
+    if seed is not None:
+        values["seed"] = int(seed)
+    return values
+
+
 def apply_params(train: TrainConfig, values: Mapping[str, Any]) -> TrainConfig:
     """``train`` with searched values applied; ``extra.KEY`` names go into the plug-ins' ``extra`` mapping."""
     extra = {k.removeprefix(EXTRA): v for k, v in values.items() if k.startswith(EXTRA)}
@@ -277,17 +304,20 @@ def _registered(registry: Any, name: Any, key: str, err: Any) -> None:
 
 
 def _build_check(spec: StudySpec, err: Any) -> None:
-    """Build the sampler and the pruner once, so that a bad ``args`` key fails here, before any storage exists."""
-    from search.pruners import build_pruner, build_sampler  # pruners imports this module
-
-    for part, build in (("sampler", build_sampler), ("pruner", build_pruner)):
+    """Build the sampler and the pruner once through their registries, so that a bad ``args`` key fails here,
+    before any storage exists (``search.samplers``/``search.pruners`` wrap the same factories)."""
+    for part, registry in (("sampler", SAMPLERS), ("pruner", PRUNERS)):
+        settings = getattr(spec, part)
+        args = dict(settings.get("args", {}))
+        if part == "sampler" and settings.get("seed") is not None:
+            args = {"seed": settings["seed"], **args}
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # experimental-feature warnings belong to the run, not to parsing
-                build(spec)
+                registry.get(settings["name"])(spec, args)
         except (TypeError, ValueError) as exc:
-            args = ", ".join(sorted(getattr(spec, part).get("args", {}))) or "none"
-            raise err(f"{part}.args", f"{getattr(spec, part)['name']} does not accept these arguments ({args}): "
+            given = ", ".join(sorted(settings.get("args", {}))) or "none"
+            raise err(f"{part}.args", f"{settings['name']} does not accept these arguments ({given}): "
                                       f"{str(exc).splitlines()[0]}") from None
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import NullPool
 
 from search.errors import StorageError
+from search.proxy import is_proxy_url, proxy_client
 from trainer.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,13 @@ def check_url(url: str) -> URL:
     except ArgumentError:
         shown = re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
         raise ConfigError(f"storage must be an SQLAlchemy URL such as sqlite:///runs/x.db, but got {shown!r}.") from None
+    if is_proxy_url(url):
+        if not parsed.host or not parsed.port:
+            raise ConfigError(f"storage must be grpc://HOST:PORT for a storage proxy, but got {url!r}.")
+        return parsed
     if parsed.get_backend_name() not in ("sqlite", "postgresql", "mysql", "mariadb"):
-        raise ConfigError(f"storage must be a sqlite, postgresql or mysql URL, but got {redact(url)!r}.")
+        raise ConfigError(f"storage must be a sqlite, postgresql or mysql URL (or grpc://HOST:PORT, a gan-search proxy), "
+                          f"but got {redact(url)!r}.")
     return parsed
 
 
@@ -74,6 +80,8 @@ def make_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
     Connections are not pooled (NullPool): dozens of workers then hold at most one connection each,
     and only while they talk to the database.
     """
+    if is_proxy_url(url):  # a storage proxy (search/proxy.py) holds the database connections
+        return proxy_client(url)  # type: ignore[no-any-return]
     parsed = check_url(url)
     engine: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
@@ -97,13 +105,16 @@ def make_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
 
 
 @contextmanager
-def study_lock(storage: RDBStorage, study_name: str) -> Iterator[None]:
+def study_lock(storage: Any, study_name: str) -> Iterator[None]:
     """A lock held by one process at a time per study, across machines: claims and trial creation run under it.
 
     PostgreSQL: a session advisory lock; MySQL/MariaDB: ``GET_LOCK``; both are released by the server if the
     process dies. SQLite ignores ``SELECT ... FOR UPDATE`` and has no such lock, so local workers sharing a
     SQLite file use an OS file lock beside it (also released when the process dies).
     """
+    if not isinstance(storage, RDBStorage):  # a storage proxy: claims are lock-free (search/proxy.py)
+        yield
+        return
     url = storage.engine.url
     backend = url.get_backend_name()
     if backend == "sqlite":

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from search import attrs
 from search.errors import StudyError
-from search.pruners import build_pruner, build_sampler
+from search.pruners import build_pruner
+from search.samplers import build_sampler
 from search.spec import StudySpec
 from search.storage import make_storage
 
@@ -52,12 +53,18 @@ def retried_numbers(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
     return {n for t in trials if (n := t.system_attrs.get(attrs.FAILED_TRIAL)) is not None}
 
 
+def counted(t: FrozenTrial, retried: set[int]) -> bool:
+    """Whether a trial counts towards n_trials: not a failed trial a retry replaces, not a surplus row of a lock-free
+    claim (search/proxy.py), not a seed confirmation."""
+    replaced = t.state == TrialState.FAIL and (t.number in retried or bool(t.system_attrs.get(attrs.SURPLUS)))
+    return not replaced and attrs.CONFIRM not in t.user_attrs
+
+
 def planned_trials(study: optuna.Study) -> int:
-    """Trials that count towards n_trials: all, except failed ones that a retry replaces and seed confirmations."""
+    """Trials that count towards n_trials (``counted``)."""
     trials = study.get_trials(deepcopy=False)
     retried = retried_numbers(trials)
-    return sum(1 for t in trials
-               if not (t.state == TrialState.FAIL and t.number in retried) and attrs.CONFIRM not in t.user_attrs)
+    return sum(1 for t in trials if counted(t, retried))
 
 
 def target_trials(study: optuna.Study) -> int:
@@ -65,19 +72,15 @@ def target_trials(study: optuna.Study) -> int:
     return int(study.user_attrs.get(attrs.N_TRIALS, 0))
 
 
-def plan(study: optuna.Study, n_trials: int, warm_start: tuple[Any, ...] = (), spec: StudySpec | None = None) -> int:
+def plan(study: optuna.Study, n_trials: int, warm_start: tuple[Any, ...] = ()) -> int:
     """Set the study-wide trial count and enqueue the warm-start configurations not enqueued yet.
 
     Search trials are not created here: a worker creates the next one when it has nothing waiting to claim
     (under the study lock, so K workers together create exactly ``n_trials``). A study stopped early thus
     holds no rows for trials that never started. Returns how many warm-start trials were enqueued.
+    (``search.schedulers`` calls this for independent trials; PBT enqueues its generation 0 instead.)
     """
-    if study.user_attrs.get(attrs.N_TRIALS) != n_trials:
-        study.set_user_attr(attrs.N_TRIALS, n_trials)
-    if spec is not None and spec.scheduler is not None:  # PBT: generation 0 (warm starts are its first members)
-        from search.pbt import plan_population
-
-        return plan_population(study, spec)
+    set_target(study, n_trials)
     trials = study.get_trials(deepcopy=False)
     enqueued = {t.user_attrs.get(attrs.WARM_START) for t in trials}
     room = n_trials - planned_trials(study)
@@ -93,12 +96,28 @@ def plan(study: optuna.Study, n_trials: int, warm_start: tuple[Any, ...] = (), s
     return added
 
 
+def set_target(study: optuna.Study, n_trials: int) -> None:
+    if study.user_attrs.get(attrs.N_TRIALS) != n_trials:
+        study.set_user_attr(attrs.N_TRIALS, n_trials)
+
+
+def take_waiting(study: optuna.Study) -> FrozenTrial | None:
+    """Move the first WAITING trial to RUNNING for the caller (under the study lock), or None."""
+    storage = study._storage  # noqa: SLF001 - the study's own (cached) storage object; optuna is bounded in pyproject.toml
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        try:
+            if storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
+                return frozen
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    return None
+
+
 def progress(study: optuna.Study) -> dict[str, Any]:
     """Where the study stands against its plan: what is done, running, waiting and still to be created."""
     trials = study.get_trials(deepcopy=False)
     retried = retried_numbers(trials)
-    search = [t for t in trials if attrs.CONFIRM not in t.user_attrs
-              and not (t.state == TrialState.FAIL and t.number in retried)]
+    search = [t for t in trials if counted(t, retried)]
     count = {s: sum(1 for t in search if t.state == s) for s in TrialState}
     planned = max(target_trials(study), len(search))
     done = count[TrialState.COMPLETE] + count[TrialState.PRUNED] + count[TrialState.FAIL]
@@ -128,6 +147,7 @@ def trials_summary(study: optuna.Study) -> dict[str, Any]:
     counts: dict[str, int] = {}
     for t in trials:
         name = "RETRIED" if t.state == TrialState.FAIL and t.number in retried else t.state.name
+        name = "SURPLUS" if t.system_attrs.get(attrs.SURPLUS) else name
         counts[name] = counts.get(name, 0) + 1
     return counts
 

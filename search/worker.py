@@ -13,30 +13,38 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event
 
-from search import attrs
+from search import attrs, proxy
 from search.errors import StudyError
-from search.objective import TrialRunner, TrialSession
-from search.pbt import next_generation
-from search.pruners import PER_TRIAL_SEED, build_pruner, build_sampler, trial_seed
+from search.pruners import build_pruner
+from search.samplers import PER_TRIAL_SEED, build_sampler, trial_seed
+from search.schedulers import scheduler_for
 from search.spec import StudySpec
 from search.storage import artifact_store, load_study, make_storage, redact, study_lock
-from search.study import planned_trials, stored_spec, target_trials
-from trainer import Diverged
-from trainer.pack import Outcome, Pack, pack_key
+from search.study import stored_spec, take_waiting
+from trainer.errors import Diverged
+
+if TYPE_CHECKING:  # the training path imports torch; a replay worker never does (search/replay.py)
+    from search.objective import TrialRunner, TrialSession
+    from search.replay import Replay
+    from trainer.pack import Outcome
 
 log = logging.getLogger(__name__)
 
 
 @contextmanager
-def _heartbeat(storage: RDBStorage, trial_id: int) -> Iterator[None]:
+def _heartbeat(storage: Any, trial_id: int, every: float = 0) -> Iterator[None]:
+    if not isinstance(storage, RDBStorage):  # a storage proxy: heartbeats as a system attribute (search/proxy.py)
+        with proxy.heartbeat(storage, trial_id, every):
+            yield
+        return
     stop = threading.Event()
 
     def beat() -> None:
@@ -60,24 +68,41 @@ def _heartbeat(storage: RDBStorage, trial_id: int) -> Iterator[None]:
         yield
 
 
-def _claim(study: optuna.Study, spec: StudySpec, storage: RDBStorage, new_trials: bool,
-           store: Any = None) -> optuna.Trial | None:
-    """Claim a WAITING trial, or create the next search trial while the plan has room; None when nothing is left.
+@dataclass
+class Claimed:
+    """A claimed trial and its heartbeat, sent from the claim on (close it when the trial has ended)."""
 
-    Runs under the study lock, so concurrent workers never take the same trial nor create more than planned.
-    The trial's sampler is seeded with (study seed, trial number): workers propose different parameters.
+    trial: optuna.Trial
+    heartbeat: ExitStack
+
+
+def _claim(study: optuna.Study, spec: StudySpec, storage: Any, new_trials: bool,
+           store: Any = None) -> Claimed | None:
+    """Claim a WAITING trial, or let the scheduler make the next one; None when nothing is left.
+
+    Runs under the study lock (through a storage proxy: lock-free, see search/proxy.py), so concurrent workers
+    never take the same trial nor create more than planned.
     """
-    claimed: FrozenTrial | None = None
-    cached = study._storage  # noqa: SLF001 - the study's own (cached) storage object
+    locked = isinstance(storage, RDBStorage)
     with study_lock(storage, study.study_name):
-        claimed = _take_waiting(study, cached)
-        if claimed is None and new_trials and spec.scheduler is not None:  # PBT: the next generation, when due
-            if next_generation(study, spec, store):
-                claimed = _take_waiting(study, cached)
-        elif claimed is None and new_trials and planned_trials(study) < target_trials(study):
-            claimed = cached.get_trial(cached.create_new_trial(study._study_id))  # RUNNING from the start
+        claimed = take_waiting(study)
+        if claimed is None and new_trials:
+            claimed = scheduler_for(spec).refill(study, store, locked=locked)
     if claimed is None:
         return None
+    beat = ExitStack()  # alive from the claim on: the sampler's work may take longer than the grace period
+    beat.enter_context(_heartbeat(storage, claimed._trial_id, spec.heartbeat_interval))
+    try:
+        trial = open_trial(study, spec, claimed)
+    except BaseException:
+        beat.close()
+        raise
+    return Claimed(trial, beat)
+
+
+def open_trial(study: optuna.Study, spec: StudySpec, claimed: FrozenTrial) -> optuna.Trial:
+    """The claimed trial as the objective sees it. Its sampler is seeded with (study seed, trial number), so that
+    workers propose different parameters and a one-worker study replays (search/samplers.py)."""
     study.sampler = build_sampler(spec, trial_number=claimed.number)
     trial = optuna.Trial(study, claimed._trial_id)  # relative (multivariate) sampling happens here
     seed = spec.sampler.get("seed")
@@ -86,14 +111,13 @@ def _claim(study: optuna.Study, spec: StudySpec, storage: RDBStorage, new_trials
     return trial
 
 
-def _take_waiting(study: optuna.Study, cached: Any) -> FrozenTrial | None:
-    for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        try:
-            if cached.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
-                return frozen
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
-    return None
+def _fail_stale(study: optuna.Study, spec: StudySpec, storage: Any) -> None:
+    if not isinstance(storage, RDBStorage):
+        proxy.fail_stale(study, spec.grace_period, spec.max_retry)
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        fail_stale_trials(study)
 
 
 @dataclass
@@ -103,6 +127,7 @@ class WorkerReport:
     seconds: float
     storage_seconds: float  # time spent executing SQL (all threads of this worker, heartbeats included)
     statements: int  # SQL statements executed
+    claim_seconds: list[float] = field(default_factory=list)  # each claim: lock, look for a waiting trial, create one
 
 
 class SqlTimer:
@@ -111,6 +136,8 @@ class SqlTimer:
     def __init__(self, engine: Any) -> None:
         self.seconds, self.statements = 0.0, 0
         self._lock = threading.Lock()
+        if engine is None:
+            return
         event.listen(engine, "before_cursor_execute", self._before)
         event.listen(engine, "after_cursor_execute", self._after)
 
@@ -126,12 +153,14 @@ class SqlTimer:
 
 def work(study_name: str, storage_url: str, *, artifacts: str | None = None, device: str | None = None,
          timeout: float | None = None, worker: int = 0, threads: int | None = None,
-         new_trials: bool = True, tensorboard: str | None = None, pack: int = 1) -> WorkerReport:
+         new_trials: bool = True, tensorboard: str | None = None, pack: int = 1,
+         replay: Replay | None = None) -> WorkerReport:
     """Join study ``study_name`` and run its trials until the plan is done (or ``timeout``).
 
     With ``new_trials=False`` the worker only runs trials already enqueued (seed confirmations, retries).
     With ``pack=K`` it trains up to K claimed trials at once on its device, as vectorised packs
     (``trainer.pack``): trials whose networks match share one pack; a member that ends frees its slot.
+    With ``replay`` it runs the same loop but replays recorded curves instead of training (no torch import).
     """
     if pack < 1:
         raise StudyError(f"pack must be >= 1 trials per worker, but got {pack=}.")
@@ -142,32 +171,46 @@ def work(study_name: str, storage_url: str, *, artifacts: str | None = None, dev
     start = time.perf_counter()
     study = load_study(study_name, make_storage(storage_url))
     spec = stored_spec(study, storage_url)
-    storage = make_storage(storage_url, heartbeat_interval=spec.heartbeat_interval,
-                           grace_period=spec.grace_period, max_retry=spec.max_retry)
+    storage: Any = make_storage(storage_url, heartbeat_interval=spec.heartbeat_interval,
+                                grace_period=spec.grace_period, max_retry=spec.max_retry)
     study = optuna.load_study(study_name=study_name, storage=storage, sampler=build_sampler(spec),
                               pruner=build_pruner(spec))
     store = artifact_store(artifacts or study.user_attrs.get(attrs.ARTIFACTS) or spec.artifacts)
-    runner = TrialRunner(spec, store, device, tensorboard=tensorboard)
-    log.info("worker %d joined study %s on %s (device %s)", worker, study_name, redact(storage_url), runner.device)
-    timer = SqlTimer(storage.engine)
+    runner: Callable[[optuna.Trial], float]
+    if replay is not None:
+        if pack > 1:
+            raise StudyError(f"replay workers run one trial at a time, but got {pack=}.")
+        from search.replay import ReplayRunner
+
+        runner = ReplayRunner(spec, store, replay)
+    else:
+        from search.objective import TrialRunner
+
+        runner = TrialRunner(spec, store, device, tensorboard=tensorboard)
+    log.info("worker %d joined study %s on %s (device %s)", worker, study_name, redact(storage_url),
+             getattr(runner, "device", "?"))
+    if spec.scheduler is not None and not isinstance(storage, RDBStorage):
+        raise StudyError("a PBT study plans its generations under the study lock: give workers the database URL, "
+                         "not a storage proxy.")
+    timer = SqlTimer(getattr(storage, "engine", None))  # through a proxy the SQL runs in the proxy: nothing to time
     if pack > 1:
-        done = _work_packed(study, spec, storage, runner, pack, lambda: timeout is not None and
+        done = _work_packed(study, spec, storage, runner, pack, lambda: timeout is not None and  # type: ignore[arg-type]
                             time.perf_counter() - start >= timeout, new_trials)
         return WorkerReport(worker, done, time.perf_counter() - start, timer.seconds, timer.statements)
-    done = 0
+    done, claims = 0, []
     while timeout is None or time.perf_counter() - start < timeout:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            fail_stale_trials(study)
-        trial = _claim(study, spec, storage, new_trials, runner.store)
-        if trial is None:
+        _fail_stale(study, spec, storage)
+        t0 = time.perf_counter()
+        claimed = _claim(study, spec, storage, new_trials, store)
+        claims.append(time.perf_counter() - t0)
+        if claimed is None:
             if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 time.sleep(min(spec.heartbeat_interval, 5))  # a running trial may still go stale
                 continue
             break
-        run_trial(study, trial, runner, spec, storage)
+        run_trial(study, claimed.trial, runner, spec, storage, claimed.heartbeat)
         done += 1
-    return WorkerReport(worker, done, time.perf_counter() - start, timer.seconds, timer.statements)
+    return WorkerReport(worker, done, time.perf_counter() - start, timer.seconds, timer.statements, claims)
 
 
 @dataclass
@@ -177,25 +220,31 @@ class _Member:
     heartbeat: ExitStack
 
 
-def _work_packed(study: optuna.Study, spec: StudySpec, storage: RDBStorage, runner: TrialRunner, slots: int,
+def _work_packed(study: optuna.Study, spec: StudySpec, storage: Any, runner: TrialRunner, slots: int,
                  out_of_time: Callable[[], bool], new_trials: bool) -> int:
     """Claim up to ``slots`` trials, train them as packs (one per network shape), refill freed slots."""
+    from search.objective import TrialSession
+    from trainer.pack import Pack, pack_key
+
     packs: dict[str, Pack] = {}
     members: dict[tuple[str, int], _Member] = {}
     done = 0
     try:
         while True:
             while len(members) < slots and not out_of_time():
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    fail_stale_trials(study)
-                trial = _claim(study, spec, storage, new_trials, runner.store)
-                if trial is None:
+                _fail_stale(study, spec, storage)
+                claimed = _claim(study, spec, storage, new_trials, runner.store)
+                if claimed is None:
                     break
-                beat = ExitStack()
-                beat.enter_context(_heartbeat(storage, trial._trial_id))
+                trial, beat = claimed.trial, claimed.heartbeat
                 try:
                     session = TrialSession(runner, trial)
+                    if (why := Pack.refuses(session.cfg)) is not None:  # trains alone, now; then the pack goes on
+                        log.info("trial %d trains alone: %s", trial.number, why)
+                        record_outcome(study, trial, spec, functools.partial(_alone, runner, session))
+                        beat.close()
+                        done += 1
+                        continue
                     key = pack_key(session.cfg)
                     group = packs.setdefault(key, Pack(runner.data, runner.device, runner.evaluator))
                     member = group.add(session.cfg, callback=session.on_eval, out_dir=session.workdir,
@@ -228,6 +277,10 @@ def _work_packed(study: optuna.Study, spec: StudySpec, storage: RDBStorage, runn
         raise
 
 
+def _alone(runner: TrialRunner, session: TrialSession) -> float:
+    return runner.train(session)
+
+
 def _raise(exc: BaseException) -> float:
     raise exc
 
@@ -245,11 +298,14 @@ def _collect(session: TrialSession, outcome: Outcome) -> float:
         session.close()
 
 
-def run_trial(study: optuna.Study, trial: optuna.Trial, runner: TrialRunner, spec: StudySpec,
-              storage: RDBStorage) -> None:
-    """Run one claimed trial and record its end state."""
-    with _heartbeat(storage, trial._trial_id):
-        record_outcome(study, trial, spec, lambda: runner(trial))
+def run_trial(study: optuna.Study, trial: optuna.Trial, runner: Callable[[optuna.Trial], float], spec: StudySpec,
+              storage: Any, beat: ExitStack | None = None) -> None:
+    """Run one claimed trial and record its end state (``beat``: its heartbeat, if the claim started it)."""
+    try:
+        with beat if beat is not None else _heartbeat(storage, trial._trial_id, spec.heartbeat_interval):
+            record_outcome(study, trial, spec, lambda: runner(trial))
+    except optuna.exceptions.UpdateFinishedTrialError:  # failed as stale before its first heartbeat
+        _finished_elsewhere(trial)
 
 
 def record_outcome(study: optuna.Study, trial: optuna.Trial, spec: StudySpec, outcome: Callable[[], float]) -> None:

@@ -20,6 +20,7 @@ from trainer.errors import ConfigError
 Metric = Literal["fid", "kid", "none"]
 FeatureNet = Literal["domain", "inception"]
 Switch = Literal["auto", "on", "off"]
+SWITCHES = ("amp", "channels_last")  # the Switch fields
 
 DCGAN_SIZES = (8, 16, 28, 32, 64)
 
@@ -68,6 +69,9 @@ class TrainConfig:
     schedules: dict[str, Any] = field(default_factory=dict)  # {field: [[images, value], ...]} piecewise constant
 
     def __post_init__(self) -> None:
+        for name in SWITCHES:  # YAML 1.1 reads on/off (and yes/no, true/false) as booleans: take them as on/off
+            if isinstance(getattr(self, name), bool):
+                object.__setattr__(self, name, "on" if getattr(self, name) else "off")
         for f in dataclasses.fields(self):
             _check_type(f.name, getattr(self, f.name), _hints()[f.name])
         from trainer.registry import ARCHS, DATASETS, LOSSES

@@ -22,6 +22,12 @@ METRICS_FILE = "metrics.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
+def cache_dir() -> Path:
+    """Where feature networks, real-image statistics and precision decisions are cached: ``$GAN_SEARCH_CACHE`` or
+    ``~/.cache/gan-search`` (never the data folder, which may be read-only)."""
+    return Path(os.environ.get("GAN_SEARCH_CACHE") or Path.home() / ".cache" / "gan-search")
+
+
 def save_generator(gen: Generator, cfg: TrainConfig, shape: tuple[int, int, int], out_dir: str | os.PathLike[str]) -> Path:
     """Write generator weights and the config that built them; returns the weights path."""
     out = Path(out_dir)

@@ -131,7 +131,7 @@ def gradient_penalty(disc: nn.Module, real: torch.Tensor, fake: torch.Tensor,
     return ((grad.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
 
 
-def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """R1: ||grad D(x)||^2 on real images (``real`` must require grad)."""
+def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor, index: int | None = None) -> torch.Tensor:
+    """R1: ||grad D(x)||^2 on real images (``real`` must require grad); ``index``: run ``index`` of a stack of runs."""
     (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
-    return grad.pow(2).flatten(1).sum(1).mean()
+    return (grad if index is None else grad[index]).pow(2).flatten(1).sum(1).mean()

@@ -18,7 +18,6 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +29,7 @@ from torchmetrics.image.kid import poly_mmd
 from trainer.config import TrainConfig
 from trainer.data import ImageData
 from trainer.errors import ConfigError, DataError
+from trainer.io import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +37,6 @@ DOMAIN_VERSION = 1  # bump when DomainNet or its training changes: invalidates c
 DOMAIN_SEED = 0  # the domain network is deterministic from this seed
 DOMAIN_FEATURES = 128
 KID_SUBSETS, KID_SUBSET_SIZE = 20, 500
-
-
-def cache_dir() -> Path:
-    """``$GAN_SEARCH_CACHE`` or ``~/.cache/gan-search``."""
-    return Path(os.environ.get("GAN_SEARCH_CACHE") or Path.home() / ".cache" / "gan-search")
 
 
 def save_cached(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
@@ -244,7 +239,7 @@ def real_features(net: nn.Module, net_key: str, data: ImageData, n: int, cache: 
     return feats
 
 
-def _check_samples(cfg: TrainConfig, real: torch.Tensor) -> None:
+def check_samples(cfg: TrainConfig, real: torch.Tensor) -> None:
     dim = real.shape[1]
     if min(cfg.eval_samples, len(real)) <= dim:
         raise ConfigError(
@@ -261,7 +256,7 @@ def make_evaluator(cfg: TrainConfig, data: ImageData, device: torch.device | str
     net, key = feature_network(cfg, data, device, cache)
     real = real_features(net, key, data, cfg.eval_samples, cache)
     if cfg.eval_metric == "fid":
-        _check_samples(cfg, real)
+        check_samples(cfg, real)
     return Evaluator(net, key, real, statistics(real), cfg.eval_samples, cfg.eval_metric)
 
 
@@ -273,38 +268,3 @@ def class_shares(net: nn.Module, sample: Callable[[int], torch.Tensor], n: int) 
         counts = sum(torch.bincount(net.logits(batch).argmax(1), minlength=net.head.out_features)
                      for batch in sampled(sample, n))
     return [round(float(c) / n, 4) for c in counts]  # type: ignore[union-attr]
-
-
-def evaluate(run_dir: str | os.PathLike[str], *, metrics: tuple[str, ...] = ("fid", "kid"), samples: int | None = None,
-             data_root: str | None = None, device: str | None = None) -> dict[str, Any]:
-    """FID and/or KID of the generator saved in ``run_dir`` against its dataset's held-out split (one pass)."""
-    from trainer.io import CONFIG_FILE, load_generator
-    from trainer.loop import prepare
-
-    for name in metrics:
-        if name not in ("fid", "kid", "classes"):
-            raise ConfigError(f"metric must be fid, kid or classes, but got {name!r}.")
-    folder = Path(run_dir)
-    if not (folder / CONFIG_FILE).is_file():
-        raise ConfigError(f"{folder} must hold {CONFIG_FILE} and the generator (a `gan-search train` output).")
-    overrides = [f"data_root={data_root}"] if data_root else []
-    overrides += [f"eval_samples={samples}"] if samples is not None else []
-    overrides += [f"device={device}"] if device else []
-    cfg = TrainConfig.from_file(folder / CONFIG_FILE, overrides)
-    setup = prepare(cfg.replace(eval_metric="none"))  # device and data; the features are scored in one pass below
-    dev, data = setup.device, setup.data
-    gen = load_generator(folder, dev)
-    net, key = feature_network(cfg, data, dev)
-    real = real_features(net, key, data, cfg.eval_samples)
-    if "fid" in metrics:
-        _check_samples(cfg, real)
-    out: dict[str, Any] = {}
-    if "classes" in metrics:
-        shares = class_shares(net, gen.sample, cfg.eval_samples)
-        out.update(class_shares=shares, class_share_min=min(shares), class_share_max=max(shares))
-    fake = features(net, sampled(gen.sample, cfg.eval_samples))
-    if "fid" in metrics:
-        out["fid"] = frechet_distance(statistics(real), statistics(fake))
-    if "kid" in metrics:
-        out["kid"] = kernel_distance(real, fake)
-    return out

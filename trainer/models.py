@@ -62,6 +62,11 @@ class MLPDiscriminator(nn.Module):
         return self.net(x).view(-1)  # (B,)
 
 
+def has_conv(net: nn.Module) -> bool:
+    """channels_last helps convolutions only."""
+    return any(isinstance(m, nn.modules.conv._ConvNd) for m in net.modules())
+
+
 def _dcgan_plan(size: int) -> tuple[int, int]:
     """(start side s0, number of x2 stages n) with s0 * 2**n == size."""
     if size not in DCGAN_SIZES:

@@ -9,9 +9,13 @@ Where an architecture cannot be vmapped (spectral norm's power iteration writes 
 may do anything), or where vmap is measured slower than running the members one after another (CPUs, where
 grouped convolutions lose to separate ones), the same code runs the members in turn: identical results.
 
-Each member reproduces ``trainer.train`` of its config: the same initial weights (seeded as ``train`` does),
-its own RNG stream drawn in the same order, the same Adam arithmetic per member, the same EMA warm-up, the
-same evaluations, callbacks and checkpoints (in ``train``'s format, so a member resumes in a pack or alone).
+The step is ``trainer.step.gan_step``, the one ``train`` runs: the pack only supplies the stacked networks and a
+vectorised Adam (``Nets``). Each member reproduces ``trainer.train`` of its config: the same initial weights
+(seeded as ``train`` does), its own RNG stream drawn in the same order, the same Adam arithmetic per member,
+the same EMA warm-up, schedules, evaluations, callbacks and checkpoints (in ``train``'s format, so a member
+resumes in a pack or alone). channels_last applies where members run in turn (vmap stacks a fifth dimension).
+A member whose ``n_critic`` is scheduled is refused with a reason (``Pack.refuses``): members take their D
+steps together.
 Members join and leave at any step: one that finishes, is pruned (its callback raises) or diverges leaves
 the pack without disturbing the others, and a new one can take its slot.
 
@@ -24,10 +28,9 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,18 +39,16 @@ from torch.func import functional_call
 
 from trainer.config import TrainConfig
 from trainer.data import ImageData
-from trainer.errors import Diverged
 from trainer.io import CHECKPOINT_FILE
-from trainer.loop import EMA, Callback, EvalEvent, Evaluator, TrainResult, load_checkpoint, save_checkpoint, save_outputs
-from trainer.losses import build_loss
-from trainer.models import build_models
-from trainer.precision import FP32, MARGIN
+from trainer.loop import TrainResult, load_checkpoint, save_checkpoint, save_outputs
+from trainer.precision import FP32, MARGIN, Mode
 from trainer.precision import resolve as resolve_mode
+from trainer.step import EMA, Callback, Evaluator, Modules, RunState, SingleNets, ema_weight, gan_step
 
 log = logging.getLogger(__name__)
 
 PER_MEMBER = ("lr_g", "lr_d", "beta1", "beta2", "loss", "gp_weight", "r1_weight", "ema_decay", "seed",
-              "budget_images", "eval_every_images")  # what may differ between members of one pack
+              "budget_images", "eval_every_images", "schedules")  # what may differ between members of one pack
 Tensors = dict[str, torch.Tensor]
 
 
@@ -58,22 +59,12 @@ def pack_key(cfg: TrainConfig) -> str:
 
 
 @dataclass
-class _Member:
-    """One run inside the pack: its config, RNG stream, counters and callbacks (tensors live in the pack)."""
+class _Member(RunState):
+    """One run inside the pack: its progress (``RunState``) and where it reports (tensors live in the pack)."""
 
-    cfg: TrainConfig
-    callback: Callback | None
-    out: Path | None
-    rng: torch.Generator
-    loss: Any
-    step: int = 0
-    images_seen: int = 0
-    eval_index: int = 0
-    seconds: float = 0.0
+    callback: Callback | None = None
+    out: Path | None = None
     ema_updates: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    acc: list[float] = field(default_factory=lambda: [0.0, 0.0])
-    acc_steps: int = 0
     id: int = 0
 
 
@@ -100,7 +91,7 @@ class Pack:
         self.want_vmap = vectorise  # auto: vmap where it works and is measured faster than running in turn
         self.vectorised: bool | None = None  # decided at the first step (with the members there then)
         self._decided_for = 0  # members when decided: decided again once the pack has doubled
-        self.mode = FP32  # autocast as trainer.precision decides for the first member (channels_last: not in packs)
+        self.mode = FP32  # as trainer.precision decides for the first member; channels_last only where run in turn
         self.key: str | None = None
         self.members: list[_Member] = []
         self._next_id = 0
@@ -121,35 +112,35 @@ class Pack:
         return len(self.members)
 
     # ------------------------------------------------------------ membership
+    @staticmethod
+    def refuses(cfg: TrainConfig) -> str | None:
+        """Why ``cfg`` cannot train in a pack (it then trains alone with ``trainer.train``), or None."""
+        if "n_critic" in cfg.schedules:
+            return "a scheduled n_critic trains alone: a pack's members take their discriminator steps together"
+        return None
+
     def add(self, cfg: TrainConfig, *, callback: Callback | None = None, out_dir: str | Path | None = None,
             resume_from: str | Path | None = None) -> int:
         """Add a run; it starts from scratch (seeded as ``train``) or from a ``train``/pack checkpoint."""
-        if cfg.schedules:
-            raise ValueError("configs with schedules train alone (trainer.train), not in packs.")
+        if (why := self.refuses(cfg)) is not None:
+            raise ValueError(f"this config cannot join a pack: {why}.")
         key = pack_key(cfg)
         if self.key is not None and key != self.key:
             raise ValueError("a pack's members must build the same networks (only "
                              f"{', '.join(PER_MEMBER)} may differ), but got a member that differs elsewhere.")
-        torch.manual_seed(cfg.seed)  # as train(): the same initial weights
-        gen, disc = build_models(cfg, self.data.shape)
-        gen, disc = gen.to(self.device), disc.to(self.device)
-        ema = EMA(gen, cfg.ema_decay) if cfg.ema_decay > 0 else None
-        opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
-        opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
-        rng = torch.Generator(device=self.device).manual_seed(cfg.seed)
-        member = _Member(cfg, callback, Path(out_dir) if out_dir is not None else None, rng, build_loss(cfg),
-                         id=self._next_id)
+        nets = SingleNets(cfg, self.data.shape, self.device)  # as train(): the same initial weights
+        member = _Member(cfg, torch.Generator(device=self.device).manual_seed(cfg.seed), callback=callback,
+                         out=Path(out_dir) if out_dir is not None else None, id=self._next_id)
         if resume_from is not None:
-            member.step, member.images_seen, member.eval_index, member.seconds, member.history = load_checkpoint(
-                Path(resume_from), cfg, gen, disc, ema, opt_g, opt_d, rng, self.device)
-            member.ema_updates = ema.updates if ema is not None else 0
+            load_checkpoint(Path(resume_from), member, nets, self.device)
+            member.ema_updates = nets.ema.updates if nets.ema is not None else 0
         if member.out is not None:
             member.out.mkdir(parents=True, exist_ok=True)
         if self.g_base is None:
             self.key = key
-            self.g_base, self.d_base = copy.deepcopy(gen), copy.deepcopy(disc)
+            self.g_base, self.d_base = copy.deepcopy(nets.g), copy.deepcopy(nets.d)
             self.mode, _ = resolve_mode(cfg, self.data.shape, self.device)  # bf16 autocast if measured faster
-        self._insert(gen, disc, ema, opt_g, opt_d)
+        self._insert(nets)
         self.members.append(member)
         self._next_id += 1
         return member.id
@@ -168,8 +159,9 @@ class Pack:
         log.info("pack of %d: %s", len(self.members), "vectorised (torch.vmap)" if works else "members run in turn")
         return works
 
-    def _insert(self, gen: torch.nn.Module, disc: torch.nn.Module, ema: EMA | None,
-                opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer) -> None:
+    def _insert(self, nets: Modules) -> None:
+        gen, disc, ema, opt_g, opt_d = nets.g, nets.d, nets.ema, nets.opt_g, nets.opt_d
+
         def put(stack: Tensors, name: str, value: torch.Tensor, grad: bool = False) -> None:
             value = value.detach().to(self.device).unsqueeze(0)
             joined = torch.cat([stack[name].detach(), value]) if name in stack else value.clone()
@@ -214,28 +206,48 @@ class Pack:
         self.steps_g, self.steps_d = self.steps_g[keep], self.steps_d[keep]
         del self.members[index]
 
-    # ------------------------------------------------------------ forward passes
-    def _gen(self, z: torch.Tensor) -> torch.Tensor:
+    # ------------------------------------------------------------ the step's view of the pack (trainer.step.Nets)
+    def gen(self, z: torch.Tensor) -> torch.Tensor:
         return self._call(self.g_base, self.gp, self.gb, z)
 
-    def _disc(self, x: torch.Tensor) -> torch.Tensor:
+    def disc(self, x: torch.Tensor) -> torch.Tensor:
         return self._call(self.d_base, self.dp, self.db, x)
+
+    def disc_of(self, k: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Member k's discriminator as a function (gradient penalties call it)."""
+        def disc(x: torch.Tensor) -> torch.Tensor:
+            return functional_call(self.d_base, ({n: v[k] for n, v in self.dp.items()},  # type: ignore[arg-type]
+                                                 {n: v[k] for n, v in self.db.items()}), (self._layout(x),))
+        return disc
+
+    def zero_grad(self) -> None:
+        for p in (*self.gp.values(), *self.dp.values()):
+            p.grad = None
+
+    def step_d(self, runs: Sequence[RunState]) -> None:
+        self._adam(self.dp, self.adam["md"], self.adam["vd"], self.steps_d, [r.hp.lr_d for r in runs])
+
+    def step_g(self, runs: Sequence[RunState]) -> None:
+        self._adam(self.gp, self.adam["mg"], self.adam["vg"], self.steps_g, [r.hp.lr_g for r in runs])
+        self._ema_update()
+
+    @property
+    def channels_last(self) -> bool:
+        """channels_last where the members run in turn (a member's slice is an ordinary 4-D batch)."""
+        return self.mode.channels_last and not self.vectorised and self.d_base is not None and \
+            any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in self.d_base.modules())
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 
     def _call(self, base: Any, params: Tensors, buffers: Tensors, x: torch.Tensor) -> torch.Tensor:
         def one(p: Tensors, b: Tensors, xi: torch.Tensor) -> torch.Tensor:
-            return functional_call(base, (p, b), (xi,))
+            return functional_call(base, (p, b), (self._layout(xi),))
 
         if self.vectorised:
             return torch.vmap(one, randomness="same")(params, buffers, x)  # type: ignore[no-any-return]
         return torch.stack([one({n: v[k] for n, v in params.items()}, {n: v[k] for n, v in buffers.items()}, x[k])
                             for k in range(x.shape[0])])
-
-    def _member_disc(self, k: int) -> Callable[[torch.Tensor], torch.Tensor]:
-        """Member k's discriminator as a function (gradient penalties call it)."""
-        def disc(x: torch.Tensor) -> torch.Tensor:
-            return functional_call(self.d_base, ({n: v[k] for n, v in self.dp.items()},  # type: ignore[arg-type]
-                                                 {n: v[k] for n, v in self.db.items()}), (x,))
-        return disc
 
     def _timed(self, vectorised: bool, passes: int = 2) -> float:
         """Seconds for forward and backward passes of G and D over every member, on copies of the weights."""
@@ -281,8 +293,8 @@ class Pack:
     # ------------------------------------------------------------ optimisation
     def _adam(self, params: Tensors, m: Tensors, v: Tensors, steps: torch.Tensor, lrs: list[float]) -> None:
         """torch.optim.Adam's arithmetic (single-tensor path), with each member's lr, betas and step count."""
-        b1 = torch.tensor([c.cfg.beta1 for c in self.members], dtype=torch.float64)
-        b2 = torch.tensor([c.cfg.beta2 for c in self.members], dtype=torch.float64)
+        b1 = torch.tensor([c.hp.beta1 for c in self.members], dtype=torch.float64)
+        b2 = torch.tensor([c.hp.beta2 for c in self.members], dtype=torch.float64)
         steps += 1
         bc1, bc2 = 1 - b1**steps, 1 - b2**steps
         step_size = (torch.tensor(lrs, dtype=torch.float64) / bc1)
@@ -307,7 +319,7 @@ class Pack:
         weights = []
         for c in self.members:
             if c.cfg.ema_decay > 0:
-                weights.append(1.0 - min(c.cfg.ema_decay, (1 + c.ema_updates) / (10 + c.ema_updates)))
+                weights.append(ema_weight(c.cfg.ema_decay, c.ema_updates))
                 c.ema_updates += 1
             else:
                 weights.append(1.0)  # no EMA: the "average" is the generator itself
@@ -328,52 +340,12 @@ class Pack:
         if self.vectorised is None or len(self.members) > 2 * self._decided_for:
             self.decide()
         t0 = time.perf_counter()
-        cfg0 = self.members[0].cfg
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.mode.amp)
-        bsz, n_train, latent = cfg0.batch_size, len(self.data.train), cfg0.latent_dim
-        for _ in range(cfg0.n_critic):
-            real = torch.stack([self.data.train[torch.randint(n_train, (bsz,), device=self.device, generator=c.rng)]
-                                for c in self.members])
-            z = torch.stack([torch.randn(bsz, latent, device=self.device, generator=c.rng) for c in self.members])
-            with torch.no_grad(), autocast:
-                fake = self._gen(z)
-            r1 = any(c.cfg.r1_weight > 0 for c in self.members)
-            if r1:
-                real.requires_grad_(True)
-            with autocast:
-                real_logits, fake_logits = self._disc(real), self._disc(fake)
-            d_losses = []
-            for k, c in enumerate(self.members):
-                d_loss = c.loss.d_loss(real_logits[k].float(), fake_logits[k].float())
-                penalty = c.loss.penalty(self._member_disc(k), real[k], fake[k], c.rng)
-                if penalty is not None:
-                    d_loss = d_loss + penalty
-                if c.cfg.r1_weight > 0:
-                    (grad,) = torch.autograd.grad(real_logits[k].sum(), real, create_graph=True)
-                    d_loss = d_loss + 0.5 * c.cfg.r1_weight * grad[k].pow(2).flatten(1).sum(1).mean()
-                d_losses.append(d_loss)
-            torch.stack(d_losses).sum().backward()
-            self._adam(self.dp, self.adam["md"], self.adam["vd"], self.steps_d, [c.cfg.lr_d for c in self.members])
-            for c in self.members:
-                c.images_seen += bsz
-        z = torch.stack([torch.randn(bsz, latent, device=self.device, generator=c.rng) for c in self.members])
-        with autocast:
-            fake_logits = self._disc(self._gen(z))
-        g_losses = [c.loss.g_loss(fake_logits[k].float()) for k, c in enumerate(self.members)]
-        torch.stack(g_losses).sum().backward()
-        for p in self.dp.values():
-            p.grad = None
-        self._adam(self.gp, self.adam["mg"], self.adam["vg"], self.steps_g, [c.cfg.lr_g for c in self.members])
-        self._ema_update()
+        for c in self.members:
+            c.follow_schedule()  # rates and betas are read per member at each Adam step
+        gan_step(self, self.members, self.data.train, self.mode.amp)
         elapsed = time.perf_counter() - t0
-        d_values = torch.stack([d.detach().float() for d in d_losses]).tolist()
-        g_values = torch.stack([g.detach().float() for g in g_losses]).tolist()
-        for c, dv, gv in zip(self.members, d_values, g_values, strict=True):
-            c.step += 1
+        for c in self.members:
             c.seconds += elapsed
-            c.acc[0] += dv
-            c.acc[1] += gv
-            c.acc_steps += 1
         return self._evaluate_due()
 
     def run(self) -> list[Outcome]:
@@ -391,12 +363,10 @@ class Pack:
             c = self.members[k]
             outcome = None
             try:
-                if not all(math.isfinite(v) for v in c.acc):
-                    raise Diverged(c.step, {"d_loss": c.acc[0], "g_loss": c.acc[1]})
-                final = c.step >= c.cfg.total_steps
-                if c.images_seen >= (c.eval_index + 1) * c.cfg.eval_every_images or final:
-                    result = self._evaluate(k, final)
-                    if final:
+                c.check_finite()
+                if c.due:
+                    result = self._evaluate(k)
+                    if result is not None:
                         outcome = Outcome(c.id, c.cfg, result=result)
             except BaseException as exc:  # noqa: BLE001 - pruned, diverged, a failing callback: this member only
                 if isinstance(exc, KeyboardInterrupt):
@@ -428,9 +398,9 @@ class Pack:
         """Member k's Adam states as torch.optim.Adam objects (what ``train`` checkpoints)."""
         c = self.members[k]
         out = []
-        for net, lr, m, v, steps in ((gen, c.cfg.lr_g, self.adam["mg"], self.adam["vg"], self.steps_g),
-                                     (disc, c.cfg.lr_d, self.adam["md"], self.adam["vd"], self.steps_d)):
-            opt = torch.optim.Adam(net.parameters(), lr=lr, betas=(c.cfg.beta1, c.cfg.beta2))
+        for net, lr, m, v, steps in ((gen, c.hp.lr_g, self.adam["mg"], self.adam["vg"], self.steps_g),
+                                     (disc, c.hp.lr_d, self.adam["md"], self.adam["vd"], self.steps_d)):
+            opt = torch.optim.Adam(net.parameters(), lr=lr, betas=(c.hp.beta1, c.hp.beta2))
             if float(steps[k]) > 0:
                 for name, p in net.named_parameters():
                     opt.state[p] = {"step": torch.tensor(float(steps[k])), "exp_avg": m[name][k].clone(),
@@ -438,7 +408,8 @@ class Pack:
             out.append(opt)
         return out[0], out[1]
 
-    def _evaluate(self, k: int, final: bool) -> TrainResult | None:
+    def _evaluate(self, k: int) -> TrainResult | None:
+        """Member k's evaluation (``RunState.evaluate``, as in ``train``); its result when its budget is done."""
         c = self.members[k]
         cfg = c.cfg
         gen, disc, ema = self.member_modules(k)
@@ -450,28 +421,21 @@ class Pack:
             g = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
             return torch.cat([net.sample(min(256, n - i), device=self.device, generator=g) for i in range(0, n, 256)])
 
-        c.eval_index += 1
-        losses = {"d_loss": c.acc[0] / c.acc_steps, "g_loss": c.acc[1] / c.acc_steps}
-        c.acc, c.acc_steps = [0.0, 0.0], 0
-        metrics = self.evaluator(sample) if self.evaluator is not None else {}
-        mark = min(c.eval_index * cfg.eval_every_images, cfg.budget_images)
-        c.history.append({"step": c.step, "images_seen": c.images_seen, "mark": mark, "losses": losses,
-                          "metrics": metrics, "images_per_s": c.images_seen / max(c.seconds, 1e-9)})
-        ckpt = None
-        if c.out is not None:
+        def save() -> Path | None:
+            if c.out is None:
+                return None
             opt_g, opt_d = self._optimisers(k, gen, disc)
-            ckpt = c.out / CHECKPOINT_FILE
-            save_checkpoint(ckpt, cfg, gen, disc, ema, opt_g, opt_d, c.rng, c.step, c.images_seen, c.eval_index,
-                             c.seconds, c.history)
-        if c.callback is not None:
-            c.callback(EvalEvent(c.step, c.images_seen, c.eval_index, mark, losses, metrics, sample, ckpt, final,
-                                 (lambda n: sample(n, raw=True)) if ema is not None else None))
-        if not final:
+            save_checkpoint(c.out / CHECKPOINT_FILE, c, Modules(gen, disc, ema, opt_g, opt_d))  # type: ignore[arg-type]
+            return c.out / CHECKPOINT_FILE
+
+        c.evaluate(self.evaluator, sample, (lambda n: sample(n, raw=True)) if ema is not None else None, save,
+                   c.callback)
+        if not c.final:
             return None
         sampler_net.eval()
+        precision = Mode(self.mode.amp, self.channels_last).name
         result = TrainResult(sampler_net, cfg, self.data.shape, c.step, c.images_seen, c.seconds,
-                             c.images_seen / max(c.seconds, 1e-9), str(self.device), c.history,
-                             precision=self.mode.name.replace("+channels_last", ""))
+                             c.images_seen / max(c.seconds, 1e-9), str(self.device), c.history, precision=precision)
         if c.out is not None:
             save_outputs(result, c.out)
         return result

@@ -32,11 +32,14 @@ from typing import Any
 import torch
 
 from trainer.config import TrainConfig
+from trainer.io import cache_dir
+from trainer.models import build_models, has_conv
+from trainer.step import RunState, SingleNets, gan_step
 
 log = logging.getLogger(__name__)
 
 MARGIN = 1.05  # a mode other than fp32 must be at least 5% faster than fp32 to be chosen
-VERSION = 1  # bump when the probe changes: invalidates cached decisions
+VERSION = 2  # bump when the probe changes: invalidates cached decisions
 _memo: dict[str, Decision] = {}
 
 
@@ -98,16 +101,13 @@ def decision_key(cfg: TrainConfig, shape: tuple[int, int, int], device: torch.de
 
 def candidates(cfg: TrainConfig, shape: tuple[int, int, int], device: torch.device) -> list[Mode]:
     """The modes worth timing here: fp32 first; bf16 where the device runs it; channels_last for conv nets."""
-    from trainer.loop import _has_conv
-    from trainer.models import build_models
-
     amps = [False]
     if cfg.amp != "off" and (device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported())):
         amps.append(True)
     if cfg.amp == "on":
         amps = [True]
     layouts = [False]
-    if cfg.channels_last != "off" and _has_conv(build_models(cfg, shape)[1]):
+    if cfg.channels_last != "off" and has_conv(build_models(cfg, shape)[1]):
         layouts.append(True)
     if cfg.channels_last == "on":
         layouts = [True]
@@ -116,41 +116,19 @@ def candidates(cfg: TrainConfig, shape: tuple[int, int, int], device: torch.devi
 
 def time_modes(cfg: TrainConfig, shape: tuple[int, int, int], device: torch.device, modes: list[Mode],
                steps: int = 6, rounds: int = 3) -> dict[str, float]:
-    """Images/s of a few D+G training steps per mode; rounds interleave the modes so drift hits all alike."""
-    from trainer.losses import build_loss
-    from trainer.models import build_models
-
-    loss = build_loss(cfg)
-    nets = {}
-    for mode in modes:
-        torch.manual_seed(0)
-        gen, disc = (m.to(device) for m in build_models(cfg, shape))
-        if mode.channels_last:
-            gen, disc = gen.to(memory_format=torch.channels_last), disc.to(memory_format=torch.channels_last)
-        opt_g, opt_d = torch.optim.Adam(gen.parameters(), 1e-4), torch.optim.Adam(disc.parameters(), 1e-4)
-        nets[mode] = (gen, disc, opt_g, opt_d)
-    real = torch.rand(cfg.batch_size, *shape, device=device) * 2 - 1
+    """Images/s of the training step itself (``trainer.step.gan_step``) per mode, on random images; rounds
+    interleave the modes so drift hits all alike."""
+    probe = cfg.replace(schedules={}, budget_images=cfg.batch_size, eval_every_images=cfg.batch_size)
+    real = torch.rand(max(cfg.batch_size, 256), *shape, device=device) * 2 - 1
+    nets = {mode: SingleNets(probe.replace(seed=0), shape, device, channels_last=mode.channels_last) for mode in modes}
+    runs = {mode: RunState(probe, torch.Generator(device=device).manual_seed(0)) for mode in modes}
 
     def run(mode: Mode, n: int) -> float:
-        gen, disc, opt_g, opt_d = nets[mode]
-        x = real.contiguous(memory_format=torch.channels_last) if mode.channels_last else real
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=mode.amp)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
         for _ in range(n):
-            z = torch.randn(cfg.batch_size, cfg.latent_dim, device=device)
-            with autocast:
-                fake = gen(z)
-                d_loss = loss.d_loss(disc(x).float(), disc(fake.detach()).float())
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-            with autocast:
-                g_loss = loss.g_loss(disc(gen(z)).float())
-            opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            opt_g.step()
+            gan_step(nets[mode], [runs[mode]], real, mode.amp)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return time.perf_counter() - t0
@@ -161,7 +139,8 @@ def time_modes(cfg: TrainConfig, shape: tuple[int, int, int], device: torch.devi
     for _ in range(rounds):
         for mode in modes:
             seconds[mode].append(run(mode, steps))
-    return {m.name: round(steps * cfg.batch_size / statistics.median(s), 1) for m, s in seconds.items()}
+    images = steps * cfg.batch_size * cfg.n_critic
+    return {m.name: round(images / statistics.median(s), 1) for m, s in seconds.items()}
 
 
 def pick(table: dict[str, float], modes: list[Mode]) -> Mode:
@@ -184,8 +163,6 @@ def choose(cfg: TrainConfig, shape: tuple[int, int, int], device: torch.device,
     if len(modes) == 1:
         _memo[memo_key] = Decision(modes[0], {}, key, name)
         return _memo[memo_key]
-    from trainer.metrics import cache_dir
-
     path = (cache or cache_dir()) / "precision" / f"{key}-{'-'.join(m.name for m in modes)}.json"
     if path.is_file():
         try:

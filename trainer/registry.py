@@ -17,13 +17,18 @@ The contracts (small Protocols, checked where they are used):
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
+import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from trainer.errors import ConfigError
 
 T = TypeVar("T")
+_LOCK = threading.RLock()  # one for every registry: loading built-ins and reading their names
 
 
 def is_import_path(name: str) -> bool:
@@ -60,13 +65,19 @@ class Registry(Generic[T]):
         self._check = check
         self._builtins = builtins  # the module whose import registers the built-ins
         self._items: dict[str, T] = {}
+        self._declared: set[str] | None = None
         self._loading = False
+        self._loaded = False
 
     def _load_builtins(self) -> None:
-        if not self._items and not self._loading:
-            self._loading = True
-            importlib.import_module(self._builtins)
-            self._loading = False
+        with _LOCK:  # threads (replay workers) may validate and build at once; the import registers re-entrantly
+            if not self._loaded and not self._loading:
+                self._loading = True
+                try:
+                    importlib.import_module(self._builtins)
+                    self._loaded = True
+                finally:
+                    self._loading = False
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator: ``@ARCHS.register("dcgan")``. The name must be new and not look like an import path."""
@@ -83,9 +94,25 @@ class Registry(Generic[T]):
 
         return add
 
+    def declared(self) -> set[str]:
+        """The built-in names, read from the built-ins module's source (``X.register("name")`` calls) without
+        importing it: validating a config stays cheap and torch-free (replay workers validate study files)."""
+        with _LOCK:  # ast.parse is not thread-safe in CPython 3.11
+            if self._declared is None:
+                self._declared = self._scan()
+        return self._declared
+
+    def _scan(self) -> set[str]:
+        spec = importlib.util.find_spec(self._builtins)
+        source = Path(spec.origin).read_text() if spec is not None and spec.origin else ""
+        return {node.args[0].value for node in ast.walk(ast.parse(source))
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "register" and len(node.args) == 1
+                and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)}
+
     def names(self) -> list[str]:
-        self._load_builtins()
-        return sorted(self._items)
+        """Every name a config may use: the built-ins (declared in their module) and what was registered since."""
+        return sorted(self.declared() | set(self._items))
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
@@ -102,6 +129,7 @@ class Registry(Generic[T]):
         """The registered object, or the imported one (checked against the contract)."""
         if not is_import_path(name):
             self.validate(name)
+            self._load_builtins()
             return self._items[name]
         obj = import_object(name, self.kind)
         if not self._check(obj):

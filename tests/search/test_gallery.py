@@ -41,7 +41,8 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("gallery")
     study = small_study("gallery", tmp, objective="fid", train={"eval_metric": "fid"},
                         budget={"n_trials": 4, "trial_images": 320 * EVALS, "eval_every_images": 320},
-                        storage={"keep_grids": 1})
+                        storage={"keep_grids": 1}, warm_start=[{"lr_g": 2e-4, "loss": "bce"}])  # a good first trial:
+    # a later one that ends worse is thinned (what the thinning test needs to see)
     result = api.run(write_study(tmp, study), export_to=tmp / "best")
     return {"tmp": tmp, "storage": study["storage"]["url"], "study": result.study, "best": tmp / "best"}
 

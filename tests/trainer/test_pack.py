@@ -134,3 +134,29 @@ def test_members_must_share_the_networks(data) -> None:  # type: ignore[no-untyp
     assert pack_key(BASE.replace(lr_g=1e-3, seed=9, loss="hinge")) == pack_key(BASE)
     with pytest.raises(ValueError, match="same networks"):
         pack.add(BASE.replace(batch_size=64))
+
+
+@pytest.mark.parametrize("vectorise", ["on", "off"])
+def test_a_member_with_a_schedule_and_channels_last_matches_its_single_run(data, vectorise: str) -> None:  # type: ignore[no-untyped-def]
+    """Packs run the same step as train(): schedules (rates, betas, R1 weight) move per member at the same image
+    counts, and channels_last (applied where members run in turn) leaves the arithmetic as a single run's."""
+    scheduled = BASE.replace(channels_last="on", r1_weight=1.0, schedules={
+        "lr_g": [[0, BASE.lr_g], [32 * 12, 1e-3]], "beta1": [[0, BASE.beta1], [32 * 20, 0.0]],
+        "r1_weight": [[0, 1.0], [32 * 9, 0.0]]})
+    others = [scheduled.replace(seed=7, schedules={"lr_d": [[0, BASE.lr_d], [32 * 15, 5e-5]]}, loss="hinge")]
+    outcomes = train_pack([scheduled, *others], data, vectorise=vectorise)
+    for cfg, outcome in zip([scheduled, *others], outcomes, strict=True):
+        assert outcome.result is not None, outcome.error
+        single = train(cfg, data=data)
+        assert single.precision == "fp32+channels_last"
+        _same_run(single, outcome.result)
+    assert outcomes[0].result is not None
+    assert outcomes[0].result.precision == ("fp32" if vectorise == "on" else "fp32+channels_last")
+
+
+def test_a_scheduled_n_critic_is_refused_with_its_reason(data) -> None:  # type: ignore[no-untyped-def]
+    cfg = BASE.replace(schedules={"n_critic": [[0, BASE.n_critic], [320, 2]]})
+    assert "n_critic" in (Pack.refuses(cfg) or "")
+    assert Pack.refuses(BASE.replace(schedules={"lr_g": [[0, BASE.lr_g], [320, 2e-4]]})) is None
+    with pytest.raises(ValueError, match="cannot join a pack: a scheduled n_critic trains alone"):
+        Pack(data, "cpu").add(cfg)

@@ -1,0 +1,266 @@
+"""Coordination at cluster scale: N replay workers on one PostgreSQL, side by side, no training (no torch).
+
+    python benchmarks/cluster.py --workers 1 16 64 256 --trial-seconds 60 --trials-per-worker 3
+    python benchmarks/cluster.py --workers 256 --trial-seconds 60 30 15 8 --trials-per-worker 2   # shortest trial
+    python benchmarks/cluster.py --ask-sizes 100 1000 5000                                            # TPE ask time
+
+Each run gets a new database on the server (random name, dropped after), the MNIST study file
+(``studies/mnist-dcgan.yaml``: TPE with constant liar, median pruner on the best FID so far) with
+``n_trials = workers x trials-per-worker``, and replay workers (``gan-search replay``: the service's real claim,
+sampler, heartbeat, report, prune, artifact and record path; each evaluation sleeps and reads the recorded
+MNIST curve nearest to the trial's parameters). Workers are threads with a storage client each, spread over
+``--processes`` processes (the database sees N clients; the samplers of one process share its interpreter).
+Trials are NOT compressed unless ``--compress`` says so.
+
+Printed per run: trials/min over the span from the first trial's start to the last trial's end (``wall_s``
+adds process start-up and the idle tail) against the ideal (the replayed sleep of every trial divided over N
+workers: what N workers with zero coordination cost would take), claim latency p50/p95, SQL statements and SQL seconds per
+trial (the workers' own count), peak server connections (``pg_stat_activity``, polled), and the trials lost
+(planned but never ended) and duplicated (beyond the plan) after the run, which must be 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+
+
+def new_database() -> tuple[str, str]:
+    import psycopg
+
+    name = f"gs_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(ADMIN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    return name, f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+
+
+def drop_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(ADMIN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class ConnectionPeak:
+    """Polls pg_stat_activity for the benchmark database's connections; keeps the peak."""
+
+    def __init__(self, database: str, every: float = 0.1) -> None:
+        import psycopg
+
+        self.peak, self._stop = 0, threading.Event()
+        self._conn = psycopg.connect(ADMIN, autocommit=True)
+        self._thread = threading.Thread(target=self._poll, args=(database, every), daemon=True)
+        self._thread.start()
+
+    def _poll(self, database: str, every: float) -> None:
+        while not self._stop.wait(every):
+            row = self._conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (database,)).fetchone()
+            self.peak = max(self.peak, int(row[0]) if row else 0)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        self._conn.close()
+        return self.peak
+
+
+def make_study(url: str, workers: int, trials_per_worker: int, artifacts: str, study_file: Path) -> str:
+    from search.schedulers import scheduler_for
+    from search.spec import StudySpec
+    from search.study import create_or_load_study
+
+    raw = yaml.safe_load(study_file.read_text())
+    raw["name"] = f"cluster-{workers}"
+    raw["budget"] = {**raw["budget"], "n_trials": workers * trials_per_worker}
+    raw["storage"] = {**raw.get("storage", {}), "url": url, "artifacts": artifacts, "heartbeat_interval": 10,
+                      "grace_period": 60}
+    spec = StudySpec.from_dict(raw, source="cluster benchmark")
+    study = create_or_load_study(spec)
+    scheduler_for(spec).plan(study, spec.n_trials)
+    return spec.name
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 60.0) -> None:
+    import socket
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"the storage proxy did not listen on port {port}")
+
+
+def transactions(database: str) -> int:
+    """Committed transactions of the database so far (server-side: counts the proxy's work too)."""
+    import psycopg
+
+    with psycopg.connect(ADMIN, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = %s", (database,)).fetchone()
+        return int(row[0]) if row else 0
+
+
+def run(workers: int, trial_seconds: float, args: argparse.Namespace, via_proxy: bool = False) -> dict[str, Any]:
+    import optuna
+
+    from search.replay import lost_and_duplicated
+
+    database, url = new_database()
+    try:
+        with tempfile.TemporaryDirectory() as artifacts:
+            name = make_study(url, workers, args.trials_per_worker, artifacts, args.study)
+            processes = max(1, min(args.processes, workers))
+            sizes = [workers // processes + (1 if i < workers % processes else 0) for i in range(processes)]
+            server = None
+            worker_url = url
+            if via_proxy:  # gan-search proxy: the workers talk gRPC to it, it alone talks to PostgreSQL
+                port = free_port()
+                server = subprocess.Popen([sys.executable, "-m", "search.cli", "proxy", "--storage", url, "--port", str(port),
+                                           "--threads", str(args.proxy_threads)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                wait_for_port(port)
+                worker_url = f"grpc://127.0.0.1:{port}"
+            peak = ConnectionPeak(database)
+            commits0 = transactions(database)
+            start = time.perf_counter()
+            procs, first = [], 0
+            for size in sizes:
+                cmd = [sys.executable, "-m", "search.cli", "replay", name, "--storage", worker_url, "--curves", str(args.curves),
+                       "--threads", str(size), "--trial-seconds", str(trial_seconds), "--compress", str(args.compress),
+                       "--first", str(first)]
+                procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                              env={**os.environ, "PYTHONPATH": str(ROOT)}))
+                first += size
+            reports: list[dict[str, Any]] = []
+            for p in procs:
+                out, err = p.communicate()
+                if p.returncode != 0:
+                    raise RuntimeError(f"replay process failed ({p.returncode}): {err.strip().splitlines()[-3:]}")
+                reports += json.loads(out.strip().splitlines()[-1])
+            wall = time.perf_counter() - start
+            connections = peak.stop()
+            commits = transactions(database) - commits0
+            if server is not None:
+                server.terminate()
+                server.wait()
+            study = optuna.load_study(study_name=name, storage=url)
+            faults = lost_and_duplicated(study)
+            trials = study.get_trials(deepcopy=False)
+            n_evals = math.ceil(64000 / 16000)
+            pause = trial_seconds / n_evals / args.compress
+            slept = sum(len(t.intermediate_values) for t in trials) * pause
+            ideal_wall = slept / workers
+            starts = [t.datetime_start for t in trials if t.datetime_start is not None]
+            ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
+            span = (max(ends) - min(starts)).total_seconds()  # first trial's start to last trial's end
+            claims = sorted(c for r in reports for c in r["claim_seconds"])
+            ended = faults["ended"]
+            complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
+            return {
+                "path": "proxy" if via_proxy else "direct", "workers": workers, "processes": processes,
+                "trial_seconds": trial_seconds, "compress": args.compress,
+                "trials": ended, "wall_s": round(wall, 1), "span_s": round(span, 1),
+                "trials_per_min": round(ended / span * 60, 1), "ideal_trials_per_min": round(ended / ideal_wall * 60, 1),
+                "of_ideal": round(ideal_wall / span, 3),
+                "claim_p50_ms": round(1000 * statistics.median(claims), 1) if claims else None,
+                "claim_p95_ms": round(1000 * claims[int(0.95 * (len(claims) - 1))], 1) if claims else None,
+                "server_transactions_per_trial": round(commits / max(ended, 1), 1),
+                "sql_statements_per_trial": round(sum(r["statements"] for r in reports) / max(ended, 1), 1)
+                if not via_proxy else None,
+                "sql_seconds_per_trial": round(sum(r["storage_seconds"] for r in reports) / max(ended, 1), 3),
+                "peak_connections": connections, "lost": faults["lost"], "duplicated": faults["duplicated"],
+                "running_left": faults["running"], "waiting_left": faults["waiting"],
+                "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
+                "best": round(min(float(t.value) for t in complete), 2) if complete else None,  # type: ignore[arg-type]
+            }
+    finally:
+        drop_database(database)
+
+
+def ask_times(sizes: list[int], study_file: Path) -> list[dict[str, Any]]:
+    """TPE's ask time (constant liar, multivariate, as the MNIST study) in a study already holding n trials."""
+    import optuna
+
+    from search.samplers import build_sampler
+    from search.spec import StudySpec
+
+    spec = StudySpec.from_dict({**yaml.safe_load(study_file.read_text()), "name": "ask"}, source="ask benchmark")
+    out = []
+    for n in sizes:
+        database, url = new_database()
+        try:
+            study = optuna.create_study(study_name="ask", storage=url, sampler=build_sampler(spec))
+            rng = optuna.samplers.RandomSampler(seed=0)
+            filler = optuna.create_study(sampler=rng)
+            for _ in range(n):
+                t = filler.ask({p.name: p.distribution() for p in spec.space})
+                filler.tell(t, float(rng._rng.rng.uniform(5, 100)))  # noqa: SLF001 - a value per filler trial
+            study.add_trials(filler.get_trials(deepcopy=False))
+            times = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                trial = study.ask({p.name: p.distribution() for p in spec.space})
+                times.append(time.perf_counter() - t0)
+                study.tell(trial, 50.0)
+            out.append({"trials_in_study": n, "ask_ms_median": round(1000 * statistics.median(times), 1)})
+        finally:
+            drop_database(database)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workers", type=int, nargs="*", default=[1, 16, 64, 256])
+    ap.add_argument("--trial-seconds", type=float, nargs="+", default=[60.0])
+    ap.add_argument("--compress", type=float, default=1.0)
+    ap.add_argument("--trials-per-worker", type=int, default=3)
+    ap.add_argument("--processes", type=int, default=8, help="processes the replay threads are spread over")
+    ap.add_argument("--study", type=Path, default=ROOT / "studies" / "mnist-dcgan.yaml")
+    ap.add_argument("--curves", type=Path, default=ROOT / "benchmarks" / "results" / "search-mnist.json")
+    ap.add_argument("--ask-sizes", type=int, nargs="*", default=[])
+    ap.add_argument("--paths", nargs="+", default=["direct"], choices=["direct", "proxy"])
+    ap.add_argument("--proxy-threads", type=int, default=16)
+    ap.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
+    args = ap.parse_args()
+    rows: list[dict[str, Any]] = []
+    for seconds in args.trial_seconds:
+        for n in args.workers:
+            for path in args.paths:
+                row = run(n, seconds, args, via_proxy=path == "proxy")
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    for row in ask_times(args.ask_sizes, args.study):
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    if args.out:
+        args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
