@@ -12,11 +12,13 @@ MNIST curve nearest to the trial's parameters). Workers are threads with a stora
 ``--processes`` processes (the database sees N clients; the samplers of one process share its interpreter).
 Trials are NOT compressed unless ``--compress`` says so.
 
-Printed per run: trials/min over the span from the first trial's start to the last trial's end (``wall_s``
-adds process start-up and the idle tail) against the ideal (the replayed sleep of every trial divided over N
-workers: what N workers with zero coordination cost would take), claim latency p50/p95, SQL statements and SQL seconds per
-trial (the workers' own count), peak server connections (``pg_stat_activity``, polled), and the trials lost
-(planned but never ended) and duplicated (beyond the plan) after the run, which must be 0.
+Printed per run: trials/min over the span from the first trial's start to the last trial's end (``wall_s`` adds
+process start-up; the span holds the study's tail, where workers have run out of trials) against the ideal (the
+replayed sleep of every trial divided over N workers: what N workers with zero coordination cost would take), claim
+latency p50/p95, SQL statements and SQL seconds per trial (the workers' own count), peak server connections
+(``pg_stat_activity``, polled), and the trials lost (planned but never ended) and duplicated (beyond the plan)
+after the run, which must be 0. ``steady_of_ideal``: the same ratio while every worker has work (from the N-th
+trial's start to the last trial's start): what a study much longer than the run sustains.
 """
 
 from __future__ import annotations
@@ -179,6 +181,7 @@ def run(workers: int, trial_seconds: float, args: argparse.Namespace, via_proxy:
             starts = [t.datetime_start for t in trials if t.datetime_start is not None]
             ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
             span = (max(ends) - min(starts)).total_seconds()  # first trial's start to last trial's end
+            steady = steady_state(trials, workers, pause)
             claims = sorted(c for r in reports for c in r["claim_seconds"])
             ended = faults["ended"]
             complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
@@ -187,7 +190,7 @@ def run(workers: int, trial_seconds: float, args: argparse.Namespace, via_proxy:
                 "trial_seconds": trial_seconds, "compress": args.compress,
                 "trials": ended, "wall_s": round(wall, 1), "span_s": round(span, 1),
                 "trials_per_min": round(ended / span * 60, 1), "ideal_trials_per_min": round(ended / ideal_wall * 60, 1),
-                "of_ideal": round(ideal_wall / span, 3),
+                "of_ideal": round(ideal_wall / span, 3), **steady,
                 "claim_p50_ms": round(1000 * statistics.median(claims), 1) if claims else None,
                 "claim_p95_ms": round(1000 * claims[int(0.95 * (len(claims) - 1))], 1) if claims else None,
                 "server_transactions_per_trial": round(commits / max(ended, 1), 1),
@@ -201,6 +204,23 @@ def run(workers: int, trial_seconds: float, args: argparse.Namespace, via_proxy:
             }
     finally:
         drop_database(database)
+
+
+def steady_state(trials: list[Any], workers: int, pause: float) -> dict[str, Any]:
+    """Utilisation while every worker has work: from the start of the N-th trial (all N workers busy) to the start
+    of the last one (after it, workers run out of trials: the study's tail, not coordination). Each trial counts
+    its replayed sleep, in proportion to the part of its run inside that window."""
+    runs = sorted((t.datetime_start.timestamp(), t.datetime_complete.timestamp(), len(t.intermediate_values) * pause)
+                  for t in trials if t.datetime_start is not None and t.datetime_complete is not None)
+    if len(runs) <= workers:
+        return {"steady_s": None, "steady_of_ideal": None}
+    lo, hi = runs[workers - 1][0], runs[-1][0]
+    busy = sum(sleep * max(0.0, min(end, hi) - max(start, lo)) / max(end - start, 1e-9) for start, end, sleep in runs)
+    ended = sum(lo <= end <= hi for _, end, _ in runs)
+    mean_sleep = statistics.mean(sleep for _, _, sleep in runs)
+    return {"steady_s": round(hi - lo, 1), "steady_trials_per_min": round(ended / (hi - lo) * 60, 1),
+            "steady_ideal_trials_per_min": round(workers / mean_sleep * 60, 1),
+            "steady_of_ideal": round(busy / (workers * (hi - lo)), 3)}
 
 
 def ask_times(sizes: list[int], study_file: Path) -> list[dict[str, Any]]:

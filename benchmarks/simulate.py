@@ -37,6 +37,7 @@ import optuna
 import yaml
 
 from search.replay import Curves
+from search.scale import for_workers
 from search.schedulers import scheduler_for
 from search.spec import StudySpec, suggest_values
 from search.study import take_waiting
@@ -51,7 +52,10 @@ STRATEGIES = {
 }
 
 
-def make_spec(study_file: Path, strategy: str, seed: int, n_trials: int, startup: str) -> StudySpec:
+def make_spec(study_file: Path, strategy: str, seed: int, n_trials: int, workers: int, defaults: str) -> StudySpec:
+    """The study file with the strategy's sampler/pruner, no warm starts (they reach a good FID in the first
+    trials whatever the search does), and with ``defaults="scaled"`` the worker-dependent defaults of
+    ``search.scale.for_workers`` in place of the file's startup counts."""
     raw = yaml.safe_load(study_file.read_text())
     change = STRATEGIES[strategy]
     raw["sampler"] = {**raw["sampler"], "seed": seed, **change.get("sampler", {})}
@@ -59,8 +63,12 @@ def make_spec(study_file: Path, strategy: str, seed: int, n_trials: int, startup
         raw["pruner"] = {**raw["pruner"], **change["pruner"], "args": change["pruner"].get("args", {})}
     raw["budget"] = {**raw["budget"], "n_trials": n_trials}
     raw["name"] = f"sim-{strategy}"
+    raw.pop("warm_start", None)
+    if defaults == "scaled":
+        for key in ("sampler", "pruner"):
+            raw[key] = {**raw[key], "args": {k: v for k, v in raw[key].get("args", {}).items() if k != "n_startup_trials"}}
     spec = StudySpec.from_dict(raw, source="simulation")
-    return spec if startup == "file" else spec
+    return for_workers(spec, workers) if defaults == "scaled" else spec
 
 
 def simulate(spec: StudySpec, curves: Curves, workers: int, hours: float, trial_seconds: float, sigma: float,
@@ -146,6 +154,8 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=8.0)
     ap.add_argument("--study", type=Path, default=ROOT / "studies" / "mnist-dcgan.yaml")
     ap.add_argument("--curves", type=Path, default=ROOT / "benchmarks" / "results" / "search-mnist.json")
+    ap.add_argument("--defaults", nargs="*", default=["file", "scaled"], choices=["file", "scaled"],
+                    help="startup counts: the study file's, or search.scale.for_workers(N)'s")
     ap.add_argument("--loo", action="store_true")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -153,23 +163,24 @@ def main() -> None:
     curves = Curves.load(args.curves)
     rows: list[dict[str, Any]] = []
     if args.loo:
-        row = {"surrogate_loo": leave_one_out(curves, make_spec(args.study, "tpe+median", 0, 1, "file"))}
+        row = {"surrogate_loo": leave_one_out(curves, make_spec(args.study, "tpe+median", 0, 1, 1, "file"))}
         print(json.dumps(row), flush=True)
         rows.append(row)
-    for strategy in args.strategies:
+    for strategy, defaults in [(s, d) for s in args.strategies for d in args.defaults]:
         base_hours: float | None = None
         for n in args.workers:
             per_seed = []
             finals = []
             for seed in args.seeds:
-                spec = make_spec(args.study, strategy, seed, args.max_trials, "file")
+                spec = make_spec(args.study, strategy, seed, args.max_trials, n, defaults)
                 history = simulate(spec, curves, n, args.hours, args.trial_seconds, args.sigma, seed)
                 per_seed.append(hours_to(history, args.target))
                 finals.append(history[-1][1] if history else math.inf)
             reach = statistics.median(per_seed)
             if n == args.workers[0]:
                 base_hours = reach
-            row = {"strategy": strategy, "workers": n, "hours_to_target": round(reach, 3) if math.isfinite(reach) else None,
+            row = {"strategy": strategy, "defaults": defaults, "workers": n,
+                   "hours_to_target": round(reach, 3) if math.isfinite(reach) else None,
                    "per_seed": [round(h, 3) if math.isfinite(h) else None for h in per_seed],
                    "best_after": round(statistics.median(finals), 2),
                    "speedup_vs_first": round(base_hours / reach, 2) if base_hours and math.isfinite(reach)

@@ -25,6 +25,7 @@ from search.export import best_trial, confirmation_table, enqueue_confirmations,
 from search.export import export as write_export
 from search.launch import devices, run_workers
 from search.progress import Monitor
+from search.scale import for_workers
 from search.schedulers import scheduler_for
 from search.spec import DEFAULT_STORAGE, StudySpec
 from search.storage import artifact_store, check_url, load_study, make_storage, redact
@@ -44,10 +45,14 @@ def storage_url(url: str | None) -> str:
 
 
 def load_spec(study_file: str | os.PathLike[str], *, storage: str | None = None, artifacts: str | None = None,
-              n_trials: int | None = None, timeout: float | None = None, data_root: str | None = None) -> StudySpec:
-    """The study file with command-line overrides, validated (nothing is written)."""
+              n_trials: int | None = None, timeout: float | None = None, data_root: str | None = None,
+              workers: int = 1) -> StudySpec:
+    """The study file with command-line overrides, validated (nothing is written); with ``workers`` > 1, the
+    defaults that depend on the number of concurrent workers where the file sets none (``search.scale``)."""
     if n_trials is not None and n_trials < 1:
         raise ConfigError(f"n_trials must be >= 1, but got {n_trials=}.")
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1, but got {workers=}.")
     spec = StudySpec.from_file(study_file)
     if data_root:
         spec = StudySpec.from_dict({**spec.raw, "train": {**spec.raw.get("train", {}), "data_root": data_root}},
@@ -55,7 +60,8 @@ def load_spec(study_file: str | os.PathLike[str], *, storage: str | None = None,
     if spec.scheduler is not None and n_trials is not None:
         raise ConfigError(f"n_trials is population x segments under PBT ({spec.n_trials} here); "
                           f"change budget.trial_images or scheduler.population instead, but got {n_trials=}.")
-    return spec.with_overrides(storage=storage, artifacts=artifacts, n_trials=n_trials, timeout=timeout)
+    spec = spec.with_overrides(storage=storage, artifacts=artifacts, n_trials=n_trials, timeout=timeout)
+    return for_workers(spec, workers) if workers > 1 else spec
 
 
 def create(spec: StudySpec) -> tuple[optuna.Study, int]:
@@ -116,7 +122,7 @@ def run(study_file: str | os.PathLike[str], *, storage: str | None = None, artif
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, but got {workers=}.")
     spec = load_spec(study_file, storage=storage, artifacts=artifacts, n_trials=n_trials, timeout=timeout,
-                     data_root=data_root)
+                     data_root=data_root, workers=workers)
     study, _ = create(spec)
     if spec.storage.startswith("sqlite") and workers > 1 and backend == "local":
         log.info("SQLite with %d local workers: WAL mode, long lock timeouts and a claim lock are on; for many "

@@ -185,12 +185,15 @@ def create(
     artifacts: Annotated[str | None, typer.Option(help="Artifact folder (default: the study file's).")] = None,
     n_trials: Annotated[int | None, typer.Option("--n-trials", help="Study-wide total of trials.")] = None,
     data_root: Annotated[str | None, typer.Option("--data-root", help="Dataset folder (overrides train.data_root).")] = None,
+    workers: Annotated[int, typer.Option(help="Workers that will run at once (sets the startup counts the file "
+                                         "leaves unset for that many: docs/workers.md).")] = 1,
 ) -> None:
     """Create (or update) a study and plan its trials without running any: workers then join it by name."""
     from search import api
     from search.storage import redact
 
-    spec = api.load_spec(study_file, storage=storage, artifacts=artifacts, n_trials=n_trials, data_root=data_root)
+    spec = api.load_spec(study_file, storage=storage, artifacts=artifacts, n_trials=n_trials, data_root=data_root,
+                         workers=workers)
     _, added = api.create(spec)
     typer.echo(json.dumps({"study": spec.name, "storage": redact(spec.storage), "n_trials": spec.n_trials,
                            "warm_starts_enqueued": added}))

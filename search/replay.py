@@ -62,13 +62,16 @@ class Curves:
         list of ``{"params": {...}, "curve": {"images": value, ...}}``."""
         raw = json.loads(Path(path).read_text())
         rows = raw if isinstance(raw, list) else [t for arm in raw["results"].values() for t in arm.get("trials", [])]
+        # fractions of the trial budget (the row's config says it; else the longest recording): a pruned trial's
+        # curve stops before 1.0
+        longest = max((int(k) for row in rows for k in (row.get("curve") or {})), default=1)
         curves = []
         for row in rows:
             marks = sorted((int(k), float(v)) for k, v in (row.get("curve") or {}).items() if v is not None
                            and math.isfinite(float(v)))
             if marks:
-                last = max(int(k) for k in row["curve"])
-                curves.append(Curve(dict(row["params"]), tuple((m / last, v) for m, v in marks)))
+                budget = int((row.get("config") or {}).get("budget_images") or longest)
+                curves.append(Curve(dict(row["params"]), tuple((m / budget, v) for m, v in marks)))
         return cls(curves)
 
     def nearest(self, params: dict[str, Any], space: tuple[Param, ...]) -> Curve:

@@ -164,8 +164,9 @@ def _claim_all(url: str, study_file: str) -> list[int]:
     storage = make_storage(url)
     study = optuna.load_study(study_name="claims", storage=storage)
     claimed = []
-    while (trial := _claim(study, spec, storage, True)) is not None:
-        claimed.append(trial.number)
+    while (taken := _claim(study, spec, storage, True)) is not None:
+        taken.heartbeat.close()  # the heartbeat runs from the claim on; this test only claims
+        claimed.append(taken.trial.number)
     return claimed
 
 
