@@ -44,11 +44,15 @@ from search.study import take_waiting
 from search.worker import open_trial
 
 ROOT = Path(__file__).resolve().parents[1]
-STRATEGIES = {
+STRATEGIES: dict[str, dict[str, Any]] = {
     "tpe+median": {},
     "random+median": {"sampler": {"name": "random"}},
     "tpe+halving": {"pruner": {"name": "successive_halving", "args": {"min_resource": 16000, "reduction_factor": 2}}},
     "tpe+none": {"pruner": {"name": "none"}},
+    # PBT: the MNIST study's budget in 4 generations, over the values it can change mid-run (the others fixed at
+    # the pytorch-dcgan preset's: bce, batch 64; with EMA, no spectral norm, as studies/mnist-pbt.yaml)
+    "pbt": {"scheduler": {"name": "pbt", "interval_images": 16000}, "space": ("lr_g", "lr_d", "beta1"),
+            "train": {"loss": "bce", "batch_size": 64, "ema_decay": 0.999, "spectral_norm": False}},
 }
 
 
@@ -61,6 +65,10 @@ def make_spec(study_file: Path, strategy: str, seed: int, n_trials: int, workers
     raw["sampler"] = {**raw["sampler"], "seed": seed, **change.get("sampler", {})}
     if "pruner" in change:
         raw["pruner"] = {**raw["pruner"], **change["pruner"], "args": change["pruner"].get("args", {})}
+    if "scheduler" in change:
+        raw["scheduler"] = dict(change["scheduler"])  # population: the file's default (4), or scaled to the workers
+        raw["space"] = {k: v for k, v in raw["space"].items() if k in change["space"]}
+        raw["train"] = {**raw["train"], **change["train"]}
     raw["budget"] = {**raw["budget"], "n_trials": n_trials}
     raw["name"] = f"sim-{strategy}"
     raw.pop("warm_start", None)
@@ -72,56 +80,82 @@ def make_spec(study_file: Path, strategy: str, seed: int, n_trials: int, workers
 
 
 def simulate(spec: StudySpec, curves: Curves, workers: int, hours: float, trial_seconds: float, sigma: float,
-             seed: int) -> list[tuple[float, float]]:
-    """(virtual hours, best FID so far) each time the best improves."""
+             seed: int, space: tuple[Any, ...]) -> list[tuple[float, float]]:
+    """(virtual hours, best FID at the full trial budget so far) each time the best improves.
+
+    PBT (``scheduler: pbt``) runs through the service's own ``PopulationBased`` scheduler and ``search.pbt`` rules:
+    a segment trains its generation's evaluations; a completed segment leaves a checkpoint id (in a real, empty
+    artifact store), and a member that exploits copies the source member's state. A member's state is its seed
+    factor: its FID at I images under values v is the surrogate's FID of v at I images times that factor (the
+    weights carry the member's luck, the values set the curve; the history of earlier values is forgotten).
+    ``space``: the recorded trials' space; values a strategy does not search are the study's fixed train values."""
+    import tempfile
+
+    from optuna.artifacts import FileSystemArtifactStore
+
+    from search import attrs
+
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = optuna.create_study(study_name=spec.name, direction=spec.direction)
+    study = optuna.create_study(study_name=spec.name, direction=spec.direction)  # type: ignore[arg-type]
     scheduler = scheduler_for(spec)
     scheduler.plan(study, spec.n_trials)
-    marks = list(range(spec.train.eval_every_images, spec.train.budget_images + 1, spec.train.eval_every_images))
+    budget = spec.train.budget_images
+    marks = list(range(spec.train.eval_every_images, budget + 1, spec.train.eval_every_images))
     step = trial_seconds / len(marks)
     rng = np.random.default_rng(seed)
+    states: dict[str, float] = {}  # PBT checkpoint id -> the member's seed factor
     events: list[tuple[float, int, int]] = []  # (virtual seconds, order, worker)
     running: dict[int, dict[str, Any]] = {}
     best, history, order, now = math.inf, [], 0, 0.0
     idle = list(range(workers))
-    while now <= hours * 3600:
-        while idle:
-            frozen = take_waiting(study) or scheduler.refill(study, None)
-            if frozen is None:
+    with tempfile.TemporaryDirectory() as folder:
+        store = FileSystemArtifactStore(folder)  # PBT removes old checkpoints through it; the simulation writes none
+        while now <= hours * 3600:
+            while idle:
+                frozen = take_waiting(study) or scheduler.refill(study, store)
+                if frozen is None:
+                    break
+                trial = open_trial(study, spec, frozen)
+                fixed = {p.name: getattr(spec.train, p.name) for p in space if hasattr(spec.train, p.name)}
+                params = {**fixed, **{k: v for k, v in suggest_values(trial, spec).items() if k != "seed"}}
+                source = trial.user_attrs.get(attrs.PBT_SOURCE)
+                factor = states[source] if source else math.exp(rng.normal(0.0, sigma))
+                end = scheduler.configure(trial, spec.train).budget_images  # a PBT segment ends at its generation's end
+                start = end - spec.scheduler.interval_images if spec.scheduler is not None else 0
+                trial.set_user_attr(attrs.SEED, int(trial.user_attrs.get(attrs.SEED_OVERRIDE, trial.number)))
+                w = idle.pop()
+                running[w] = {"trial": trial, "params": params, "marks": [m for m in marks if start < m <= end],
+                              "i": 0, "best": math.inf, "factor": factor}
+                heapq.heappush(events, (now + step, order, w))
+                order += 1
+            if not events:
                 break
-            trial = open_trial(study, spec, frozen)
-            params = {k: v for k, v in suggest_values(trial, spec).items() if k != "seed"}
-            w = idle.pop()
-            running[w] = {"trial": trial, "params": params, "i": 0, "best": math.inf,
-                          "factor": math.exp(rng.normal(0.0, sigma))}
-            heapq.heappush(events, (now + step, order, w))
-            order += 1
-        if not events:
-            break
-        now, _, w = heapq.heappop(events)
-        run = running[w]
-        trial, i = run["trial"], run["i"]
-        mark = marks[i]
-        value = curves.predict(run["params"], spec.space, mark / spec.train.budget_images) * run["factor"]
-        run["best"] = min(run["best"], value)
-        trial.report(run["best"] if spec.pruner["report"] == "best" else value, mark)
-        ended = True
-        if i + 1 == len(marks):
-            study.tell(trial, value)
-            if value < best:
-                best = value
-                history.append((now / 3600, value))
-        elif trial.should_prune():
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        else:
-            ended = False
-            run["i"] += 1
-            heapq.heappush(events, (now + step, order, w))
-            order += 1
-        if ended:
-            del running[w]
-            idle.append(w)
+            now, _, w = heapq.heappop(events)
+            run = running[w]
+            trial, i = run["trial"], run["i"]
+            mark = run["marks"][i]
+            value = curves.predict(run["params"], space, mark / budget) * run["factor"]
+            run["best"] = min(run["best"], value)
+            trial.report(run["best"] if spec.pruner["report"] == "best" else value, mark)
+            ended = True
+            if i + 1 == len(run["marks"]):
+                if spec.scheduler is not None:
+                    trial.set_user_attr(attrs.PBT_CHECKPOINT, f"sim-{trial.number}")
+                    states[f"sim-{trial.number}"] = run["factor"]
+                study.tell(trial, value)
+                if mark == budget and value < best:
+                    best = value
+                    history.append((now / 3600, value))
+            elif scheduler.prunable(trial) and trial.should_prune():
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            else:
+                ended = False
+                run["i"] += 1
+                heapq.heappush(events, (now + step, order, w))
+                order += 1
+            if ended:
+                del running[w]
+                idle.append(w)
     return history
 
 
@@ -161,9 +195,10 @@ def main() -> None:
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     curves = Curves.load(args.curves)
+    space = StudySpec.from_file(args.study).space
     rows: list[dict[str, Any]] = []
     if args.loo:
-        row = {"surrogate_loo": leave_one_out(curves, make_spec(args.study, "tpe+median", 0, 1, 1, "file"))}
+        row: dict[str, Any] = {"surrogate_loo": leave_one_out(curves, make_spec(args.study, "tpe+median", 0, 1, 1, "file"))}
         print(json.dumps(row), flush=True)
         rows.append(row)
     for strategy, defaults in [(s, d) for s in args.strategies for d in args.defaults]:
@@ -173,7 +208,7 @@ def main() -> None:
             finals = []
             for seed in args.seeds:
                 spec = make_spec(args.study, strategy, seed, args.max_trials, n, defaults)
-                history = simulate(spec, curves, n, args.hours, args.trial_seconds, args.sigma, seed)
+                history = simulate(spec, curves, n, args.hours, args.trial_seconds, args.sigma, seed, space)
                 per_seed.append(hours_to(history, args.target))
                 finals.append(history[-1][1] if history else math.inf)
             reach = statistics.median(per_seed)

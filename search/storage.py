@@ -7,6 +7,7 @@ import hashlib
 import logging
 import re
 import sqlite3
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -104,6 +105,15 @@ def make_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
         raise StorageError(f"cannot open storage {redact(url)}: {message}") from None
 
 
+_PROCESS_LOCKS: dict[str, threading.Lock] = {}
+_PROCESS_LOCKS_GUARD = threading.Lock()
+
+
+def _process_lock(key: str) -> threading.Lock:
+    with _PROCESS_LOCKS_GUARD:
+        return _PROCESS_LOCKS.setdefault(key, threading.Lock())
+
+
 @contextmanager
 def study_lock(storage: Any, study_name: str) -> Iterator[None]:
     """A lock held by one process at a time per study, across machines: claims and trial creation run under it.
@@ -129,7 +139,9 @@ def study_lock(storage: Any, study_name: str) -> Iterator[None]:
                 fcntl.flock(fh, fcntl.LOCK_UN)
         return
     digest = hashlib.sha256(f"gan-search:{study_name}".encode()).digest()
-    with storage.engine.connect() as conn:
+    # threads of one process (replay workers, packs) queue here first: at most one connection per process waits on
+    # the server's lock, so N threaded workers do not hold N idle connections at a stampede (max_connections)
+    with _process_lock(f"{url.render_as_string(hide_password=True)}|{study_name}"), storage.engine.connect() as conn:
         if backend == "postgresql":
             key = int.from_bytes(digest[:8], "big", signed=True)
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
