@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial
 from search import attrs, pbt
 from search.proxy import surplus
 from search.spec import StudySpec
-from search.study import counted, plan, planned_trials, retried_numbers, set_target, take_waiting, target_trials
+from search.study import counted, plan, retried_numbers, room_for_more, set_target, take_waiting, target_trials
 from trainer import TrainConfig
 
 
@@ -41,7 +41,7 @@ class Scheduler:
         """With nothing WAITING: the next trial, already RUNNING for the caller, or None. Under the study lock; or,
         through a storage proxy (``locked=False``), created first and failed as surplus if the plan was full."""
         target = target_trials(study)
-        if planned_trials(study) >= target:
+        if not room_for_more(study, target):
             return None
         storage = study._storage  # noqa: SLF001 - the study's own storage (optuna is bounded in pyproject.toml)
         created = storage.get_trial(storage.create_new_trial(study._study_id))  # noqa: SLF001

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy import select
 
 from search import attrs
 from search.errors import StudyError
@@ -60,6 +62,29 @@ def counted(t: FrozenTrial, retried: set[int]) -> bool:
     return not replaced and attrs.CONFIRM not in t.user_attrs
 
 
+def _rdb(study: optuna.Study) -> RDBStorage | None:
+    """The study's RDBStorage under Optuna's cache, or None (a storage proxy, in-memory)."""
+    storage = study._storage  # noqa: SLF001 - optuna is bounded in pyproject.toml
+    backend = getattr(storage, "_backend", storage)
+    return backend if isinstance(backend, RDBStorage) else None
+
+
+def _trial_rows(study: optuna.Study, state: TrialState | None = None) -> list[int] | None:
+    """The ids of the study's trials (in ``state``), by number, read from the trials table alone (no params,
+    attributes or values): the claim runs under the study lock, and loading every running trial there made
+    each claim cost O(running trials) with 256 workers (BENCHMARKS.md, "Cluster scale"). None without an RDB."""
+    rdb = _rdb(study)
+    if rdb is None:
+        return None
+    from optuna.storages._rdb.models import TrialModel
+
+    query = select(TrialModel.trial_id).where(TrialModel.study_id == study._study_id)  # noqa: SLF001
+    if state is not None:
+        query = query.where(TrialModel.state == state)
+    with rdb.engine.connect() as conn:
+        return [int(r[0]) for r in conn.execute(query.order_by(TrialModel.number))]
+
+
 def planned_trials(study: optuna.Study) -> int:
     """Trials that count towards n_trials (``counted``)."""
     trials = study.get_trials(deepcopy=False)
@@ -104,13 +129,25 @@ def set_target(study: optuna.Study, n_trials: int) -> None:
 def take_waiting(study: optuna.Study) -> FrozenTrial | None:
     """Move the first WAITING trial to RUNNING for the caller (under the study lock), or None."""
     storage = study._storage  # noqa: SLF001 - the study's own (cached) storage object; optuna is bounded in pyproject.toml
-    for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+    ids = _trial_rows(study, TrialState.WAITING)
+    if ids is None:
+        ids = [t._trial_id for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))]  # noqa: SLF001
+    for trial_id in ids:
         try:
-            if storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
-                return frozen
+            if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+                return storage.get_trial(trial_id)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
     return None
+
+
+def room_for_more(study: optuna.Study, target: int) -> bool:
+    """Whether fewer than ``target`` trials count towards n_trials. Every trial row is an upper bound of those that
+    count, so while the rows are fewer the trials themselves are not loaded (a count of ids, not of bodies)."""
+    rows = _trial_rows(study)
+    if rows is not None and len(rows) < target:
+        return True
+    return planned_trials(study) < target
 
 
 def progress(study: optuna.Study) -> dict[str, Any]:

@@ -90,6 +90,9 @@ def _claim(study: optuna.Study, spec: StudySpec, storage: Any, new_trials: bool,
             claimed = scheduler_for(spec).refill(study, store, locked=locked)
     if claimed is None:
         return None
+    refresh = getattr(study._storage, "_read_trials_from_remote_storage", None)  # noqa: SLF001 - optuna is bounded
+    if refresh is not None:  # Optuna's trial cache learns of the trial claimed from the table, outside the lock
+        refresh(study._study_id)  # noqa: SLF001
     beat = ExitStack()  # alive from the claim on: the sampler's work may take longer than the grace period
     beat.enter_context(_heartbeat(storage, claimed._trial_id, spec.heartbeat_interval))
     try:
@@ -328,7 +331,7 @@ def record_outcome(study: optuna.Study, trial: optuna.Trial, spec: StudySpec, ou
     except Exception as exc:  # a bad combination, out of memory...: record it, the study goes on
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         trial.set_user_attr(attrs.FAIL_REASON, reason[:500])
-        log.warning("trial %d failed: %s", trial.number, reason)
+        log.warning("trial %d failed: %s", trial.number, reason, exc_info=log.isEnabledFor(logging.DEBUG))
     try:
         if state == TrialState.COMPLETE and value is not None:
             study.tell(trial, value)
