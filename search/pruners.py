@@ -77,6 +77,12 @@ def _threshold(spec: StudySpec, args: dict[str, Any]) -> BasePruner:
     return optuna.pruners.ThresholdPruner(**args)
 
 
+@PRUNERS.register("wilcoxon")
+def _wilcoxon(spec: StudySpec, args: dict[str, Any]) -> BasePruner:
+    """A paired test of the trial's curve against the best trial's at the same image counts."""
+    return optuna.pruners.WilcoxonPruner(**args)
+
+
 @PRUNERS.register("none")
 def _nop(spec: StudySpec, args: dict[str, Any]) -> BasePruner:
     return optuna.pruners.NopPruner(**args)
