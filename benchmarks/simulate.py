@@ -56,13 +56,16 @@ STRATEGIES: dict[str, dict[str, Any]] = {
 }
 
 
-def make_spec(study_file: Path, strategy: str, seed: int, n_trials: int, workers: int, defaults: str) -> StudySpec:
+def make_spec(study_file: Path, strategy: str, seed: int, n_trials: int, workers: int, defaults: str,
+              rates: tuple[float, float] | None = None) -> StudySpec:
     """The study file with the strategy's sampler/pruner, no warm starts (they reach a good FID in the first
     trials whatever the search does), and with ``defaults="scaled"`` the worker-dependent defaults of
     ``search.scale.for_workers`` in place of the file's startup counts."""
     raw = yaml.safe_load(study_file.read_text())
     change = STRATEGIES[strategy]
     raw["sampler"] = {**raw["sampler"], "seed": seed, **change.get("sampler", {})}
+    if "sampler" in change:
+        raw["sampler"]["args"] = change["sampler"].get("args", {})
     if "pruner" in change:
         raw["pruner"] = {**raw["pruner"], **change["pruner"], "args": change["pruner"].get("args", {})}
     if "scheduler" in change:
@@ -76,7 +79,9 @@ def make_spec(study_file: Path, strategy: str, seed: int, n_trials: int, workers
         for key in ("sampler", "pruner"):
             raw[key] = {**raw[key], "args": {k: v for k, v in raw[key].get("args", {}).items() if k != "n_startup_trials"}}
     spec = StudySpec.from_dict(raw, source="simulation")
-    return for_workers(spec, workers) if defaults == "scaled" else spec
+    if defaults != "scaled":
+        return spec
+    return for_workers(spec, workers, *rates) if rates else for_workers(spec, workers)
 
 
 def simulate(spec: StudySpec, curves: Curves, workers: int, hours: float, trial_seconds: float, sigma: float,
@@ -190,6 +195,9 @@ def main() -> None:
     ap.add_argument("--curves", type=Path, default=ROOT / "benchmarks" / "results" / "search-mnist.json")
     ap.add_argument("--defaults", nargs="*", default=["file", "scaled"], choices=["file", "scaled"],
                     help="startup counts: the study file's, or search.scale.for_workers(N)'s")
+    ap.add_argument("--rates", type=float, nargs=2, action="append", default=None, metavar=("TPE", "PRUNER"),
+                    help="with scaled defaults: startup trials per worker for TPE and the pruner (repeatable; "
+                         "default search.scale's)")
     ap.add_argument("--loo", action="store_true")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -201,20 +209,24 @@ def main() -> None:
         row: dict[str, Any] = {"surrogate_loo": leave_one_out(curves, make_spec(args.study, "tpe+median", 0, 1, 1, "file"))}
         print(json.dumps(row), flush=True)
         rows.append(row)
-    for strategy, defaults in [(s, d) for s in args.strategies for d in args.defaults]:
+    Run = tuple[str, str, tuple[float, float] | None]
+    runs: list[Run] = [(s, d, None) for s in args.strategies for d in args.defaults if d == "file" or not args.rates]
+    runs += [(s, "scaled", (r[0], r[1])) for s in args.strategies for r in (args.rates or []) if "scaled" in args.defaults]
+    for strategy, defaults, rates in runs:
         base_hours: float | None = None
         for n in args.workers:
             per_seed = []
             finals = []
             for seed in args.seeds:
-                spec = make_spec(args.study, strategy, seed, args.max_trials, n, defaults)
+                spec = make_spec(args.study, strategy, seed, args.max_trials, n, defaults, rates)
                 history = simulate(spec, curves, n, args.hours, args.trial_seconds, args.sigma, seed, space)
                 per_seed.append(hours_to(history, args.target))
                 finals.append(history[-1][1] if history else math.inf)
             reach = statistics.median(per_seed)
             if n == args.workers[0]:
                 base_hours = reach
-            row = {"strategy": strategy, "defaults": defaults, "workers": n,
+            row = {"strategy": strategy, "defaults": defaults if rates is None else f"scaled {rates[0]:g}/{rates[1]:g}",
+                   "workers": n,
                    "hours_to_target": round(reach, 3) if math.isfinite(reach) else None,
                    "per_seed": [round(h, 3) if math.isfinite(h) else None for h in per_seed],
                    "best_after": round(statistics.median(finals), 2),

@@ -2,10 +2,9 @@
 BENCHMARKS.md "The search at scale") and applied only where the study file leaves them unset.
 
 With N workers, the first N trials are proposed before any has ended. TPE's startup (random) trials and the
-pruner's startup trials are counted in ended trials, so with one worker's values a 256-worker study runs TPE
-on a handful of results, every running trial lied about as the worst, and prunes against the median of a few
-curves. ``for_workers`` scales both with N, and PBT's population (when the file sets none) so that a
-generation runs in one wave.
+pruner's startup trials count ended trials; ``for_workers`` grows both slowly with N (the simulation showed that
+growing them in proportion to N turns a 256-worker study into random search), and PBT's population (when the
+file sets none) to N, so that a generation runs in one wave.
 """
 
 from __future__ import annotations
@@ -18,23 +17,29 @@ from search.spec import StudySpec
 
 log = logging.getLogger(__name__)
 
-STARTUP_PER_WORKER = 1.0  # TPE's random startup trials: at least this many per worker
-PRUNER_STARTUP_PER_WORKER = 0.25  # the median/percentile pruner's startup trials: at least this many per worker
+# From benchmarks/simulate.py (BENCHMARKS.md, "The search at scale"): one random startup trial per worker (256 at
+# 256 workers) or 0.25 (64) never reached the target FID in 300 trials; 0.1 and 0.05 reached it in the second wave
+# of trials at 64 and 256 workers, as the file's constant 6 did. TPE's constant liar already spreads concurrent
+# trials, so the startup grows slowly with N: max(10, N/10).
+STARTUP_PER_WORKER = 0.1  # TPE's random startup trials per worker (at least Optuna's default, 10)
+PRUNER_STARTUP_PER_WORKER = 0.1  # the median/percentile pruner's startup trials per worker (at least 5)
 POPULATION_PER_WORKER = 1.0  # PBT's population: at least this many members per worker (a generation in one wave)
 SCALED_PRUNERS = ("median", "percentile")
 
 
-def for_workers(spec: StudySpec, workers: int) -> StudySpec:
-    """``spec`` with the worker-dependent defaults for ``workers`` concurrent workers where its file sets none."""
+def for_workers(spec: StudySpec, workers: int, startup_per_worker: float = STARTUP_PER_WORKER,
+                pruner_startup_per_worker: float = PRUNER_STARTUP_PER_WORKER) -> StudySpec:
+    """``spec`` with the worker-dependent defaults for ``workers`` concurrent workers where its file sets none
+    (the rates are parameters for the simulation that chooses them)."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1, but got {workers=}.")
     sampler, pruner = dict(spec.sampler), dict(spec.pruner)
     s_args: dict[str, Any] = dict(sampler.get("args", {}))
     p_args: dict[str, Any] = dict(pruner.get("args", {}))
     if sampler["name"] == "tpe" and "n_startup_trials" not in s_args:
-        s_args["n_startup_trials"] = max(10, round(STARTUP_PER_WORKER * workers))  # 10: Optuna's own default
+        s_args["n_startup_trials"] = max(10, round(startup_per_worker * workers))  # 10: Optuna's own default
     if pruner["name"] in SCALED_PRUNERS and "n_startup_trials" not in p_args:
-        p_args["n_startup_trials"] = max(5, round(PRUNER_STARTUP_PER_WORKER * workers))  # 5: Optuna's own default
+        p_args["n_startup_trials"] = max(5, round(pruner_startup_per_worker * workers))  # 5: Optuna's own default
     pbt, n_trials = spec.scheduler, spec.n_trials
     if pbt is not None and "population" not in spec.raw.get("scheduler", {}):
         population = max(pbt.population, round(POPULATION_PER_WORKER * workers))

@@ -32,6 +32,19 @@ def test_startup_counts_grow_with_the_workers_where_the_file_sets_none(tmp_path:
         for_workers(spec, 0)
 
 
+def test_pbt_population_grows_to_the_workers_where_the_file_sets_none(tmp_path: Path) -> None:
+    raw = small_study("p", tmp_path)
+    raw["space"] = {"lr_g": raw["space"]["lr_g"]}  # PBT searches what can change mid-run
+    raw["scheduler"] = {"name": "pbt", "interval_images": 320}  # 2 generations of the 640-image budget
+    spec = StudySpec.from_dict(raw)
+    many = for_workers(spec, 16)
+    assert (spec.scheduler.population, spec.n_trials) == (4, 8)  # type: ignore[union-attr]
+    assert (many.scheduler.population, many.n_trials) == (16, 32)  # type: ignore[union-attr]
+    assert StudySpec.from_dict(many.raw).scheduler == many.scheduler  # stored as workers read it
+    raw["scheduler"]["population"] = 3
+    assert for_workers(StudySpec.from_dict(raw), 16).scheduler.population == 3  # type: ignore[union-attr]
+
+
 def test_create_for_many_workers_stores_the_scaled_defaults(tmp_path: Path) -> None:
     path = write_study(tmp_path, small_study("c", tmp_path, sampler={"name": "tpe", "seed": 0}, pruner={"name": "median"}))
     out = subprocess.run([sys.executable, "-m", "search.cli", "create", str(path), "--workers", "64"], cwd=ROOT,
