@@ -124,8 +124,11 @@ def surplus(study: optuna.Study, created: FrozenTrial, target: int, counts: Any)
     if len(before) < target:
         return False
     storage = study._storage  # noqa: SLF001
-    storage.set_trial_system_attr(created._trial_id, attrs.SURPLUS, True)
-    storage.set_trial_state_values(created._trial_id, state=TrialState.FAIL)
+    try:
+        storage.set_trial_system_attr(created._trial_id, attrs.SURPLUS, True)
+        storage.set_trial_state_values(created._trial_id, state=TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        log.warning("surplus trial %d was already ended by another worker", created.number)
     return True
 
 
