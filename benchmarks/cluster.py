@@ -3,6 +3,7 @@
     python benchmarks/cluster.py --workers 1 16 64 256 --trial-seconds 60 --trials-per-worker 3
     python benchmarks/cluster.py --workers 256 --trial-seconds 60 30 15 8 --trials-per-worker 2   # shortest trial
     python benchmarks/cluster.py --ask-sizes 100 1000 5000                                            # TPE ask time
+    python benchmarks/cluster.py --workers 64 --trial-seconds 60 --kill 0.1 --restart-db 90             # faults
 
 Each run gets a new database on the server (random name, dropped after), the MNIST study file
 (``studies/mnist-dcgan.yaml``: TPE with constant liar, median pruner on the best FID so far) with
@@ -17,8 +18,11 @@ process start-up; the span holds the study's tail, where workers have run out of
 replayed sleep of every trial divided over N workers: what N workers with zero coordination cost would take), claim
 latency p50/p95, SQL statements and SQL seconds per trial (the workers' own count), peak server connections
 (``pg_stat_activity``, polled), and the trials lost (planned but never ended) and duplicated (beyond the plan)
-after the run, which must be 0. ``steady_of_ideal``: the same ratio while every worker has work (from the N-th
-trial's start to the last trial's start): what a study much longer than the run sustains.
+after the run, which must be 0. ``--kill F`` SIGKILLs worker processes holding at least a fraction F of the workers
+once every worker is mid-trial; ``--restart-db S`` restarts the PostgreSQL server (``--restart-command``) S seconds
+into the run: the row then also says how many trials were retried and how long the restart took.
+``steady_of_ideal``: the same ratio while every worker has work (from the N-th trial's start to the last trial's
+start): what a study much longer than the run sustains.
 """
 
 from __future__ import annotations
@@ -71,9 +75,18 @@ class ConnectionPeak:
         self._thread.start()
 
     def _poll(self, database: str, every: float) -> None:
+        import psycopg
+
         while not self._stop.wait(every):
-            row = self._conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (database,)).fetchone()
-            self.peak = max(self.peak, int(row[0]) if row else 0)
+            try:
+                row = self._conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
+                                         (database,)).fetchone()
+                self.peak = max(self.peak, int(row[0]) if row else 0)
+            except psycopg.Error:  # the server restarts (--restart-db): poll again once it is back
+                try:
+                    self._conn = psycopg.connect(ADMIN, autocommit=True)
+                except psycopg.Error:
+                    pass
 
     def stop(self) -> int:
         self._stop.set()
@@ -159,20 +172,24 @@ def run(workers: int, trial_seconds: float, args: argparse.Namespace, via_proxy:
                 procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                               env={**os.environ, "PYTHONPATH": str(ROOT)}))
                 first += size
+            faults = Faults(args, name, url, procs, sizes, start)
             reports: list[dict[str, Any]] = []
             for p in procs:
                 out, err = p.communicate()
+                if p in faults.killed:
+                    continue
                 if p.returncode != 0:
                     raise RuntimeError(f"replay process failed ({p.returncode}): {err.strip().splitlines()[-3:]}")
                 reports += json.loads(out.strip().splitlines()[-1])
             wall = time.perf_counter() - start
+            faults.join()
             connections = peak.stop()
             commits = transactions(database) - commits0
             if server is not None:
                 server.terminate()
                 server.wait()
             study = optuna.load_study(study_name=name, storage=url)
-            faults = lost_and_duplicated(study)
+            losses = lost_and_duplicated(study)
             trials = study.get_trials(deepcopy=False)
             n_evals = math.ceil(64000 / 16000)
             pause = trial_seconds / n_evals / args.compress
@@ -183,7 +200,7 @@ def run(workers: int, trial_seconds: float, args: argparse.Namespace, via_proxy:
             span = (max(ends) - min(starts)).total_seconds()  # first trial's start to last trial's end
             steady = steady_state(trials, workers, pause)
             claims = sorted(c for r in reports for c in r["claim_seconds"])
-            ended = faults["ended"]
+            ended = losses["ended"]
             complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
             return {
                 "path": "proxy" if via_proxy else "direct", "workers": workers, "processes": processes,
@@ -197,13 +214,75 @@ def run(workers: int, trial_seconds: float, args: argparse.Namespace, via_proxy:
                 "sql_statements_per_trial": round(sum(r["statements"] for r in reports) / max(ended, 1), 1)
                 if not via_proxy else None,
                 "sql_seconds_per_trial": round(sum(r["storage_seconds"] for r in reports) / max(ended, 1), 3),
-                "peak_connections": connections, "lost": faults["lost"], "duplicated": faults["duplicated"],
-                "running_left": faults["running"], "waiting_left": faults["waiting"],
+                "peak_connections": connections, "lost": losses["lost"], "duplicated": losses["duplicated"],
+                "running_left": losses["running"], "waiting_left": losses["waiting"], **faults.row(trials),
                 "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
                 "best": round(min(float(t.value) for t in complete), 2) if complete else None,  # type: ignore[arg-type]
             }
     finally:
         drop_database(database)
+
+
+class Faults:
+    """``--kill`` and ``--restart-db`` during a run, from a thread; what they did, for the row."""
+
+    def __init__(self, args: argparse.Namespace, name: str, url: str, procs: list[subprocess.Popen[str]],
+                 sizes: list[int], start: float) -> None:
+        self.args, self.name, self.url, self.procs, self.sizes, self.start = args, name, url, procs, sizes, start
+        self.killed: list[subprocess.Popen[str]] = []
+        self.killed_workers, self.killed_trials, self.restart_s = 0, 0, None
+        self.restart_at: float | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        if args.kill or args.restart_db is not None:
+            self._thread.start()
+
+    def _run(self) -> None:
+        if self.args.kill:
+            self._kill()
+        if self.args.restart_db is not None:
+            time.sleep(max(0.0, self.start + self.args.restart_db - time.perf_counter()))
+            self.restart_at = time.time()
+            t0 = time.perf_counter()
+            subprocess.run(self.args.restart_command, shell=True, check=True)
+            self.restart_s = round(time.perf_counter() - t0, 1)
+
+    def _kill(self) -> None:
+        """Once every worker runs a trial, SIGKILL the processes holding the first ``--kill`` share of workers."""
+        import signal
+
+        import optuna
+
+        from search import attrs
+
+        workers = sum(self.sizes)
+        study = optuna.load_study(study_name=self.name, storage=self.url)
+        while True:
+            running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+            if len(running) >= workers or any(p.poll() is not None for p in self.procs):
+                break
+            time.sleep(0.5)
+        time.sleep(self.args.kill_after)  # mid-trial, past the first checkpoints
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        for p, size in zip(self.procs, self.sizes, strict=True):
+            if self.killed_workers >= self.args.kill * workers:
+                break
+            p.send_signal(signal.SIGKILL)
+            self.killed.append(p)
+            self.killed_workers += size
+            self.killed_trials += sum(t.user_attrs.get(attrs.DEVICE, "").endswith(f":{p.pid}") for t in running)
+
+    def join(self) -> None:
+        if self._thread.is_alive() or self._thread.ident is not None:
+            self._thread.join()
+
+    def row(self, trials: list[Any]) -> dict[str, Any]:
+        from search import attrs
+
+        if not self.args.kill and self.args.restart_db is None:
+            return {}
+        retried = sum(t.system_attrs.get(attrs.FAILED_TRIAL) is not None for t in trials)
+        return {"killed_workers": self.killed_workers, "killed_running_trials": self.killed_trials,
+                "db_restart_s": self.restart_s, "retries": retried}
 
 
 def steady_state(trials: list[Any], workers: int, pause: float) -> dict[str, Any]:
@@ -266,6 +345,10 @@ def main() -> None:
     ap.add_argument("--ask-sizes", type=int, nargs="*", default=[])
     ap.add_argument("--paths", nargs="+", default=["direct"], choices=["direct", "proxy"])
     ap.add_argument("--proxy-threads", type=int, default=16)
+    ap.add_argument("--kill", type=float, default=0.0, help="SIGKILL processes holding this share of the workers")
+    ap.add_argument("--kill-after", type=float, default=20.0, help="seconds after every worker is busy")
+    ap.add_argument("--restart-db", type=float, default=None, help="restart PostgreSQL this many seconds in")
+    ap.add_argument("--restart-command", default="pg_ctlcluster 15 main restart -m fast")
     ap.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
     args = ap.parse_args()
     rows: list[dict[str, Any]] = []

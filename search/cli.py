@@ -240,7 +240,7 @@ def proxy(
     if threads < 1:
         raise ConfigError(f"threads must be >= 1, but got {threads=}.")
     typer.echo(f"serving {redact(url)} on grpc://{host}:{port}", err=True)
-    serve(make_storage(url), host=host, port=port, threads=threads)
+    serve(make_storage(url, pool=threads), host=host, port=port, threads=threads)
 
 
 @app.command()

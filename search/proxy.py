@@ -11,7 +11,7 @@ What RDBStorage gives a worker and the proxy does not, designed here on the stor
   the wall-clock time into its system attribute ``attrs.PROXY_HEARTBEAT`` every ``heartbeat_interval``
   seconds; ``fail_stale`` (every worker calls it before claiming, as it calls Optuna's ``fail_stale_trials``)
   fails a RUNNING trial whose heartbeat (or start) is older than ``grace_period`` and re-enqueues it with
-  Optuna's ``RetryFailedTrialCallback``, exactly once: the state change is atomic in the database, so of two
+  Optuna's retry callback, exactly once: the state change is atomic in the database, so of two
   workers that see the same stale trial one wins and the other gets ``UpdateFinishedTrialError``. Clocks of
   worker machines must agree to well within the grace period (NTP).
 - **The study lock.** Claiming a WAITING trial needs none (the RUNNING transition is atomic). Creating the
@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -34,7 +35,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import optuna
-from optuna.storages import RetryFailedTrialCallback
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from search import attrs
@@ -97,25 +98,32 @@ def heartbeat(storage: Any, trial_id: int, interval: float) -> Iterator[None]:
 
 def fail_stale(study: optuna.Study, grace_period: float, max_retry: int) -> list[int]:
     """Fail RUNNING trials whose heartbeat is older than ``grace_period`` and re-enqueue each once."""
-    storage = study._storage  # noqa: SLF001 - the study's storage (optuna is bounded in pyproject.toml)
     now, failed = time.time(), []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         # a retry inherits its dead trial's system attributes (Optuna's RetryFailedTrialCallback), heartbeat included:
         # a beat from before the trial started is the dead trial's, not this one's
         started = t.datetime_start.timestamp() if t.datetime_start else now
         last = max(float(t.system_attrs.get(attrs.PROXY_HEARTBEAT, started)), started)
-        if now - last <= grace_period:
-            continue
-        try:
-            if not storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
-                continue
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # another worker failed it first
-        RetryFailedTrialCallback(max_retry=max_retry, inherit_intermediate_values=True)(
-            study, storage.get_trial(t._trial_id))
-        failed.append(t.number)
-        log.warning("trial %d: its worker stopped sending heartbeats; failed and re-enqueued", t.number)
+        if now - last > grace_period and fail_and_retry(study, t._trial_id, max_retry):
+            failed.append(t.number)
+            log.warning("trial %d: its worker stopped sending heartbeats; failed and re-enqueued", t.number)
     return failed
+
+
+def fail_and_retry(study: optuna.Study, trial_id: int, max_retry: int) -> bool:
+    """Fail a RUNNING trial and re-enqueue it once (Optuna's retry callback); False when another
+    worker ended it first (the state change is atomic in the database)."""
+    storage = study._storage  # noqa: SLF001
+    try:
+        if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+            return False
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry, inherit_intermediate_values=True)
+    retry(study, storage.get_trial(trial_id))
+    return True
 
 
 def surplus(study: optuna.Study, created: FrozenTrial, target: int, counts: Any) -> bool:
@@ -132,4 +140,4 @@ def surplus(study: optuna.Study, created: FrozenTrial, target: int, counts: Any)
     return True
 
 
-__all__ = ["SCHEME", "fail_stale", "heartbeat", "is_proxy_url", "proxy_client", "serve", "surplus"]
+__all__ = ["SCHEME", "fail_and_retry", "fail_stale", "heartbeat", "is_proxy_url", "proxy_client", "serve", "surplus"]

@@ -14,6 +14,7 @@ from optuna.trial import FrozenTrial
 from search import attrs
 from search.registries import PRUNERS
 from search.spec import Guard, StudySpec
+from search.storage import FinishedTrials, rdb_backend
 
 
 def guard_reason(history: Sequence[dict[str, float]], guard: Guard) -> str | None:
@@ -43,11 +44,20 @@ class LossGuardPruner(BasePruner):
     def __init__(self, guard: Guard, wrapped: BasePruner | None = None) -> None:
         self.guard = guard
         self.wrapped = wrapped
+        self._finished: FinishedTrials | None = None  # the study's finished trials, each loaded once
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         if guard_reason(trial.user_attrs.get(attrs.LOSSES, []), self.guard) is not None:
             return True
-        return self.wrapped.prune(study, trial) if self.wrapped is not None else False
+        if self.wrapped is None:
+            return False
+        if isinstance(self.wrapped, optuna.pruners.PercentilePruner):  # (the median pruner too) reads COMPLETE only
+            rdb = rdb_backend(study)
+            if rdb is not None:
+                if self._finished is None or self._finished._study is not study:  # noqa: SLF001
+                    self._finished = FinishedTrials(study, rdb)
+                return self.wrapped.prune(self._finished, trial)  # type: ignore[arg-type]
+        return self.wrapped.prune(study, trial)
 
 
 # ---------------------------------------------------------------- pruners: (spec, args) -> BasePruner

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import fcntl
+import functools
 import hashlib
 import logging
 import re
 import sqlite3
 import threading
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,9 +20,10 @@ from typing import Any
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-from sqlalchemy import text
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy import select, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from search.errors import StorageError
@@ -74,12 +78,68 @@ def check_url(url: str) -> URL:
     return parsed
 
 
-def make_storage(url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None,
-                 max_retry: int = 2, create: bool = False) -> RDBStorage:
-    """An RDBStorage for ``url`` (sqlite/postgresql/mysql) with heartbeats and retry of dead workers' trials.
+_UNDER_LOCK = threading.local()  # depth of study_lock in this thread: calls made under it are not retried
 
-    Connections are not pooled (NullPool): dozens of workers then hold at most one connection each,
-    and only while they talk to the database.
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it: Optuna wraps driver errors) says the database could not be reached or
+    dropped the connection: a restart, a failover, a network cut, a deadlock victim. Such a call may be repeated."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, (OperationalError, InterfaceError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+class ResilientRDBStorage(RDBStorage):
+    """Optuna's RDBStorage that waits out a database outage: a call that fails because the server cannot be reached
+    (``is_outage``) is repeated with back-off for up to ``outage_seconds``, so a PostgreSQL restart pauses the trials
+    instead of failing them. Two exceptions: a call made under the study lock is not repeated (the server dropped
+    the lock with the connection: the claim is abandoned and started over, see ``search.worker``), and heartbeats
+    are not (a missed beat is simply the next one)."""
+
+    outage_seconds = 300.0
+
+
+def _repeat_through_outages(method: Any) -> Any:
+    @functools.wraps(method)
+    def call(self: ResilientRDBStorage, *args: Any, **kwargs: Any) -> Any:
+        delay, deadline = 0.5, time.monotonic() + self.outage_seconds
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as exc:
+                if getattr(_UNDER_LOCK, "depth", 0) or not is_outage(exc) or time.monotonic() + delay > deadline:
+                    raise
+                log.warning("database unreachable (%s); %s again in %.1f s", type(exc).__name__, method.__name__,
+                            delay)
+                time.sleep(delay)
+                delay = min(2 * delay, 10.0)
+
+    return call
+
+
+for _name in ("create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
+              "get_study_id_from_name", "get_study_name_from_id", "get_study_directions", "get_study_user_attrs",
+              "get_study_system_attrs", "get_all_studies", "create_new_trial", "set_trial_param",
+              "get_trial_id_from_study_id_trial_number", "get_trial_param", "set_trial_state_values",
+              "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr", "get_trial",
+              "_get_trials", "get_best_trial", "get_trial_user_attrs", "get_trial_system_attrs",
+              "_get_stale_trial_ids"):
+    setattr(ResilientRDBStorage, _name, _repeat_through_outages(getattr(RDBStorage, _name)))
+
+
+def make_storage(url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None,
+                 max_retry: int = 2, create: bool = False, pool: int = 0) -> RDBStorage:
+    """An RDBStorage for ``url`` (sqlite/postgresql/mysql) with heartbeats and retry of dead workers' trials; on a
+    database server it waits out outages (``ResilientRDBStorage``).
+
+    Workers' connections are not pooled (NullPool): dozens of workers then hold at most one connection each,
+    and only while they talk to the database. A storage proxy serving many workers keeps ``pool`` connections
+    open instead (one per serving thread; opening one per request cost it a fifth of its time).
     """
     if is_proxy_url(url):  # a storage proxy (search/proxy.py) holds the database connections
         return proxy_client(url)  # type: ignore[no-any-return]
@@ -89,13 +149,17 @@ def make_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
         _prepare_sqlite(url, create)
         engine["connect_args"] = {"timeout": 60}
     else:
-        engine["poolclass"] = NullPool
+        if pool:  # checked on checkout: a database restart costs a reconnect, not a failed request
+            engine.update(pool_size=pool, max_overflow=0, pool_timeout=300)
+        else:
+            engine["poolclass"] = NullPool
         engine["pool_pre_ping"] = True
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry, inherit_intermediate_values=True)
-            return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_interval,
+            kind = RDBStorage if parsed.get_backend_name() == "sqlite" else ResilientRDBStorage
+            return kind(url, engine_kwargs=engine, heartbeat_interval=heartbeat_interval,
                               grace_period=grace_period,
                               heartbeat_stale_trial_callback=retry if heartbeat_interval else None)
     except Exception as exc:  # driver errors carry the URL: never show it unredacted
@@ -144,19 +208,66 @@ def study_lock(storage: Any, study_name: str) -> Iterator[None]:
     with _process_lock(f"{url.render_as_string(hide_password=True)}|{study_name}"), storage.engine.connect() as conn:
         if backend == "postgresql":
             key = int.from_bytes(digest[:8], "big", signed=True)
+            args: dict[str, Any] = {"k": key}
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
-            try:
-                yield
-            finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            unlock = text("SELECT pg_advisory_unlock(:k)")
         else:
             name = f"gan-search-{digest.hex()[:40]}"  # MySQL lock names are at most 64 characters
             while conn.execute(text("SELECT GET_LOCK(:n, 60)"), {"n": name}).scalar() != 1:
                 log.warning("waiting for the claim lock of study %s", study_name)
+            unlock, args = text("SELECT RELEASE_LOCK(:n)"), {"n": name}
+        _UNDER_LOCK.depth = getattr(_UNDER_LOCK, "depth", 0) + 1
+        try:
+            yield
+        finally:
+            _UNDER_LOCK.depth -= 1
             try:
-                yield
-            finally:
-                conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": name})
+                conn.execute(unlock, args)
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                log.warning("the study lock's connection was lost (%s); the server released the lock with it",
+                            type(exc).__name__)
+
+
+def rdb_backend(study: optuna.Study) -> RDBStorage | None:
+    """The study's RDBStorage under Optuna's cache, or None (a storage proxy, in-memory)."""
+    storage = study._storage  # noqa: SLF001 - optuna is bounded in pyproject.toml
+    backend = getattr(storage, "_backend", storage)
+    return backend if isinstance(backend, RDBStorage) else None
+
+
+class FinishedTrials:
+    """The study as a pruner that reads only finished trials sees it (the median and percentile pruners): finished
+    trials never change, so each is loaded once into this cache, and a read costs one query of ids. Through the
+    study itself every read reloads every RUNNING trial's body (Optuna's cache holds finished trials only): with
+    256 workers, each report cost 256 trial loads. Any other read goes to the study."""
+
+    FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+    def __init__(self, study: optuna.Study, rdb: RDBStorage) -> None:
+        self._study, self._rdb = study, rdb
+        self._trials: dict[int, FrozenTrial] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+        if states is None or any(s not in self.FINISHED for s in states):  # type: ignore[attr-defined]
+            return self._study.get_trials(deepcopy=deepcopy, states=states)
+        from optuna.storages._rdb.models import TrialModel
+
+        study_id = self._study._study_id  # noqa: SLF001
+        with self._rdb.engine.connect() as conn:
+            ids = {int(r[0]) for r in conn.execute(select(TrialModel.trial_id).where(
+                TrialModel.study_id == study_id, TrialModel.state.in_(self.FINISHED)))}
+        new = ids - self._trials.keys()
+        if new:  # exactly the new ones: ids above max(new) are excluded by the state filter or were finished too
+            for t in self._rdb._get_trials(study_id, states=self.FINISHED, included_trial_ids=new,  # noqa: SLF001
+                                           trial_id_greater_than=max(new)):
+                self._trials[t._trial_id] = t  # noqa: SLF001
+        trials = sorted((t for t in self._trials.values() if t.state in states), key=lambda t: t.number)
+        return copy.deepcopy(trials) if deepcopy else trials
 
 
 def artifact_store(path: str | Path) -> FileSystemArtifactStore:

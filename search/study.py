@@ -9,11 +9,11 @@ unstarted rows behind.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import select
 
@@ -23,6 +23,7 @@ from search.pruners import build_pruner
 from search.samplers import build_sampler
 from search.spec import StudySpec
 from search.storage import make_storage
+from search.storage import rdb_backend as _rdb
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +63,6 @@ def counted(t: FrozenTrial, retried: set[int]) -> bool:
     return not replaced and attrs.CONFIRM not in t.user_attrs
 
 
-def _rdb(study: optuna.Study) -> RDBStorage | None:
-    """The study's RDBStorage under Optuna's cache, or None (a storage proxy, in-memory)."""
-    storage = study._storage  # noqa: SLF001 - optuna is bounded in pyproject.toml
-    backend = getattr(storage, "_backend", storage)
-    return backend if isinstance(backend, RDBStorage) else None
-
-
 def _trial_rows(study: optuna.Study, state: TrialState | None = None) -> list[int] | None:
     """The ids of the study's trials (in ``state``), by number, read from the trials table alone (no params,
     attributes or values): the claim runs under the study lock, and loading every running trial there made
@@ -83,6 +77,24 @@ def _trial_rows(study: optuna.Study, state: TrialState | None = None) -> list[in
         query = query.where(TrialModel.state == state)
     with rdb.engine.connect() as conn:
         return [int(r[0]) for r in conn.execute(query.order_by(TrialModel.number))]
+
+
+def orphaned_trials(study: optuna.Study, older_than: float) -> list[int]:
+    """Ids of RUNNING trials that never recorded a heartbeat and started over ``older_than`` seconds ago: their
+    worker died, or lost the database, between claiming and its first beat. Optuna's ``fail_stale_trials`` judges
+    only trials with a heartbeat, so without this sweep such a row stayed RUNNING forever. [] without an RDB."""
+    rdb = _rdb(study)
+    if rdb is None or not rdb.get_heartbeat_interval():
+        return []
+    from optuna.storages._rdb.models import TrialHeartbeatModel, TrialModel
+
+    query = (select(TrialModel.trial_id, TrialModel._datetime_start_utc)  # noqa: SLF001 - naive UTC (optuna 5.0)
+             .outerjoin(TrialHeartbeatModel, TrialHeartbeatModel.trial_id == TrialModel.trial_id)
+             .where(TrialModel.study_id == study._study_id, TrialModel.state == TrialState.RUNNING,  # noqa: SLF001
+                    TrialHeartbeatModel.trial_id.is_(None)))
+    cutoff = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=older_than)
+    with rdb.engine.connect() as conn:
+        return [int(i) for i, start in conn.execute(query) if start is not None and start < cutoff]
 
 
 def planned_trials(study: optuna.Study) -> int:

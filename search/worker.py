@@ -27,8 +27,8 @@ from search.pruners import build_pruner
 from search.samplers import PER_TRIAL_SEED, build_sampler, trial_seed
 from search.schedulers import scheduler_for
 from search.spec import StudySpec
-from search.storage import artifact_store, load_study, make_storage, redact, study_lock
-from search.study import stored_spec, take_waiting
+from search.storage import artifact_store, is_outage, load_study, make_storage, redact, study_lock
+from search.study import orphaned_trials, stored_spec, take_waiting
 from trainer.errors import Diverged
 
 if TYPE_CHECKING:  # the training path imports torch; a replay worker never does (search/replay.py)
@@ -84,23 +84,26 @@ def _claim(study: optuna.Study, spec: StudySpec, storage: Any, new_trials: bool,
     never take the same trial nor create more than planned.
     """
     locked = isinstance(storage, RDBStorage)
-    with study_lock(storage, study.study_name):
-        claimed = take_waiting(study)
-        if claimed is None and new_trials:
-            claimed = scheduler_for(spec).refill(study, store, locked=locked)
-    if claimed is None:
-        return None
-    refresh = getattr(study._storage, "_read_trials_from_remote_storage", None)  # noqa: SLF001 - optuna is bounded
-    if refresh is not None:  # Optuna's trial cache learns of the trial claimed from the table, outside the lock
-        refresh(study._study_id)  # noqa: SLF001
-    beat = ExitStack()  # alive from the claim on: the sampler's work may take longer than the grace period
-    beat.enter_context(_heartbeat(storage, claimed._trial_id, spec.heartbeat_interval))
-    try:
-        trial = open_trial(study, spec, claimed)
-    except BaseException:
-        beat.close()
-        raise
-    return Claimed(trial, beat)
+    while True:
+        with study_lock(storage, study.study_name):
+            claimed = take_waiting(study)
+            if claimed is None and new_trials:
+                claimed = scheduler_for(spec).refill(study, store, locked=locked)
+        if claimed is None:
+            return None
+        refresh = getattr(study._storage, "_read_trials_from_remote_storage", None)  # noqa: SLF001 - optuna is bounded
+        if refresh is not None:  # Optuna's trial cache learns of the trial claimed from the table, outside the lock
+            refresh(study._study_id)  # noqa: SLF001
+        beat = ExitStack()  # alive from the claim on: the sampler's work may take longer than the grace period
+        try:
+            beat.enter_context(_heartbeat(storage, claimed._trial_id, spec.heartbeat_interval))
+            return Claimed(open_trial(study, spec, claimed), beat)
+        except optuna.exceptions.UpdateFinishedTrialError:  # failed as stale before its first heartbeat landed
+            beat.close()
+            _finished_elsewhere(claimed)  # its retry is WAITING: claim again
+        except BaseException:
+            beat.close()
+            raise
 
 
 def open_trial(study: optuna.Study, spec: StudySpec, claimed: FrozenTrial) -> optuna.Trial:
@@ -121,6 +124,28 @@ def _fail_stale(study: optuna.Study, spec: StudySpec, storage: Any) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         fail_stale_trials(study)
+    for trial_id in orphaned_trials(study, spec.grace_period):
+        if proxy.fail_and_retry(study, trial_id, spec.max_retry):
+            log.warning("trial id %d was claimed but never sent a heartbeat; failed and re-enqueued", trial_id)
+
+
+class Outage:
+    """How long the database has been unreachable for this worker; waits with back-off, gives up after ``limit``."""
+
+    def __init__(self, limit: float = 600.0) -> None:
+        self.limit, self.since, self.delay = limit, 0.0, 0.5
+
+    def wait(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        self.since = self.since or now
+        if now - self.since > self.limit:
+            raise exc
+        log.warning("database unreachable (%s); trying again in %.1f s", type(exc).__name__, self.delay)
+        time.sleep(self.delay)
+        self.delay = min(2 * self.delay, 10.0)
+
+    def over(self) -> None:
+        self.since, self.delay = 0.0, 0.5
 
 
 @dataclass
@@ -201,17 +226,31 @@ def work(study_name: str, storage_url: str, *, artifacts: str | None = None, dev
                             time.perf_counter() - start >= timeout, new_trials)
         return WorkerReport(worker, done, time.perf_counter() - start, timer.seconds, timer.statements)
     done, claims = 0, []
+    outage = Outage()
     while timeout is None or time.perf_counter() - start < timeout:
-        _fail_stale(study, spec, storage)
         t0 = time.perf_counter()
-        claimed = _claim(study, spec, storage, new_trials, store)
+        try:
+            _fail_stale(study, spec, storage)
+            claimed = _claim(study, spec, storage, new_trials, store)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            outage.wait(exc)  # the database is restarting or unreachable: claim again once it answers
+            continue
+        outage.over()
         claims.append(time.perf_counter() - t0)
         if claimed is None:
             if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 time.sleep(min(spec.heartbeat_interval, 5))  # a running trial may still go stale
                 continue
             break
-        run_trial(study, claimed.trial, runner, spec, storage, claimed.heartbeat)
+        try:
+            run_trial(study, claimed.trial, runner, spec, storage, claimed.heartbeat)
+        except Exception as exc:  # out longer than the storage waits: the trial goes stale and is retried
+            if not is_outage(exc):
+                raise
+            outage.wait(exc)
+            continue
         done += 1
     return WorkerReport(worker, done, time.perf_counter() - start, timer.seconds, timer.statements, claims)
 
@@ -329,6 +368,8 @@ def record_outcome(study: optuna.Study, trial: optuna.Trial, spec: StudySpec, ou
         requeue(study, trial, spec)
         raise
     except Exception as exc:  # a bad combination, out of memory...: record it, the study goes on
+        if is_outage(exc):  # not the trial's fault: left RUNNING, it goes stale and its retry resumes
+            raise
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         trial.set_user_attr(attrs.FAIL_REASON, reason[:500])
         log.warning("trial %d failed: %s", trial.number, reason, exc_info=log.isEnabledFor(logging.DEBUG))
@@ -349,7 +390,7 @@ def requeue(study: optuna.Study, trial: optuna.Trial, spec: StudySpec) -> None:
     log.warning("trial %d interrupted; it is re-enqueued and resumes from its checkpoint", trial.number)
 
 
-def _finished_elsewhere(trial: optuna.Trial) -> None:
+def _finished_elsewhere(trial: optuna.Trial | FrozenTrial) -> None:
     """Another worker failed this trial as stale (no heartbeat within the grace period) and re-enqueued it."""
     log.warning("trial %d was failed as stale by another worker while it ran here (a heartbeat was late); "
                 "its retry counts instead of it", trial.number)
