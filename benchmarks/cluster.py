@@ -95,7 +95,8 @@ class ConnectionPeak:
         return self.peak
 
 
-def make_study(url: str, workers: int, trials_per_worker: int, artifacts: str, study_file: Path) -> str:
+def make_study(url: str, workers: int, trials_per_worker: int, artifacts: str, study_file: Path,
+               connections: int = 0) -> str:
     from search.schedulers import scheduler_for
     from search.spec import StudySpec
     from search.study import create_or_load_study
@@ -104,7 +105,7 @@ def make_study(url: str, workers: int, trials_per_worker: int, artifacts: str, s
     raw["name"] = f"cluster-{workers}"
     raw["budget"] = {**raw["budget"], "n_trials": workers * trials_per_worker}
     raw["storage"] = {**raw.get("storage", {}), "url": url, "artifacts": artifacts, "heartbeat_interval": 10,
-                      "grace_period": 60}
+                      "grace_period": 60, "connections": connections}
     spec = StudySpec.from_dict(raw, source="cluster benchmark")
     study = create_or_load_study(spec)
     scheduler_for(spec).plan(study, spec.n_trials)
@@ -149,7 +150,7 @@ def run(workers: int, trial_seconds: float, args: argparse.Namespace, via_proxy:
     database, url = new_database()
     try:
         with tempfile.TemporaryDirectory() as artifacts:
-            name = make_study(url, workers, args.trials_per_worker, artifacts, args.study)
+            name = make_study(url, workers, args.trials_per_worker, artifacts, args.study, args.connections)
             processes = max(1, min(args.processes, workers))
             sizes = [workers // processes + (1 if i < workers % processes else 0) for i in range(processes)]
             server = None
@@ -204,6 +205,7 @@ def run(workers: int, trial_seconds: float, args: argparse.Namespace, via_proxy:
             complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
             return {
                 "path": "proxy" if via_proxy else "direct", "workers": workers, "processes": processes,
+                "connections": args.connections,
                 "trial_seconds": trial_seconds, "compress": args.compress,
                 "trials": ended, "wall_s": round(wall, 1), "span_s": round(span, 1),
                 "trials_per_min": round(ended / span * 60, 1), "ideal_trials_per_min": round(ended / ideal_wall * 60, 1),
@@ -345,6 +347,8 @@ def main() -> None:
     ap.add_argument("--ask-sizes", type=int, nargs="*", default=[])
     ap.add_argument("--paths", nargs="+", default=["direct"], choices=["direct", "proxy"])
     ap.add_argument("--proxy-threads", type=int, default=16)
+    ap.add_argument("--connections", type=int, default=0,
+                    help="storage.connections: connections each worker keeps open (0: one per call)")
     ap.add_argument("--kill", type=float, default=0.0, help="SIGKILL processes holding this share of the workers")
     ap.add_argument("--kill-after", type=float, default=20.0, help="seconds after every worker is busy")
     ap.add_argument("--restart-db", type=float, default=None, help="restart PostgreSQL this many seconds in")

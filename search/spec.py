@@ -98,6 +98,7 @@ class StudySpec:
     grace_period: int = 30  # a RUNNING trial without heartbeat for this long is failed and retried
     max_retry: int = 2  # retries of a trial whose worker died
     keep_grids: int = 5  # trials ending among this many best keep every evaluation's grid; others first and last
+    connections: int = 0  # database connections a worker keeps open (0: one per call, closed after it)
     scheduler: Pbt | None = None  # population-based training (search/pbt.py) instead of independent trials
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)  # the file as written
 
@@ -189,7 +190,8 @@ class StudySpec:
         guard = Guard(**guard_raw)
 
         storage_raw = _mapping(raw.get("storage", {}), "storage", err)
-        _only(storage_raw, ("url", "artifacts", "heartbeat_interval", "grace_period", "max_retry", "keep_grids"),
+        _only(storage_raw, ("url", "artifacts", "heartbeat_interval", "grace_period", "max_retry", "keep_grids",
+                            "connections"),
               "storage", err)
         n_trials = budget.get("n_trials", 20)
         if not isinstance(n_trials, int) or n_trials < 1:
@@ -197,11 +199,11 @@ class StudySpec:
         timeout = budget.get("timeout")
         if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
             raise err("budget.timeout", f"must be a number of seconds > 0, but got {timeout!r}.")
-        for key in ("heartbeat_interval", "grace_period", "max_retry", "keep_grids"):
+        for key in ("heartbeat_interval", "grace_period", "max_retry", "keep_grids", "connections"):
             value = storage_raw.get(key, 1)
-            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if key in ("max_retry", "keep_grids") else 1):
-                raise err(f"storage.{key}", f"must be an int >= {0 if key in ('max_retry', 'keep_grids') else 1}, "
-                                            f"but got {value!r}.")
+            low = 0 if key in ("max_retry", "keep_grids", "connections") else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise err(f"storage.{key}", f"must be an int >= {low}, but got {value!r}.")
         spec = cls(
             name=name, train=train, space=space, warm_start=warm_start, objective=objective, direction=direction,
             sampler=sampler, pruner=pruner, guard=guard, n_trials=n_trials, timeout=timeout,
@@ -209,7 +211,7 @@ class StudySpec:
             artifacts=storage_raw.get("artifacts", DEFAULT_ARTIFACTS),
             heartbeat_interval=storage_raw.get("heartbeat_interval", 10),
             grace_period=storage_raw.get("grace_period", 30), max_retry=storage_raw.get("max_retry", 2),
-            keep_grids=storage_raw.get("keep_grids", 5), raw=dict(raw),
+            keep_grids=storage_raw.get("keep_grids", 5), connections=storage_raw.get("connections", 0), raw=dict(raw),
         )
         scheduler = _scheduler(raw.get("scheduler"), space, train, err)
         if scheduler is not None:

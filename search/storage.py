@@ -137,9 +137,10 @@ def make_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
     """An RDBStorage for ``url`` (sqlite/postgresql/mysql) with heartbeats and retry of dead workers' trials; on a
     database server it waits out outages (``ResilientRDBStorage``).
 
-    Workers' connections are not pooled (NullPool): dozens of workers then hold at most one connection each,
-    and only while they talk to the database. A storage proxy serving many workers keeps ``pool`` connections
-    open instead (one per serving thread; opening one per request cost it a fifth of its time).
+    By default connections are not pooled (NullPool): dozens of workers then hold at most one connection each, and
+    only while they talk to the database. With ``pool=K`` (a proxy: one per serving thread; a worker: the study
+    file's ``storage.connections``) K connections stay open: a new connection per call costs a server process and
+    a login each time, which on a small server becomes the limit (BENCHMARKS.md, "Cluster scale").
     """
     if is_proxy_url(url):  # a storage proxy (search/proxy.py) holds the database connections
         return proxy_client(url)  # type: ignore[no-any-return]
@@ -150,7 +151,7 @@ def make_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
         engine["connect_args"] = {"timeout": 60}
     else:
         if pool:  # checked on checkout: a database restart costs a reconnect, not a failed request
-            engine.update(pool_size=pool, max_overflow=0, pool_timeout=300)
+            engine.update(pool_size=pool, max_overflow=2, pool_timeout=300)  # +2: a lock and a heartbeat at once
         else:
             engine["poolclass"] = NullPool
         engine["pool_pre_ping"] = True
@@ -217,10 +218,12 @@ def study_lock(storage: Any, study_name: str) -> Iterator[None]:
                 log.warning("waiting for the claim lock of study %s", study_name)
             unlock, args = text("SELECT RELEASE_LOCK(:n)"), {"n": name}
         _UNDER_LOCK.depth = getattr(_UNDER_LOCK, "depth", 0) + 1
+        _UNDER_LOCK.conn = conn
         try:
             yield
         finally:
             _UNDER_LOCK.depth -= 1
+            _UNDER_LOCK.conn = None
             try:
                 conn.execute(unlock, args)
             except Exception as exc:
@@ -228,6 +231,12 @@ def study_lock(storage: Any, study_name: str) -> Iterator[None]:
                     raise
                 log.warning("the study lock's connection was lost (%s); the server released the lock with it",
                             type(exc).__name__)
+
+
+def lock_connection() -> Any:
+    """The connection holding this thread's study lock (PostgreSQL, MySQL), or None: reads under the lock use it
+    instead of opening connections of their own (each one a server round trip or more while every worker waits)."""
+    return getattr(_UNDER_LOCK, "conn", None)
 
 
 def rdb_backend(study: optuna.Study) -> RDBStorage | None:

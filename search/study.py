@@ -8,6 +8,7 @@ unstarted rows behind.
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +23,7 @@ from search.errors import StudyError
 from search.pruners import build_pruner
 from search.samplers import build_sampler
 from search.spec import StudySpec
-from search.storage import make_storage
+from search.storage import lock_connection, make_storage
 from search.storage import rdb_backend as _rdb
 
 log = logging.getLogger(__name__)
@@ -75,8 +76,43 @@ def _trial_rows(study: optuna.Study, state: TrialState | None = None) -> list[in
     query = select(TrialModel.trial_id).where(TrialModel.study_id == study._study_id)  # noqa: SLF001
     if state is not None:
         query = query.where(TrialModel.state == state)
+    return [int(r[0]) for r in _read(rdb, query.order_by(TrialModel.number))]
+
+
+def _read(rdb: Any, query: Any) -> list[Any]:
+    """Rows of ``query``, on the connection holding the study lock when this thread holds it (no new connection)."""
+    locked = lock_connection()
+    if locked is not None and locked.engine.url == rdb.engine.url:
+        rows = list(locked.execute(query))
+        locked.commit()  # ends the read's transaction (a fresh snapshot next time under MySQL); the lock is the session's
+        return rows
     with rdb.engine.connect() as conn:
-        return [int(r[0]) for r in conn.execute(query.order_by(TrialModel.number))]
+        return list(conn.execute(query))
+
+
+def _planned_rows(study: optuna.Study) -> int | None:
+    """``planned_trials`` from three narrow queries (states, the retry and surplus marks, the confirmations) instead
+    of every trial's body: at a study's end each of 256 workers made its last claim load all trials under the
+    lock. None without an RDB."""
+    rdb = _rdb(study)
+    if rdb is None:
+        return None
+    from optuna.storages._rdb.models import TrialModel, TrialSystemAttributeModel, TrialUserAttributeModel
+
+    sid = study._study_id  # noqa: SLF001
+    trials = _read(rdb, select(TrialModel.trial_id, TrialModel.number, TrialModel.state).where(TrialModel.study_id == sid))
+    marks = _read(rdb, select(TrialSystemAttributeModel.trial_id, TrialSystemAttributeModel.key,
+                              TrialSystemAttributeModel.value_json)
+                  .join(TrialModel, TrialModel.trial_id == TrialSystemAttributeModel.trial_id)
+                  .where(TrialModel.study_id == sid,
+                         TrialSystemAttributeModel.key.in_((attrs.FAILED_TRIAL, attrs.SURPLUS))))
+    confirms = {int(r[0]) for r in _read(rdb, select(TrialUserAttributeModel.trial_id)
+                                         .join(TrialModel, TrialModel.trial_id == TrialUserAttributeModel.trial_id)
+                                         .where(TrialModel.study_id == sid, TrialUserAttributeModel.key == attrs.CONFIRM))}
+    retried = {json.loads(v) for _, k, v in marks if k == attrs.FAILED_TRIAL} - {None}
+    surplus = {int(i) for i, k, v in marks if k == attrs.SURPLUS and json.loads(v)}
+    return sum(1 for i, number, state in trials if i not in confirms
+               and not (state == TrialState.FAIL and (number in retried or i in surplus)))
 
 
 def orphaned_trials(study: optuna.Study, older_than: float) -> list[int]:
@@ -99,6 +135,9 @@ def orphaned_trials(study: optuna.Study, older_than: float) -> list[int]:
 
 def planned_trials(study: optuna.Study) -> int:
     """Trials that count towards n_trials (``counted``)."""
+    rows = _planned_rows(study)
+    if rows is not None:
+        return rows
     trials = study.get_trials(deepcopy=False)
     retried = retried_numbers(trials)
     return sum(1 for t in trials if counted(t, retried))

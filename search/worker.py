@@ -200,7 +200,7 @@ def work(study_name: str, storage_url: str, *, artifacts: str | None = None, dev
     study = load_study(study_name, make_storage(storage_url))
     spec = stored_spec(study, storage_url)
     storage: Any = make_storage(storage_url, heartbeat_interval=spec.heartbeat_interval,
-                                grace_period=spec.grace_period, max_retry=spec.max_retry)
+                                grace_period=spec.grace_period, max_retry=spec.max_retry, pool=spec.connections)
     study = optuna.load_study(study_name=study_name, storage=storage, sampler=build_sampler(spec),
                               pruner=build_pruner(spec))
     store = artifact_store(artifacts or study.user_attrs.get(attrs.ARTIFACTS) or spec.artifacts)

@@ -190,3 +190,30 @@ def test_concurrent_claims_never_take_a_trial_twice(tmp_path: Path, db: str, req
     claimed = [n for r in results for n in r]
     assert sorted(claimed) == list(range(60))  # every trial claimed exactly once, exactly 60 in all
     assert len(study.get_trials(deepcopy=False)) == 60
+
+
+def test_the_plan_is_counted_from_narrow_queries_as_from_the_trials(tmp_path: Path, postgres_url: str) -> None:
+    """``planned_trials`` on a database reads states and marks only; it must count what ``counted`` counts: a failed
+    trial a retry replaces, a surplus row and a confirmation do not count."""
+    from search import attrs
+    from search.study import _planned_rows, counted, planned_trials, retried_numbers
+
+    raw = small_study("plan", tmp_path)
+    raw["storage"]["url"] = postgres_url
+    study = create_or_load_study(StudySpec.from_dict(raw))
+    for _ in range(2):
+        study.tell(study.ask(), 1.0)
+    dead = study.ask()
+    study.tell(dead, state=TrialState.FAIL)
+    extra = study.ask()
+    study._storage.set_trial_system_attr(extra._trial_id, attrs.SURPLUS, True)  # noqa: SLF001
+    study.tell(extra, state=TrialState.FAIL)
+    confirm = study.ask()
+    confirm.set_user_attr(attrs.CONFIRM, 0)
+    study.tell(study.ask(), state=TrialState.FAIL)  # failed, not retried: counts
+    study.enqueue_trial({})  # the dead trial's retry, WAITING
+    retry = study.get_trials()[-1]
+    study._storage.set_trial_system_attr(retry._trial_id, attrs.FAILED_TRIAL, dead.number)  # noqa: SLF001
+    trials = study.get_trials(deepcopy=False)
+    by_bodies = sum(1 for t in trials if counted(t, retried_numbers(trials)))
+    assert _planned_rows(study) == by_bodies == planned_trials(study) == 4  # 2 complete, the retry, the failed one
