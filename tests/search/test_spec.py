@@ -39,6 +39,7 @@ def test_shipped_study_files_are_valid(path: Path) -> None:
         ({"extra": 1}, "extra: unknown key"),
         ({"guard": {"grow_evals": "three"}}, "guard.grow_evals: must be an int >= 0"),
         ({"space": {"image_size": [8, 16]}}, "space.image_size: 'image_size' is shared by all trials"),
+        ({"storage": {"url": "sqlite:///x.db", "connections": -1}}, "storage.connections: must be an int >= 0"),
     ],
 )
 def test_invalid_study_files_name_the_key(tmp_path: Path, override: dict[str, object], message: str) -> None:
