@@ -120,9 +120,11 @@ def simulate(spec: StudySpec, curves: Curves, workers: int, hours: float, trial_
         store = FileSystemArtifactStore(folder)  # PBT removes old checkpoints through it; the simulation writes none
         while now <= hours * 3600:
             while idle:
-                frozen = take_waiting(study) or scheduler.refill(study, store)
-                if frozen is None:
+                trial_id = take_waiting(study)
+                trial_id = scheduler.refill(study, store) if trial_id is None else trial_id
+                if trial_id is None:
                     break
+                frozen = study._storage.get_trial(trial_id)  # noqa: SLF001
                 trial = open_trial(study, spec, frozen)
                 fixed = {p.name: getattr(spec.train, p.name) for p in space if hasattr(spec.train, p.name)}
                 params = {**fixed, **{k: v for k, v in suggest_values(trial, spec).items() if k != "seed"}}

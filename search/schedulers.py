@@ -37,19 +37,20 @@ class Scheduler:
         """Store the study-wide ``n_trials`` and enqueue what runs first (the warm starts not enqueued yet)."""
         return plan(study, n_trials, self.spec.warm_start)
 
-    def refill(self, study: optuna.Study, store: Any, locked: bool = True) -> FrozenTrial | None:
-        """With nothing WAITING: the next trial, already RUNNING for the caller, or None. Under the study lock; or,
-        through a storage proxy (``locked=False``), created first and failed as surplus if the plan was full."""
+    def refill(self, study: optuna.Study, store: Any, locked: bool = True) -> int | None:
+        """With nothing WAITING: the id of the next trial, already RUNNING for the caller, or None. Under the study
+        lock; or, through a storage proxy (``locked=False``), created first and failed as surplus if the plan was
+        full."""
         target = target_trials(study)
         if not room_for_more(study, target):
             return None
         storage = study._storage  # noqa: SLF001 - the study's own storage (optuna is bounded in pyproject.toml)
-        created = storage.get_trial(storage.create_new_trial(study._study_id))  # noqa: SLF001
+        created = storage.create_new_trial(study._study_id)  # noqa: SLF001
         if not locked:
             retried = retried_numbers(study.get_trials(deepcopy=False))
-            if surplus(study, created, target, lambda t: counted(t, retried)):
+            if surplus(study, storage.get_trial(created), target, lambda t: counted(t, retried)):
                 return None
-        return created
+        return int(created)
 
     def configure(self, trial: optuna.Trial, cfg: TrainConfig) -> TrainConfig:
         """The TrainConfig this trial trains (the sampler's values applied onto the study's)."""
@@ -84,7 +85,7 @@ class PopulationBased(Scheduler):
         set_target(study, n_trials)  # population x generations
         return pbt.plan_population(study, self.spec)
 
-    def refill(self, study: optuna.Study, store: Any, locked: bool = True) -> FrozenTrial | None:
+    def refill(self, study: optuna.Study, store: Any, locked: bool = True) -> int | None:
         if pbt.next_generation(study, self.spec, store):
             return take_waiting(study)
         return None

@@ -84,7 +84,8 @@ def _read(rdb: Any, query: Any) -> list[Any]:
     locked = lock_connection()
     if locked is not None and locked.engine.url == rdb.engine.url:
         rows = list(locked.execute(query))
-        locked.commit()  # ends the read's transaction (a fresh snapshot next time under MySQL); the lock is the session's
+        if locked.dialect.name != "postgresql":  # a fresh snapshot for the next read under MySQL's REPEATABLE READ
+            locked.commit()  # (the lock is the session's, not the transaction's)
         return rows
     with rdb.engine.connect() as conn:
         return list(conn.execute(query))
@@ -177,8 +178,9 @@ def set_target(study: optuna.Study, n_trials: int) -> None:
         study.set_user_attr(attrs.N_TRIALS, n_trials)
 
 
-def take_waiting(study: optuna.Study) -> FrozenTrial | None:
-    """Move the first WAITING trial to RUNNING for the caller (under the study lock), or None."""
+def take_waiting(study: optuna.Study) -> int | None:
+    """Move the first WAITING trial to RUNNING for the caller (under the study lock): its trial id, or None. (The
+    caller loads the trial after releasing the lock: every statement under it is one all the workers wait for.)"""
     storage = study._storage  # noqa: SLF001 - the study's own (cached) storage object; optuna is bounded in pyproject.toml
     ids = _trial_rows(study, TrialState.WAITING)
     if ids is None:
@@ -186,7 +188,7 @@ def take_waiting(study: optuna.Study) -> FrozenTrial | None:
     for trial_id in ids:
         try:
             if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
-                return storage.get_trial(trial_id)
+                return trial_id
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
     return None

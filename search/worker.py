@@ -86,11 +86,12 @@ def _claim(study: optuna.Study, spec: StudySpec, storage: Any, new_trials: bool,
     locked = isinstance(storage, RDBStorage)
     while True:
         with study_lock(storage, study.study_name):
-            claimed = take_waiting(study)
-            if claimed is None and new_trials:
-                claimed = scheduler_for(spec).refill(study, store, locked=locked)
-        if claimed is None:
+            trial_id = take_waiting(study)
+            if trial_id is None and new_trials:
+                trial_id = scheduler_for(spec).refill(study, store, locked=locked)
+        if trial_id is None:
             return None
+        claimed = study._storage.get_trial(trial_id)  # noqa: SLF001 - loaded after the lock is released
         refresh = getattr(study._storage, "_read_trials_from_remote_storage", None)  # noqa: SLF001 - optuna is bounded
         if refresh is not None:  # Optuna's trial cache learns of the trial claimed from the table, outside the lock
             refresh(study._study_id)  # noqa: SLF001

@@ -122,8 +122,9 @@ def test_a_claimed_trial_that_never_sent_a_heartbeat_is_failed_and_retried(tmp_p
     study.enqueue_trial({"lr_g": 3e-4, "loss": "bce"})
     storage = make_storage(postgres_url, heartbeat_interval=1, grace_period=2)
     study = optuna.load_study(study_name="orphan", storage=storage)
-    claimed = take_waiting(study)  # claimed, and its worker dies before beating
-    assert claimed is not None and orphaned_trials(study, spec.grace_period) == []
+    claimed_id = take_waiting(study)  # claimed, and its worker dies before beating
+    assert claimed_id is not None and orphaned_trials(study, spec.grace_period) == []
+    claimed = study._storage.get_trial(claimed_id)  # noqa: SLF001
     time.sleep(2.5)
     assert orphaned_trials(study, spec.grace_period) == [claimed._trial_id]
     _fail_stale(study, spec, storage)
