@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from search.registries import WARM_STARTS
 
-WARM_STARTS.register("pytorch-dcgan")({  # pytorch/examples dcgan/main.py: BCE, Adam 2e-4, beta1 0.5, batch 64
+WARM_STARTS.register("pytorch-dcgan")({  # pytorch/examples dcgan/main.py: BCE, Adam 2e-4, beta1 0.5, batch 64,
+    # batch norm in the discriminator after every conv but the first
     "loss": "bce", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "batch_size": 64, "n_critic": 1,
-    "spectral_norm": False, "r1_weight": 0.0, "ema_decay": 0.0})
+    "spectral_norm": False, "r1_weight": 0.0, "ema_decay": 0.0, "d_norm": "batch"})
 WARM_STARTS.register("article-mlp")({  # the origin article's MLP GAN on MNIST: BCE, Adam 2e-4, batch 256
     "loss": "bce", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "batch_size": 256, "n_critic": 1,
     "ema_decay": 0.0})

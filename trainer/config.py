@@ -20,6 +20,7 @@ from trainer.errors import ConfigError
 Metric = Literal["fid", "kid", "none"]
 FeatureNet = Literal["domain", "inception"]
 Switch = Literal["auto", "on", "off"]
+DNorm = Literal["none", "batch", "layer"]
 SWITCHES = ("amp", "channels_last")  # the Switch fields
 
 DCGAN_SIZES = (8, 16, 28, 32, 64)
@@ -39,6 +40,7 @@ class TrainConfig:
     g_width: int = 32  # generator base width (mlp: hidden = 4w, 8w, 16w; dcgan: channels)
     d_width: int = 32  # discriminator base width
     spectral_norm: bool = False  # spectral normalisation on every discriminator layer
+    d_norm: DNorm = "none"  # dcgan discriminator normalisation after each conv but the first: batch (pytorch/examples), layer
     # --- objective ---
     loss: str = "bce"  # bce (non-saturating), hinge, wgan-gp, lsgan, or a plug-in 'pkg.module:LossClass'
     gp_weight: float = 10.0  # gradient-penalty weight (wgan-gp only)
@@ -97,6 +99,13 @@ class TrainConfig:
             raise ConfigError(f"image_size must be >= 0 (0 keeps the dataset's size), but got image_size={self.image_size}.")
         if self.arch == "dcgan" and self.image_size not in (0, *DCGAN_SIZES):
             raise ConfigError(f"image_size must be one of {DCGAN_SIZES} for arch='dcgan', but got image_size={self.image_size}.")
+        if self.d_norm != "none" and self.arch == "mlp":
+            raise ConfigError(f"d_norm must be 'none' for arch='mlp' (the article's discriminator is fixed), "
+                              f"but got d_norm={self.d_norm!r}.")
+        if self.d_norm == "batch" and (self.loss == "wgan-gp" or self.r1_weight > 0):
+            raise ConfigError("d_norm='batch' mixes a batch's samples, so a gradient penalty (loss='wgan-gp', "
+                              f"r1_weight > 0) is no longer per-sample: use d_norm='layer' or 'none', but got "
+                              f"d_norm='batch' with loss={self.loss!r}, r1_weight={self.r1_weight!r}.")
         if self.eval_samples < 2:
             raise ConfigError(f"eval_samples must be >= 2, but got eval_samples={self.eval_samples}.")
         if self.dataset in ("idx", "folder") and not self.data_root:

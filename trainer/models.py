@@ -97,17 +97,22 @@ class DCGANGenerator(Generator):
 
 
 class DCGANDiscriminator(nn.Module):
-    """Strided convs without batch norm (so gradient penalties stay per-sample), optional spectral norm."""
+    """Strided convs, optional spectral norm; ``norm`` after every conv but the first: none (gradient penalties
+    stay per-sample), batch (as pytorch/examples' DCGAN), layer (per-sample: GroupNorm with one group)."""
 
-    def __init__(self, width: int, shape: tuple[int, int, int], sn: bool) -> None:
+    def __init__(self, width: int, shape: tuple[int, int, int], sn: bool, norm: str = "none") -> None:
         super().__init__()
         c, size, _ = shape
         s0, n = _dcgan_plan(size)
         w = _sn if sn else (lambda m: m)
         layers: list[nn.Module] = []
         ch_in, ch = c, width
-        for _ in range(n):  # each stage: (B, ch_in, s, s) -> (B, ch, s/2, s/2)
-            layers += [w(nn.Conv2d(ch_in, ch, 4, 2, 1)), nn.LeakyReLU(0.2, True)]
+        for stage in range(n):  # each stage: (B, ch_in, s, s) -> (B, ch, s/2, s/2)
+            normed = stage > 0 and norm != "none"
+            layers.append(w(nn.Conv2d(ch_in, ch, 4, 2, 1, bias=not normed)))
+            if normed:
+                layers.append(nn.BatchNorm2d(ch) if norm == "batch" else nn.GroupNorm(1, ch))
+            layers.append(nn.LeakyReLU(0.2, True))
             ch_in, ch = ch, ch * 2
         layers += [nn.Flatten(), w(nn.Linear(ch_in * s0 * s0, 1))]  # (B, ch_in*s0*s0) -> (B, 1) logit
         self.net = nn.Sequential(*layers)
@@ -123,7 +128,8 @@ def build_mlp(cfg: TrainConfig, shape: tuple[int, int, int]) -> tuple[Generator,
 
 @ARCHS.register("dcgan")
 def build_dcgan(cfg: TrainConfig, shape: tuple[int, int, int]) -> tuple[Generator, nn.Module]:
-    return DCGANGenerator(cfg.latent_dim, cfg.g_width, shape), DCGANDiscriminator(cfg.d_width, shape, cfg.spectral_norm)
+    return (DCGANGenerator(cfg.latent_dim, cfg.g_width, shape),
+            DCGANDiscriminator(cfg.d_width, shape, cfg.spectral_norm, cfg.d_norm))
 
 
 def build_models(cfg: TrainConfig, shape: tuple[int, int, int]) -> tuple[Generator, nn.Module]:

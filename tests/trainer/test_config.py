@@ -29,6 +29,10 @@ def test_defaults_are_valid_and_round_trip_through_yaml(tmp_path: Path) -> None:
         ({"arch": "dcgan", "image_size": 20}, "image_size must be one of (8, 16, 28, 32, 64)"),
         ({"spectral_norm": "yes"}, "spectral_norm must be a bool"),
         ({"dataset": "folder"}, "data_root is required"),
+        ({"d_norm": "instance"}, "d_norm must be one of"),
+        ({"arch": "mlp", "d_norm": "batch"}, "d_norm must be 'none' for arch='mlp'"),
+        ({"d_norm": "batch", "r1_weight": 1.0}, "d_norm='batch' mixes a batch's samples"),
+        ({"d_norm": "batch", "loss": "wgan-gp"}, "use d_norm='layer' or 'none'"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(data: dict[str, object], message: str) -> None:

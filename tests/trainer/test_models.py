@@ -25,3 +25,20 @@ def test_mlp_is_the_articles_fixed_network() -> None:
     assert isinstance(list(gen.modules())[-1], torch.nn.Tanh)
     assert not any(isinstance(m, torch.nn.Sigmoid) for m in disc.modules())  # logits, not probabilities
     assert gen.sample(5).shape == (5, 1, 28, 28)
+
+
+@pytest.mark.parametrize(("d_norm", "kind"), [("batch", torch.nn.BatchNorm2d), ("layer", torch.nn.GroupNorm)])
+def test_dcgan_discriminator_normalises_every_conv_but_the_first(d_norm: str, kind: type) -> None:
+    """As pytorch/examples' DCGAN: conv, LeakyReLU; then conv (no bias), norm, LeakyReLU at each later stage.
+    ``none`` keeps the network (and its checkpoints' keys) as before the field existed."""
+    plain = build_discriminator(TrainConfig(arch="dcgan", d_width=8), (1, 32, 32))
+    normed = build_discriminator(TrainConfig(arch="dcgan", d_width=8, d_norm=d_norm), (1, 32, 32))
+    convs = [m for m in normed.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len([m for m in normed.modules() if isinstance(m, kind)]) == len(convs) - 1
+    assert convs[0].bias is not None and all(c.bias is None for c in convs[1:])
+    assert not any(isinstance(m, (torch.nn.BatchNorm2d, torch.nn.GroupNorm)) for m in plain.modules())
+    assert all(".norm" not in k for k in plain.state_dict())
+    x = torch.randn(4, 1, 32, 32)
+    assert normed(x).shape == (4,)
+    if d_norm == "layer":  # per-sample: a sample's logit does not depend on the rest of its batch
+        torch.testing.assert_close(normed(x[:1]), normed(x)[:1])
