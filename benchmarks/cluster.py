@@ -17,7 +17,9 @@ Printed per run: trials/min over the span from the first trial's start to the la
 process start-up; the span holds the study's tail, where workers have run out of trials) against the ideal (the
 replayed sleep of every trial divided over N workers: what N workers with zero coordination cost would take), claim
 latency p50/p95, SQL statements and SQL seconds per trial (the workers' own count), peak server connections
-(``pg_stat_activity``, polled), and the trials lost (planned but never ended) and duplicated (beyond the plan)
+(``pg_stat_activity``, polled), the replay processes' CPU seconds per trial (start-up included: what this
+host must supply per trial, so ``host_cores / worker_cpu_s_per_trial`` bounds its trials/s), and the trials lost
+(planned but never ended) and duplicated (beyond the plan)
 after the run, which must be 0. ``--kill F`` SIGKILLs worker processes holding at least a fraction F of the workers
 once every worker is mid-trial; ``--restart-db S`` restarts the PostgreSQL server (``--restart-command``) S seconds
 into the run: the row then also says how many trials were retried and how long the restart took.
@@ -31,6 +33,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -164,6 +167,7 @@ def run(workers: int, trial_seconds: float, args: argparse.Namespace, via_proxy:
                 worker_url = f"grpc://127.0.0.1:{port}"
             peak = ConnectionPeak(database)
             commits0 = transactions(database)
+            cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
             procs, first = [], 0
             for size in sizes:
@@ -183,6 +187,8 @@ def run(workers: int, trial_seconds: float, args: argparse.Namespace, via_proxy:
                     raise RuntimeError(f"replay process failed ({p.returncode}): {err.strip().splitlines()[-3:]}")
                 reports += json.loads(out.strip().splitlines()[-1])
             wall = time.perf_counter() - start
+            cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the replay processes, waited for above
+            worker_cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
             faults.join()
             connections = peak.stop()
             commits = transactions(database) - commits0
@@ -216,6 +222,8 @@ def run(workers: int, trial_seconds: float, args: argparse.Namespace, via_proxy:
                 "sql_statements_per_trial": round(sum(r["statements"] for r in reports) / max(ended, 1), 1)
                 if not via_proxy else None,
                 "sql_seconds_per_trial": round(sum(r["storage_seconds"] for r in reports) / max(ended, 1), 3),
+                "worker_cpu_s_per_trial": round(worker_cpu / max(ended, 1), 3),  # start-up included
+                "host_cores": os.cpu_count(),
                 "peak_connections": connections, "lost": losses["lost"], "duplicated": losses["duplicated"],
                 "running_left": losses["running"], "waiting_left": losses["waiting"], **faults.row(trials),
                 "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
