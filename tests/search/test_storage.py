@@ -23,7 +23,8 @@ class Outage:
     restarting server does) and restored: the database itself is real and untouched."""
 
     def __init__(self, target: tuple[str, int] = ("127.0.0.1", 5432)) -> None:
-        self.target, self._open = target, []  # type: ignore[var-annotated]
+        self.target = target
+        self._open: list[socket.socket] = []
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
@@ -83,8 +84,11 @@ def test_calls_wait_out_a_database_outage_and_go_through_when_it_is_back(tmp_pat
     storage.set_trial_user_attr(trial_id, "before", 1)
     outage.cut()
     done: list[float] = []
-    writer = threading.Thread(target=lambda: (storage.set_trial_user_attr(trial_id, "during", 2),
-                                              done.append(time.monotonic())))
+    def write() -> None:
+        storage.set_trial_user_attr(trial_id, "during", 2)
+        done.append(time.monotonic())
+
+    writer = threading.Thread(target=write)
     writer.start()
     time.sleep(2.0)
     assert not done  # still waiting for the server, not failed
@@ -149,11 +153,12 @@ def test_a_pruner_reads_finished_trials_from_a_cache_and_decides_as_through_the_
     running = [study.ask() for _ in range(3)]
     for i, t in enumerate(running):
         t.report(5.0 + 40 * i, 1)
-    view = FinishedTrials(study, study._storage._backend)  # noqa: SLF001
+    view = FinishedTrials(study, study._storage._backend)  # type: ignore[attr-defined]  # noqa: SLF001
     assert [t.number for t in view.get_trials(states=(TrialState.COMPLETE,))] == list(range(6))
     assert view.get_trials(states=(TrialState.RUNNING,)) == study.get_trials(states=(TrialState.RUNNING,))
     median = optuna.pruners.MedianPruner(n_startup_trials=2)
-    decisions = [median.prune(view, study._storage.get_trial(t._trial_id)) for t in running]  # noqa: SLF001
+    decisions = [median.prune(view, study._storage.get_trial(t._trial_id))  # type: ignore[arg-type]  # noqa: SLF001
+                 for t in running]
     assert decisions == [median.prune(study, study._storage.get_trial(t._trial_id)) for t in running]  # noqa: SLF001
     assert decisions == [False, True, True]  # at step 1 the median of 10..60 is 35: 5 is under it, 45 and 85 not
     study.tell(running[0], 1.0)  # a trial that finishes later is seen, once
