@@ -272,11 +272,21 @@ def _work_packed(study: optuna.Study, spec: StudySpec, storage: Any, runner: Tri
     packs: dict[str, Pack] = {}
     members: dict[tuple[str, int], _Member] = {}
     done = 0
+    outage = Outage()
     try:
         while True:
             while len(members) < slots and not out_of_time():
-                _fail_stale(study, spec, storage)
-                claimed = _claim(study, spec, storage, new_trials, runner.store)
+                try:
+                    _fail_stale(study, spec, storage)
+                    claimed = _claim(study, spec, storage, new_trials, runner.store)
+                except Exception as exc:
+                    if not is_outage(exc):
+                        raise
+                    outage.wait(exc)  # the database is away: packed members go on (their own calls wait for it)
+                    if members:
+                        break
+                    continue
+                outage.over()
                 if claimed is None:
                     break
                 trial, beat = claimed.trial, claimed.heartbeat
