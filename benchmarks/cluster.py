@@ -282,7 +282,7 @@ class Faults:
             self.killed_trials += sum(t.user_attrs.get(attrs.DEVICE, "").endswith(f":{p.pid}") for t in running)
 
     def join(self) -> None:
-        if self._thread.is_alive() or self._thread.ident is not None:
+        if self._thread.ident is not None:  # started
             self._thread.join()
 
     def row(self, trials: list[Any]) -> dict[str, Any]:

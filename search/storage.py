@@ -94,6 +94,26 @@ def is_outage(exc: BaseException) -> bool:
     return False
 
 
+class Outage:
+    """How long the database has been unreachable for a caller: ``wait`` sleeps with back-off (0.5 s doubling to
+    10 s) and re-raises once the outage has lasted ``limit`` seconds; ``over`` resets it after a call succeeds."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit, self.since, self.delay = limit, 0.0, 0.5
+
+    def wait(self, exc: BaseException, what: str = "the call") -> None:
+        now = time.monotonic()
+        self.since = self.since or now
+        if now + self.delay - self.since > self.limit:
+            raise exc
+        log.warning("database unreachable (%s); %s again in %.1f s", type(exc).__name__, what, self.delay)
+        time.sleep(self.delay)
+        self.delay = min(2 * self.delay, 10.0)
+
+    def over(self) -> None:
+        self.since, self.delay = 0.0, 0.5
+
+
 class ResilientRDBStorage(RDBStorage):
     """Optuna's RDBStorage that waits out a database outage: a call that fails because the server cannot be reached
     (``is_outage``) is repeated with back-off for up to ``outage_seconds``, so a PostgreSQL restart pauses the trials
@@ -107,17 +127,14 @@ class ResilientRDBStorage(RDBStorage):
 def _repeat_through_outages(method: Any) -> Any:
     @functools.wraps(method)
     def call(self: ResilientRDBStorage, *args: Any, **kwargs: Any) -> Any:
-        delay, deadline = 0.5, time.monotonic() + self.outage_seconds
+        outage = Outage(self.outage_seconds)
         while True:
             try:
                 return method(self, *args, **kwargs)
             except Exception as exc:
-                if getattr(_UNDER_LOCK, "depth", 0) or not is_outage(exc) or time.monotonic() + delay > deadline:
+                if getattr(_UNDER_LOCK, "depth", 0) or not is_outage(exc):
                     raise
-                log.warning("database unreachable (%s); %s again in %.1f s", type(exc).__name__, method.__name__,
-                            delay)
-                time.sleep(delay)
-                delay = min(2 * delay, 10.0)
+                outage.wait(exc, method.__name__)
 
     return call
 

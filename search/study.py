@@ -60,8 +60,13 @@ def retried_numbers(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
 def counted(t: FrozenTrial, retried: set[int]) -> bool:
     """Whether a trial counts towards n_trials: not a failed trial a retry replaces, not a surplus row of a lock-free
     claim (search/proxy.py), not a seed confirmation."""
-    replaced = t.state == TrialState.FAIL and (t.number in retried or bool(t.system_attrs.get(attrs.SURPLUS)))
-    return not replaced and attrs.CONFIRM not in t.user_attrs
+    return _counts(t.state, t.number, bool(t.system_attrs.get(attrs.SURPLUS)), attrs.CONFIRM in t.user_attrs, retried)
+
+
+def _counts(state: TrialState, number: int, surplus: bool, confirm: bool, retried: set[int]) -> bool:
+    """``counted`` on the fields it reads (``_planned_rows`` has them from narrow queries, not trial bodies)."""
+    replaced = state == TrialState.FAIL and (number in retried or surplus)
+    return not replaced and not confirm
 
 
 def _trial_rows(study: optuna.Study, state: TrialState | None = None) -> list[int] | None:
@@ -112,8 +117,7 @@ def _planned_rows(study: optuna.Study) -> int | None:
                                          .where(TrialModel.study_id == sid, TrialUserAttributeModel.key == attrs.CONFIRM))}
     retried = {json.loads(v) for _, k, v in marks if k == attrs.FAILED_TRIAL} - {None}
     surplus = {int(i) for i, k, v in marks if k == attrs.SURPLUS and json.loads(v)}
-    return sum(1 for i, number, state in trials if i not in confirms
-               and not (state == TrialState.FAIL and (number in retried or i in surplus)))
+    return sum(_counts(state, number, i in surplus, i in confirms, retried) for i, number, state in trials)
 
 
 def orphaned_trials(study: optuna.Study, older_than: float) -> list[int]:

@@ -27,7 +27,7 @@ from search.pruners import build_pruner
 from search.samplers import PER_TRIAL_SEED, build_sampler, trial_seed
 from search.schedulers import scheduler_for
 from search.spec import StudySpec
-from search.storage import artifact_store, is_outage, load_study, make_storage, redact, study_lock
+from search.storage import Outage, artifact_store, is_outage, load_study, make_storage, redact, study_lock
 from search.study import orphaned_trials, stored_spec, take_waiting
 from trainer.errors import Diverged
 
@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # the training path imports torch; a replay worker never does
     from trainer.pack import Outcome
 
 log = logging.getLogger(__name__)
+WORKER_OUTAGE_SECONDS = 600.0  # a worker gives up after the database has been away this long
 
 
 @contextmanager
@@ -130,25 +131,6 @@ def _fail_stale(study: optuna.Study, spec: StudySpec, storage: Any) -> None:
             log.warning("trial id %d was claimed but never sent a heartbeat; failed and re-enqueued", trial_id)
 
 
-class Outage:
-    """How long the database has been unreachable for this worker; waits with back-off, gives up after ``limit``."""
-
-    def __init__(self, limit: float = 600.0) -> None:
-        self.limit, self.since, self.delay = limit, 0.0, 0.5
-
-    def wait(self, exc: BaseException) -> None:
-        now = time.monotonic()
-        self.since = self.since or now
-        if now - self.since > self.limit:
-            raise exc
-        log.warning("database unreachable (%s); trying again in %.1f s", type(exc).__name__, self.delay)
-        time.sleep(self.delay)
-        self.delay = min(2 * self.delay, 10.0)
-
-    def over(self) -> None:
-        self.since, self.delay = 0.0, 0.5
-
-
 @dataclass
 class WorkerReport:
     worker: int
@@ -227,7 +209,7 @@ def work(study_name: str, storage_url: str, *, artifacts: str | None = None, dev
                             time.perf_counter() - start >= timeout, new_trials)
         return WorkerReport(worker, done, time.perf_counter() - start, timer.seconds, timer.statements)
     done, claims = 0, []
-    outage = Outage()
+    outage = Outage(WORKER_OUTAGE_SECONDS)
     while timeout is None or time.perf_counter() - start < timeout:
         t0 = time.perf_counter()
         try:
@@ -236,7 +218,7 @@ def work(study_name: str, storage_url: str, *, artifacts: str | None = None, dev
         except Exception as exc:
             if not is_outage(exc):
                 raise
-            outage.wait(exc)  # the database is restarting or unreachable: claim again once it answers
+            outage.wait(exc, "the claim")  # the database is restarting or unreachable
             continue
         outage.over()
         claims.append(time.perf_counter() - t0)
@@ -272,7 +254,7 @@ def _work_packed(study: optuna.Study, spec: StudySpec, storage: Any, runner: Tri
     packs: dict[str, Pack] = {}
     members: dict[tuple[str, int], _Member] = {}
     done = 0
-    outage = Outage()
+    outage = Outage(WORKER_OUTAGE_SECONDS)
     try:
         while True:
             while len(members) < slots and not out_of_time():
