@@ -88,7 +88,7 @@ def train(
 @known_errors
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="A folder written by `gan-search train` or `export`.")],
-    metric: Annotated[list[str] | None, typer.Option(help="fid, kid or classes (repeatable; default: fid and kid). "
+    metric: Annotated[list[str] | None, typer.Option(help="fid, kid, classes or coverage (repeatable; default: fid and kid). "
                                                           "classes: share of samples per class (mode coverage).")] = None,
     samples: Annotated[int | None, typer.Option(help="Generated images to score (default: eval_samples).")] = None,
     data_root: Annotated[str | None, typer.Option("--data-root", help="Dataset folder (overrides data_root).")] = None,

@@ -1,4 +1,4 @@
-"""FID and KID as a chain of small functions: features -> statistics -> distance.
+"""FID and KID as a chain of small functions: features -> statistics -> distance; coverage beside them.
 
 Feature networks:
   * ``domain``: a small CNN classifier trained by the project on the dataset's training split
@@ -6,13 +6,20 @@ Feature networks:
   * ``inception``: the FID literature's Inception-v3 pool3 features (2048-d), from a weights file or a download.
 Real statistics are cached on disk keyed by dataset fingerprint, split, feature network and count.
 The distances come from torchmetrics (``_compute_fid``, ``poly_mmd``).
+
+Coverage, in the same feature space at every evaluation: improved precision and recall (Kynkaanniemi et al.
+2019) and density and coverage (Naeem et al. 2020) from the ``prdc`` package (the authors' implementation),
+and, with the domain classifier, each class's share of the samples (smallest share, normalised entropy).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -37,6 +44,9 @@ DOMAIN_VERSION = 1  # bump when DomainNet or its training changes: invalidates c
 DOMAIN_SEED = 0  # the domain network is deterministic from this seed
 DOMAIN_FEATURES = 128
 KID_SUBSETS, KID_SUBSET_SIZE = 20, 500
+PRDC_K = 5  # nearest neighbours of the k-NN manifolds (Naeem et al.'s default)
+COVERAGE_METRICS = ("precision", "recall", "density", "coverage", "class_min_share", "class_entropy")
+CLASS_SHARE = "class_share_"  # metrics class_share_0, class_share_1, ...: each class's share of the samples
 
 
 def save_cached(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
@@ -187,6 +197,33 @@ def kernel_distance(real: torch.Tensor, fake: torch.Tensor, subsets: int = KID_S
     return float(torch.stack(values).mean())
 
 
+def manifold_metrics(real: torch.Tensor, fake: torch.Tensor, k: int = PRDC_K) -> dict[str, float]:
+    """Precision, recall, density and coverage of ``fake`` (N, D) against ``real`` (M, D) with k-NN manifolds."""
+    from prdc import compute_prdc
+
+    if min(len(real), len(fake)) <= k:
+        raise ConfigError(f"eval_samples must be > {k} (the neighbours of precision/recall), but got {len(fake)}.")
+    with contextlib.redirect_stdout(io.StringIO()):  # prdc prints the set sizes; stdout is for results
+        out = compute_prdc(real.numpy(), fake.numpy(), nearest_k=k)
+    return {name: float(value) for name, value in out.items()}
+
+
+def share_metrics(shares: list[float]) -> dict[str, float]:
+    """Each class's share, the smallest, and the entropy of the shares over log(classes) (1: every class equal)."""
+    entropy = -sum(p * math.log(p) for p in shares if p > 0) / math.log(len(shares))
+    return {"class_min_share": min(shares), "class_entropy": entropy,
+            **{f"{CLASS_SHARE}{i}": p for i, p in enumerate(shares)}}
+
+
+def shares_of(net: DomainNet, feats: torch.Tensor) -> list[float]:
+    """Share of the images whose features are ``feats`` that the domain classifier assigns to each class."""
+    head = net.head
+    with torch.no_grad():
+        pred = head(feats.to(head.weight.device, head.weight.dtype)).argmax(1)
+    counts = torch.bincount(pred, minlength=head.out_features)
+    return [float(c) / len(feats) for c in counts]
+
+
 def _chunks(x: torch.Tensor, size: int = 500) -> Iterator[torch.Tensor]:
     return (x[i:i + size] for i in range(0, len(x), size))
 
@@ -210,10 +247,17 @@ class Evaluator:
     metric: str
 
     def __call__(self, sample: Callable[[int], torch.Tensor]) -> dict[str, float]:
+        """The metric (fid or kid), precision/recall/density/coverage and, with the domain classifier, the
+        class shares, all from one set of generated features."""
         fake = features(self.net, sampled(sample, self.samples))
         if self.metric == "kid":
-            return {"kid": kernel_distance(self.real_feats, fake)}
-        return {"fid": frechet_distance(self.real_stats, statistics(fake))}
+            out = {"kid": kernel_distance(self.real_feats, fake)}
+        else:
+            out = {"fid": frechet_distance(self.real_stats, statistics(fake))}
+        out |= manifold_metrics(self.real_feats, fake)
+        if isinstance(self.net, DomainNet):
+            out |= share_metrics(shares_of(self.net, fake))
+        return out
 
 
 def feature_network(cfg: TrainConfig, data: ImageData, device: torch.device | str = "cpu",
@@ -260,11 +304,8 @@ def make_evaluator(cfg: TrainConfig, data: ImageData, device: torch.device | str
     return Evaluator(net, key, real, statistics(real), cfg.eval_samples, cfg.eval_metric)
 
 
-def class_shares(net: nn.Module, sample: Callable[[int], torch.Tensor], n: int) -> list[float]:
-    """Share of ``n`` generated images that the domain classifier assigns to each class (mode coverage)."""
+def class_shares(net: nn.Module, feats: torch.Tensor) -> list[float]:
+    """Share of the images (their features) that the domain classifier assigns to each class (mode coverage)."""
     if not isinstance(net, DomainNet):
         raise ConfigError("metric 'classes' needs feature_net='domain' (a classifier of the dataset's labels).")
-    with torch.no_grad():
-        counts = sum(torch.bincount(net.logits(batch).argmax(1), minlength=net.head.out_features)
-                     for batch in sampled(sample, n))
-    return [round(float(c) / n, 4) for c in counts]  # type: ignore[union-attr]
+    return [round(p, 4) for p in shares_of(net, feats)]

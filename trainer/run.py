@@ -24,6 +24,7 @@ from trainer.metrics import (
     frechet_distance,
     kernel_distance,
     make_evaluator,
+    manifold_metrics,
     real_features,
     sampled,
     statistics,
@@ -49,10 +50,11 @@ def prepare(cfg: TrainConfig, device: str | torch.device | None = None) -> Prepa
 
 def evaluate(run_dir: str | os.PathLike[str], *, metrics: tuple[str, ...] = ("fid", "kid"), samples: int | None = None,
              data_root: str | None = None, device: str | None = None) -> dict[str, Any]:
-    """FID and/or KID of the generator saved in ``run_dir`` against its dataset's held-out split (one pass)."""
+    """FID, KID, class shares and/or precision/recall/density/coverage of the generator saved in ``run_dir``
+    against its dataset's held-out split (one pass)."""
     for name in metrics:
-        if name not in ("fid", "kid", "classes"):
-            raise ConfigError(f"metric must be fid, kid or classes, but got {name!r}.")
+        if name not in ("fid", "kid", "classes", "coverage"):
+            raise ConfigError(f"metric must be fid, kid, classes or coverage, but got {name!r}.")
     folder = Path(run_dir)
     if not (folder / CONFIG_FILE).is_file():
         raise ConfigError(f"{folder} must hold {CONFIG_FILE} and the generator (a `gan-search train` output).")
@@ -68,10 +70,12 @@ def evaluate(run_dir: str | os.PathLike[str], *, metrics: tuple[str, ...] = ("fi
     if "fid" in metrics:
         check_samples(cfg, real)
     out: dict[str, Any] = {}
-    if "classes" in metrics:
-        shares = class_shares(net, gen.sample, cfg.eval_samples)
-        out.update(class_shares=shares, class_share_min=min(shares), class_share_max=max(shares))
     fake = features(net, sampled(gen.sample, cfg.eval_samples))
+    if "classes" in metrics:
+        shares = class_shares(net, fake)
+        out.update(class_shares=shares, class_share_min=min(shares), class_share_max=max(shares))
+    if "coverage" in metrics:
+        out.update(manifold_metrics(real, fake))
     if "fid" in metrics:
         out["fid"] = frechet_distance(statistics(real), statistics(fake))
     if "kid" in metrics:

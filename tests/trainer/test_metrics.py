@@ -116,13 +116,13 @@ def test_cli_evaluate_scores_a_trained_folder(digits: ImageData, tmp_path: Path)
 
 def test_class_shares_measure_mode_coverage(digits: ImageData, tmp_path: Path) -> None:
     """A generator that outputs real images of one class covers one class; the held-out images cover all ten."""
-    from trainer.metrics import class_shares, domain_net
+    from trainer.metrics import class_shares, domain_net, features, sampled
 
     net, _ = domain_net(digits)
     ones = digits.holdout[digits.holdout_labels == 1]
-    one_class = class_shares(net, lambda n: ones[torch.arange(n) % len(ones)], 300)
+    one_class = class_shares(net, features(net, sampled(lambda n: ones[torch.arange(n) % len(ones)], 300)))
     assert one_class[1] > 0.9 and sum(one_class) == pytest.approx(1.0, abs=1e-3)
-    everything = class_shares(net, lambda n: digits.holdout[:n], 300)
+    everything = class_shares(net, features(net, sampled(lambda n: digits.holdout[:n], 300)))
     assert min(everything) > 0.03 and max(everything) < 0.2
 
     cfg = TrainConfig(g_width=8, d_width=8, latent_dim=8, budget_images=640, eval_every_images=640,
@@ -130,5 +130,42 @@ def test_class_shares_measure_mode_coverage(digits: ImageData, tmp_path: Path) -
     train(cfg, data=digits, out_dir=tmp_path)
     from trainer import evaluate
 
-    scores = evaluate(tmp_path, metrics=("classes",))
+    scores = evaluate(tmp_path, metrics=("classes", "coverage"))
     assert len(scores["class_shares"]) == 10 and scores["class_share_min"] <= 0.1 <= scores["class_share_max"]
+    assert {"precision", "recall", "density", "coverage"} <= set(scores)
+
+
+def test_manifold_metrics_on_known_cases() -> None:
+    """A set against itself: precision, recall and coverage 1, density about 1; disjoint sets: all 0; a set that
+    covers one of two real modes: recall and coverage one half, precision 1."""
+    from trainer.metrics import manifold_metrics
+
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(400, 8, generator=g, dtype=torch.float64)
+    same = manifold_metrics(real, real)
+    assert same["precision"] == same["recall"] == same["coverage"] == 1.0
+    assert 0.8 < same["density"] < 1.2
+    far = manifold_metrics(real, real + 100.0)
+    assert far == {"precision": 0.0, "recall": 0.0, "density": 0.0, "coverage": 0.0}
+    two_modes = torch.cat([real[:200], real[200:] + 50.0])
+    one_mode = manifold_metrics(two_modes, real[:200])  # a generator that drops one of two modes
+    assert one_mode["precision"] == 1.0 and one_mode["coverage"] == 0.5 and one_mode["recall"] == 0.5
+
+
+def test_class_share_metrics_see_a_removed_class(digits: ImageData) -> None:
+    """Held-out digits with the sevens removed: the evaluator's class share of 7 is 0 and the smallest share 0;
+    with every digit the smallest share is near the real split's and the entropy near 1."""
+    from trainer.metrics import CLASS_SHARE, make_evaluator
+
+    cfg = TrainConfig(eval_samples=300)
+    evaluator = make_evaluator(cfg, digits)
+    assert evaluator is not None
+    real = digits.holdout[:300]
+    every = evaluator(lambda n: real[:n])
+    assert every["class_entropy"] > 0.97 and every["class_min_share"] > 0.05
+    assert every["precision"] > 0.9 and every["coverage"] > 0.9
+    no_sevens = digits.holdout[digits.holdout_labels != 7]
+    missing = evaluator(lambda n: no_sevens[torch.arange(n) % len(no_sevens)])
+    assert missing[f"{CLASS_SHARE}7"] == 0.0 and missing["class_min_share"] == 0.0
+    assert missing["class_entropy"] < every["class_entropy"]
+    assert missing["recall"] < every["recall"] or missing["coverage"] < every["coverage"]
