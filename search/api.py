@@ -21,12 +21,13 @@ from typing import Any
 import optuna
 
 from search import attrs
-from search.export import best_trial, confirmation_table, enqueue_confirmations, ranked
+from search.export import confirmation_table, enqueue_confirmations, record_confirmations
 from search.export import export as write_export
 from search.launch import devices, run_workers
 from search.progress import Monitor
 from search.scale import for_workers
 from search.schedulers import scheduler_for
+from search.selection import best_trial, primary, ranked
 from search.spec import DEFAULT_STORAGE, StudySpec
 from search.storage import artifact_store, check_url, load_study, make_storage, redact
 from search.study import create_or_load_study, progress, stored_spec, trials_summary
@@ -92,7 +93,7 @@ class RunResult:
         best = best_or_none(self.study)
         return {"study": self.spec.name, "wall_seconds": round(self.wall_seconds, 1),
                 "states": trials_summary(self.study), "progress": progress(self.study),
-                "best_value": best.value if best else None, "best_params": best.params if best else None,
+                "best_value": primary(best) if best else None, "best_params": best.params if best else None,
                 "workers": [r.__dict__ for r in self.workers]}
 
 
@@ -178,17 +179,28 @@ def status(name: str, storage: str | None = None) -> dict[str, Any]:
     pruned = {t.number: t.user_attrs.get(attrs.PRUNE_REASON) for t in study.get_trials(deepcopy=False)
               if t.state.name == "PRUNED"}
     return {"study": name, "states": trials_summary(study), "progress": progress(study), "pruned": pruned,
-            "best_trial": best.number if best else None, "best_value": best.value if best else None,
-            "best_params": best.params if best else None}
+            "best_trial": best.number if best else None, "best_value": primary(best) if best else None,
+            "best_values": best.values if best else None, "best_params": best.params if best else None,
+            "best_metrics": best.user_attrs.get(attrs.METRICS) if best else None,
+            "best_class_shares": best.user_attrs.get(attrs.CLASS_SHARES) if best else None,
+            "confirmations": study.user_attrs.get(attrs.CONFIRMATIONS, [])}
 
 
 def export(name: str, out: str | os.PathLike[str], *, storage: str | None = None, retrain: int | None = None,
-           confirm: int = 0, seeds: int = 3, workers: int = 1, plotlyjs: str = "inline") -> dict[str, Any]:
-    """Export the best trial (after re-running the top ``confirm`` configs with ``seeds`` fresh seeds, if asked)."""
+           confirm: int = 0, seeds: int = 3, images: int | None = None, workers: int = 1,
+           plotlyjs: str = "inline") -> dict[str, Any]:
+    """Export the best trial; with ``confirm``, first re-run the top ``confirm`` configs with ``seeds`` fresh seeds
+    at ``images`` (the production budget; default the trial budget), record them in the study, and export the
+    trained generator of the config that ranks first on the seeds' means (``search.selection``'s rule)."""
     if retrain is not None and retrain < 1:
         raise ConfigError(f"retrain must be a number of images >= 1, but got {retrain=}.")
     if confirm < 0 or seeds < 1:
         raise ConfigError(f"confirm must be >= 0 and seeds >= 1, but got {confirm=}, {seeds=}.")
+    if images is not None and (images < 1 or not confirm):
+        raise ConfigError(f"images must be >= 1 and needs --confirm K (the runs it sets the budget of), but got "
+                          f"{images=}, {confirm=}.")
+    if images is not None and retrain is not None:
+        raise ConfigError("images and retrain: choose one (--images exports the confirmed run, trained at that budget).")
     if plotlyjs not in ("inline", "cdn"):
         raise ConfigError(f"report plotly.js must be inline (offline, ~4.8 MB) or cdn (small, needs the internet), "
                           f"but got {plotlyjs=}.")
@@ -197,9 +209,10 @@ def export(name: str, out: str | os.PathLike[str], *, storage: str | None = None
     best_trial(study)  # fails before anything runs or is written
     confirmed = None
     if confirm:
-        origins = enqueue_confirmations(study, confirm, seeds)
+        origins = enqueue_confirmations(study, confirm, seeds, images)
         run_workers(name, url, workers, new_trials=False)
-        confirmed = confirmation_table(study, origins)
+        confirmed = confirmation_table(study, origins, spec, images)
+        record_confirmations(study, confirmed, images, seeds)
     metrics = export_study(study, spec, Path(out), retrain, confirmed, plotlyjs=plotlyjs)
     return {"out": str(out), "trial": metrics["trial"], "value": metrics["value"],
             **({"confirmation": confirmed} if confirmed else {})}

@@ -10,6 +10,7 @@ from __future__ import annotations
 SPEC = "spec"  # the study file as a mapping (workers on other machines read it)
 ARTIFACTS = "artifacts"  # the artifact folder
 N_TRIALS = "n_trials"  # the study-wide number of search trials planned (workers create them up to this)
+CONFIRMATIONS = "confirmations"  # [{"images", "seeds", "rows": [per config: trial, seed values, mean...]}, ...]
 
 # ---- trial user attributes: what ran
 CONFIG = "config"  # the TrainConfig of the trial, as a mapping
@@ -20,6 +21,7 @@ SAMPLER_SEED = "sampler_seed"  # the seed of the sampler that proposed this tria
 WARM_START = "warm_start"  # index into the study file's warm_start list (an enqueued known-good config)
 CONFIRM = "confirm_of"  # a seed-confirmation trial: the number of the trial it re-runs
 SEED_OVERRIDE = "seed_override"  # the fresh training seed of a seed-confirmation trial
+CONFIRM_IMAGES = "confirm_images"  # the images a confirmation trains (the production budget; default: the trial's)
 
 # ---- trial user attributes: progress and results
 LOSSES = "loss_history"  # [{"mark": images, "d_loss": x, "g_loss": y, <objective>: v}, ...] per evaluation
@@ -32,6 +34,9 @@ SHAPE = "shape"  # (C, H, W) of the generated images
 SAMPLES_ARTIFACT = "samples_artifact"  # the latest sample grid (the last evaluation's)
 GRIDS = "grids"  # [{"mark": images, "artifact": id, "trial_id": id}, ...]: one grid per evaluation (thinned)
 GENERATOR_ARTIFACT = "generator_artifact"
+METRICS = "metrics"  # every metric of the last evaluation: fid/kid, precision, recall, density, coverage, classes
+CLASS_SHARES = "class_shares"  # each class's share of the last evaluation's samples (domain classifier)
+FEASIBLE = "feasible"  # every constraint holds at the trial's end (the values: Optuna's trial.constraints, per metric)
 PRUNE_REASON = "prune_reason"
 FAIL_REASON = "fail_reason"
 

@@ -124,16 +124,30 @@ def _summary_table(study: Any) -> str:
     from search.study import describe_progress, progress
 
     lines = [describe_progress(progress(study))]
-    lines.append(f"{'#':>4} {'state':<9} {'value':>10} {'images':>8} {'img/s':>8}  params / reason")
+    lines.append(f"{'#':>4} {'state':<9} {'value':>14} {'images':>8} {'img/s':>8}  {'prec  rec   cov   min%':<22}"
+                 "  params / reason")
     for t in study.get_trials(deepcopy=False):
-        value = f"{t.value:.4g}" if t.value is not None else "-"
+        value = "/".join(f"{v:.4g}" for v in t.values) if t.values is not None else "-"
         if t.state != TrialState.COMPLETE and t.intermediate_values:
             value = f"({list(t.intermediate_values.values())[-1]:.4g})"
+        if t.user_attrs.get(attrs.FEASIBLE) is False:
+            value = "x " + value  # misses a constraint
         why = t.user_attrs.get(attrs.PRUNE_REASON) or t.user_attrs.get(attrs.FAIL_REASON) or pbt_line(t)
+        if attrs.CONFIRM in t.user_attrs:
+            why = why or f"confirms trial {t.user_attrs[attrs.CONFIRM]} (seed {t.user_attrs.get(attrs.SEED)})"
         params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
-        lines.append(f"{t.number:>4} {t.state.name:<9} {value:>10} {t.user_attrs.get(attrs.IMAGES_SEEN, 0):>8} "
-                     f"{t.user_attrs.get(attrs.IMAGES_PER_S, 0):>8}  {params}{'  <- ' + why if why else ''}")
+        lines.append(f"{t.number:>4} {t.state.name:<9} {value:>14} {t.user_attrs.get(attrs.IMAGES_SEEN, 0):>8} "
+                     f"{t.user_attrs.get(attrs.IMAGES_PER_S, 0):>8}  {coverage_cells(t):<22}  "
+                     f"{params}{'  <- ' + why if why else ''}")
     return "\n".join(lines)
+
+
+def coverage_cells(t: Any) -> str:
+    """Precision, recall, coverage and the smallest class share (%) of the trial's last evaluation."""
+    m = t.user_attrs.get(attrs.METRICS) or {}
+    cells = [f"{m[k]:.2f}" if k in m else "  - " for k in ("precision", "recall", "coverage")]
+    cells.append(f"{100 * m['class_min_share']:.1f}" if "class_min_share" in m else "-")
+    return "  ".join(cells)
 
 
 def _print_best(study: Any) -> None:
@@ -141,7 +155,8 @@ def _print_best(study: Any) -> None:
 
     best = best_or_none(study)
     if best is not None:
-        typer.echo(f"best: trial {best.number} value {best.value:.4g} params {best.params}")
+        values = "/".join(f"{v:.4g}" for v in best.values)
+        typer.echo(f"best: trial {best.number} value {values} params {best.params}")
 
 
 @app.command()
@@ -317,6 +332,8 @@ def export_cmd(
     retrain: Annotated[int | None, typer.Option(help="Retrain the best config for this many images first.")] = None,
     confirm: Annotated[int, typer.Option(help="Re-run the top K configs with fresh seeds; pick the best mean.")] = 0,
     seeds: Annotated[int, typer.Option(help="Fresh seeds per confirmed config.")] = 3,
+    images: Annotated[int | None, typer.Option(help="Images each confirmation run trains (the production budget; "
+                                                     "default: the trial budget). The winner's run is exported.")] = None,
     workers: Annotated[int, typer.Option(help="Worker processes for the confirmation runs.")] = 1,
     report_plotlyjs: Annotated[str, typer.Option("--report-plotlyjs", help="inline: report.html works offline "
                                                  "(~4.8 MB, plotly.js inside); cdn: ~100 kB, needs the internet.")] = "inline",
@@ -325,7 +342,7 @@ def export_cmd(
     from search import api
 
     typer.echo(json.dumps(api.export(study_name, out, storage=storage, retrain=retrain, confirm=confirm, seeds=seeds,
-                                     workers=workers, plotlyjs=report_plotlyjs)))
+                                     images=images, workers=workers, plotlyjs=report_plotlyjs)))
 
 
 @app.command()

@@ -13,8 +13,8 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial, TrialState
 
 from search import attrs, pbt
-from search.errors import StudyError
 from search.schedulers import scheduler_for
+from search.selection import best_trial, order, primary, ranked, search_trials, signs, violation
 from search.spec import StudySpec
 from trainer import prepare, train
 from trainer.io import CONFIG_FILE, GENERATOR_FILE, METRICS_FILE, SAMPLES_FILE, write_json
@@ -22,63 +22,88 @@ from trainer.io import CONFIG_FILE, GENERATOR_FILE, METRICS_FILE, SAMPLES_FILE, 
 log = logging.getLogger(__name__)
 
 
-def search_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Complete trials of the search itself (seed-confirmation trials excluded)."""
-    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if attrs.CONFIRM not in t.user_attrs and t.value is not None]
-
-
-def ranked(study: optuna.Study) -> list[FrozenTrial]:
-    sign = 1.0 if study.direction == optuna.study.StudyDirection.MINIMIZE else -1.0
-    return sorted(search_trials(study), key=lambda t: sign * float(t.value))  # type: ignore[arg-type]
-
-
-def best_trial(study: optuna.Study) -> FrozenTrial:
-    trials = ranked(study)
-    if not trials:
-        raise StudyError(f"study {study.study_name!r} has no complete trial to export; run more trials first.")
-    return trials[0]
-
-
-def enqueue_confirmations(study: optuna.Study, top_k: int, seeds: int, base_seed: int = 10_000) -> list[int]:
-    """Enqueue ``seeds`` fresh-seed re-runs of each of the ``top_k`` best configs (skipping ones already there)."""
-    existing = {(t.user_attrs.get(attrs.CONFIRM), t.user_attrs.get(attrs.SEED_OVERRIDE))
-                for t in study.get_trials(deepcopy=False)}
+def enqueue_confirmations(study: optuna.Study, top_k: int, seeds: int, images: int | None = None,
+                          base_seed: int = 10_000) -> list[int]:
+    """Enqueue ``seeds`` fresh-seed re-runs of each of the ``top_k`` best configs at ``images`` (None: the trial
+    budget), skipping runs already in the study (an interrupted export picks up where it stopped)."""
+    existing = {(t.user_attrs.get(attrs.CONFIRM), t.user_attrs.get(attrs.SEED_OVERRIDE),
+                 t.user_attrs.get(attrs.CONFIRM_IMAGES)) for t in study.get_trials(deepcopy=False)
+                if t.state != TrialState.FAIL}
     top = ranked(study)[:top_k]
     for trial in top:
         for s in range(seeds):
             seed = base_seed + s
-            if (trial.number, seed) not in existing:
-                study.enqueue_trial(trial.params, user_attrs={attrs.CONFIRM: trial.number, attrs.SEED_OVERRIDE: seed})
+            if (trial.number, seed, images) not in existing:
+                marks: dict[str, Any] = {attrs.CONFIRM: trial.number, attrs.SEED_OVERRIDE: seed}
+                if images is not None:
+                    marks[attrs.CONFIRM_IMAGES] = images
+                study.enqueue_trial(trial.params, user_attrs=marks)
     return [t.number for t in top]
 
 
-def confirmation_table(study: optuna.Study, origins: list[int]) -> list[dict[str, Any]]:
-    """Per confirmed config: original value, fresh-seed values, mean and spread; best mean first."""
+def confirmation_runs(study: optuna.Study, origin: int, images: int | None) -> list[FrozenTrial]:
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.user_attrs.get(attrs.CONFIRM) == origin and t.user_attrs.get(attrs.CONFIRM_IMAGES) == images
+            and t.values is not None]
+
+
+def confirmation_table(study: optuna.Study, origins: list[int], spec: StudySpec,
+                       images: int | None = None) -> list[dict[str, Any]]:
+    """Per confirmed config: its fresh-seed runs' values and metrics, their means and spread, whether the
+    constraints hold on the means, and the run to export; ordered by the study's rule on the means."""
     trials = study.get_trials(deepcopy=False)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for number in origins:
-        values = [float(t.value) for t in trials if t.user_attrs.get(attrs.CONFIRM) == number
-                  and t.state == TrialState.COMPLETE and t.value is not None]
-        if not values:
+        runs = confirmation_runs(study, number, images)
+        if not runs:
             continue
-        rows.append({"trial": number, "search_value": trials[number].value, "seed_values": values,
-                     "mean": statistics.fmean(values), "std": statistics.pstdev(values) if len(values) > 1 else 0.0})
-    sign = 1.0 if study.direction == optuna.study.StudyDirection.MINIMIZE else -1.0
-    return sorted(rows, key=lambda r: sign * r["mean"])
+        values = [[float(v) for v in t.values] for t in runs]
+        metrics = {k: statistics.fmean(float(t.user_attrs.get(attrs.METRICS, {})[k]) for t in runs)
+                   for k in runs[0].user_attrs.get(attrs.METRICS, {})
+                   if all(k in t.user_attrs.get(attrs.METRICS, {}) for t in runs)}
+        shares = [t.user_attrs.get(attrs.CLASS_SHARES) for t in runs]
+        misses = [c.violation(metrics.get(c.metric)) for c in spec.constraints]
+        best_run = runs[order([[violation(t), *t.values] for t in runs], [1.0, *signs(study)])[0]]
+        primary_values = [v[0] for v in values]
+        rows.append({"trial": number, "images": images or int(trials[number].user_attrs.get(attrs.IMAGES_SEEN, 0)),
+                     "search_value": primary(trials[number]), "seeds": [t.user_attrs.get(attrs.SEED) for t in runs],
+                     "runs": [t.number for t in runs], "seed_values": primary_values,
+                     "mean": statistics.fmean(primary_values),
+                     "std": statistics.pstdev(primary_values) if len(runs) > 1 else 0.0,
+                     "means": [statistics.fmean(col) for col in zip(*values, strict=True)],
+                     "metrics": metrics, "run_metrics": [t.user_attrs.get(attrs.METRICS, {}) for t in runs],
+                     "class_shares": shares if all(shares) else None,
+                     "feasible": all(m <= 0 for m in misses), "export_run": best_run.number})
+    feasible: list[dict[str, Any]] = [r for r in rows if r["feasible"]]
+    ranked_rows = [feasible[i] for i in order([r["means"] for r in feasible], signs(study))]
+    return ranked_rows + [r for r in rows if not r["feasible"]]
+
+
+def record_confirmations(study: optuna.Study, rows: list[dict[str, Any]], images: int | None, seeds: int) -> None:
+    """Keep the table in the study (``confirmations`` study attribute): the dashboard and later exports see it."""
+    done = list(study.user_attrs.get(attrs.CONFIRMATIONS, []))
+    done.append({"images": images, "seeds": seeds, "rows": [{k: v for k, v in r.items() if k != "run_metrics"}
+                                                            for r in rows]})
+    study.set_user_attr(attrs.CONFIRMATIONS, done)
 
 
 def export(study: optuna.Study, spec: StudySpec, out: Path, store: Any, *, retrain_images: int | None = None,
            confirmed: list[dict[str, Any]] | None = None, plotlyjs: str = "inline") -> dict[str, Any]:
     """Write the export of the best trial (or the best-mean confirmed config) into ``out`` (which must be new)."""
     best = best_trial(study)
-    if confirmed:
-        best = study.get_trials(deepcopy=False)[confirmed[0]["trial"]]
+    if confirmed:  # the winning config's best fresh-seed run: that trained generator is exported, not retrained
+        best = study.get_trials(deepcopy=False)[confirmed[0]["export_run"] if spec.scheduler is None
+                                                else confirmed[0]["trial"]]
     cfg, about = scheduler_for(spec).export_config(study, best)  # PBT: the lineage's schedule, replayed from scratch
     out.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, Any] = {"study": study.study_name, "trial": best.number, "objective": spec.objective,
-                               "direction": spec.direction, "value": best.value, "params": best.params,
+                               "direction": spec.direction, "value": primary(best), "params": best.params,
+                               "feasible": violation(best) == 0.0,
                                "user_attrs": {k: v for k, v in best.user_attrs.items() if k != "config"}}
+    if len(spec.objectives) > 1:
+        metrics.update(objectives=list(spec.objectives), values=best.values)
+    if spec.constraints:
+        metrics["constraints"] = [str(c) for c in spec.constraints]
     if confirmed:
         metrics["confirmation"] = confirmed
     metrics.update(about)
@@ -157,11 +182,17 @@ def write_report(study: optuna.Study, path: Path, confirmed: list[dict[str, Any]
             log.info("report: %s skipped (%s)", title, exc)
     if spec is not None and spec.scheduler is not None:
         figures += pbt_figures(study, spec)
+    coverage = coverage_figure(study, objective)
+    if coverage is not None:
+        figures.append(("Coverage", coverage))
     if confirmed:
         fig = go.Figure([go.Box(y=r["seed_values"], name=f"trial {r['trial']}", boxpoints="all") for r in confirmed])
-        fig.update_layout(title="Fresh-seed re-runs of the top configs (value per seed)")
+        fig.update_layout(title=f"Fresh-seed re-runs of the top configs ({objective} per seed, "
+                                f"{confirmed[0]['images']:,} images)")
         figures.append(("Seed confirmation", fig))
     parts = [f"<h1>gan-search report: {study.study_name}</h1>"]
+    if confirmed:
+        parts.append(confirmation_html(confirmed, objective))
     if best is not None and store is not None:
         parts.append(f"<h2>Samples of trial {best.number} (the exported one) by images seen</h2>")
         parts.append(grid_history_html(best, store))
@@ -171,6 +202,42 @@ def write_report(study: optuna.Study, path: Path, confirmed: list[dict[str, Any]
                                  if i == 0 else False))
     path.write_text("<!doctype html><html><head><meta charset='utf-8'><title>gan-search report</title></head><body>"
                     + "\n".join(parts) + "</body></html>")
+
+
+def coverage_figure(study: optuna.Study, objective: str) -> Any:
+    """Each search trial's objective against its recall, coloured by its smallest class share (None unmeasured)."""
+    import plotly.graph_objects as go
+
+    trials = [t for t in search_trials(study) if "recall" in (t.user_attrs.get(attrs.METRICS) or {})]
+    if not trials:
+        return None
+    metrics = [t.user_attrs[attrs.METRICS] for t in trials]
+    shares = [m.get("class_min_share") for m in metrics]
+    fig = go.Figure(go.Scatter(
+        x=[m["recall"] for m in metrics], y=[m.get(objective, primary(t)) for m, t in zip(metrics, trials, strict=True)],
+        mode="markers", text=[f"trial {t.number}" for t in trials],
+        marker={"color": shares, "colorscale": "Viridis", "showscale": True, "colorbar": {"title": "min share"}}
+        if all(v is not None for v in shares) else {}))
+    fig.update_layout(title=f"{objective} against recall (colour: smallest class share)", xaxis_title="recall",
+                      yaxis_title=objective)
+    return fig
+
+
+def confirmation_html(rows: list[dict[str, Any]], objective: str) -> str:
+    """The confirmation table: per config, the seeds' mean objective, coverage, smallest class share."""
+    head = ("<h2>Confirmed at the production budget</h2><table border='1' cellpadding='4'><tr><th>config (trial)</th>"
+            f"<th>images</th><th>{objective} per seed</th><th>mean</th><th>recall</th><th>coverage</th>"
+            "<th>smallest class share (per seed)</th><th>feasible</th><th>exported run</th></tr>")
+    cells = []
+    for i, r in enumerate(rows):
+        m = r["metrics"]
+        mins = [min(s) for s in r["class_shares"]] if r.get("class_shares") else []
+        cells.append(f"<tr><td>{r['trial']}</td><td>{r['images']:,}</td>"
+                     f"<td>{', '.join(f'{v:.3g}' for v in r['seed_values'])}</td><td>{r['mean']:.4g}</td>"
+                     f"<td>{m.get('recall', float('nan')):.3f}</td><td>{m.get('coverage', float('nan')):.3f}</td>"
+                     f"<td>{', '.join(f'{100 * v:.1f}%' for v in mins) or '-'}</td><td>{r['feasible']}</td>"
+                     f"<td>{r['export_run'] if i == 0 else ''}</td></tr>")
+    return head + "".join(cells) + "</table>"
 
 
 def pbt_figures(study: optuna.Study, spec: StudySpec) -> list[tuple[str, Any]]:

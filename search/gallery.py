@@ -24,6 +24,7 @@ from optuna.artifacts import upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 
 from search import attrs
+from trainer.config import COVERAGE_METRICS
 from trainer.io import save_grid
 
 log = logging.getLogger(__name__)
@@ -102,14 +103,21 @@ class Gallery:
         if self.curves_id is not None:
             lines += [f"### D/G losses and {self.objective} against images",
                       f"![curves]({artifact_url(self.trial, self.curves_id)})", ""]
-        lines += ["### History", "", f"| images | {self.objective} | D loss | G loss | samples |",
-                  "|---:|---:|---:|---:|:---|"]
+        cover = [k for k in COVERAGE_METRICS if any(k in h for h in history)]  # precision, recall, ... if measured
+        lines += ["### History", "", f"| images | {self.objective} | D loss | G loss | {' | '.join(cover)}"
+                  f"{' | ' if cover else ''}samples |", "|---:|---:|---:|---:|" + "---:|" * len(cover) + ":---|"]
         grid_at = {g["mark"]: g["artifact"] for g in self.grids if g["artifact"] in own}
         for h in history:
             mark = int(h["mark"])
             shown = f"![{mark}]({artifact_url(self.trial, grid_at[mark])})" if mark in grid_at else ""
+            cells = "".join(f"{_fmt(h.get(k))} | " for k in cover)
             lines.append(f"| {mark:,} | {_fmt(h.get(self.objective))} | {_fmt(h.get('d_loss'))} | "
-                         f"{_fmt(h.get('g_loss'))} | {shown} |")
+                         f"{_fmt(h.get('g_loss'))} | {cells}{shown} |")
+        shares = self.trial.user_attrs.get(attrs.CLASS_SHARES)
+        if shares:
+            lines += ["", "### Class shares at the last evaluation (domain classifier)", "",
+                      "| " + " | ".join(str(i) for i in range(len(shares))) + " |", "|" + "---:|" * len(shares),
+                      "| " + " | ".join(f"{100 * v:.1f}%" for v in shares) + " |"]
         save_note(self.trial, "\n".join(lines))
 
 
@@ -161,10 +169,10 @@ def _finite(v: Any) -> bool:
 
 def in_top(study: optuna.Study, value: float, k: int) -> bool:
     """Whether ``value`` would rank among the ``k`` best complete search trials of the study."""
-    from search.export import ranked
+    from search.selection import primary, ranked, signs
 
-    sign = 1.0 if study.direction == optuna.study.StudyDirection.MINIMIZE else -1.0
-    better = [t for t in ranked(study)[:k] if sign * float(t.value or 0.0) < sign * value]
+    sign = signs(study)[0]
+    better = [t for t in ranked(study)[:k] if sign * float(primary(t) or 0.0) < sign * value]
     return len(better) < k
 
 

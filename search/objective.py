@@ -26,6 +26,7 @@ from trainer import Diverged, EvalEvent, TrainConfig, TrainResult, prepare, trai
 from trainer.errors import ConfigError
 from trainer.io import CHECKPOINT_FILE, GENERATOR_FILE, save_generator
 from trainer.loop import read_checkpoint
+from trainer.metrics import CLASS_SHARE
 from trainer.precision import resolve as resolve_mode
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,29 @@ def tensorboard_writer(folder: str, trial: optuna.Trial) -> Any:
     return SummaryWriter(str(Path(folder) / trial.study.study_name / f"trial-{trial.number:04d}"))
 
 
+def metric_value(name: str, event: EvalEvent) -> float:
+    """A metric of the evaluation (fid, recall, class_min_share...), or the generator loss for g_loss."""
+    return event.losses["g_loss"] if name == "g_loss" else event.metrics[name]
+
+
 def objective_value(spec: StudySpec, event: EvalEvent) -> float:
-    return event.metrics[spec.objective] if spec.objective in ("fid", "kid") else event.losses["g_loss"]
+    return metric_value(spec.objective, event)
+
+
+def coverage_record(spec: StudySpec, metrics: dict[str, float]) -> tuple[dict[str, float], list[float]]:
+    """An evaluation's metrics without the per-class shares, and the shares as a list (empty without classes)."""
+    shares = [v for k, v in sorted(metrics.items(), key=lambda kv: _class_index(kv[0])) if k.startswith(CLASS_SHARE)]
+    return {k: round(v, 6) for k, v in metrics.items() if not k.startswith(CLASS_SHARE)}, [round(v, 5) for v in shares]
+
+
+def _class_index(key: str) -> int:
+    return int(key.removeprefix(CLASS_SHARE)) if key.startswith(CLASS_SHARE) else -1
+
+
+def confirmation_config(cfg: TrainConfig, images: int) -> TrainConfig:
+    """A confirmation's config at ``images`` (the production budget): four evaluations, the last at the end."""
+    every = max(cfg.batch_size, images // 4 // cfg.batch_size * cfg.batch_size)
+    return cfg.replace(budget_images=images, eval_every_images=every)
 
 
 class TrialRunner:
@@ -70,12 +92,13 @@ class TrialRunner:
         self.device, self.data, self.evaluator = setup.device, setup.data, setup.evaluator
 
     # ------------------------------------------------------------ one trial
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> list[float]:
         """Train the trial alone (``trainer.train``); a pack worker drives ``TrialSession`` itself."""
         return self.train(TrialSession(self, trial))
 
-    def train(self, session: TrialSession) -> float:
-        """Train a started session's trial alone; its value, or the pruning/failure it ended with."""
+    def train(self, session: TrialSession) -> list[float]:
+        """Train a started session's trial alone; its values (one per objective), or the pruning/failure it
+        ended with."""
         interrupted = False
         try:
             result = train(session.cfg, data=self.data, out_dir=session.workdir, callback=session.on_eval,
@@ -130,6 +153,8 @@ class TrialSession:
         self.spec, self.store = spec, runner.store
         self.scheduler = scheduler_for(spec)  # independent trials, or PBT segments: the session does not branch on it
         self.cfg = self.scheduler.configure(trial, suggest_config(trial, spec).replace(device=str(runner.device)))
+        if (images := trial.user_attrs.get(attrs.CONFIRM_IMAGES)) is not None:  # a confirmation at production budget
+            self.cfg = confirmation_config(self.cfg, int(images))
         self.prunable = attrs.CONFIRM not in trial.user_attrs and self.scheduler.prunable(trial)
         self.confirming = attrs.CONFIRM in trial.user_attrs
         trial.set_user_attr(attrs.CONFIG, self.cfg.to_dict())
@@ -147,7 +172,8 @@ class TrialSession:
         trial.set_user_attr(attrs.CHECKPOINT_SLOTS, self.slots)
         self.reported = set(frozen.intermediate_values)  # a retry inherits the intermediate values of the dead trial
         self.losses: list[dict[str, float]] = list(trial.user_attrs.get(attrs.LOSSES, []))
-        self.state: dict[str, Any] = {"best": math.inf if spec.direction == "minimize" else -math.inf, "last": None}
+        self.state: dict[str, Any] = {"best": math.inf if spec.direction == "minimize" else -math.inf, "last": None,
+                                      "values": None}
         self.gallery = Gallery(trial, self.store, spec.objective, self.workdir)
         self.board = tensorboard_writer(runner.tensorboard, trial) if runner.tensorboard else None
         self.keep_grids = False  # a trial that ends among the best keeps its whole grid history
@@ -160,10 +186,17 @@ class TrialSession:
         better = value < state["best"] if spec.direction == "minimize" else value > state["best"]
         state["best"] = value if better else state["best"]
         # a retry that resumed from an older checkpoint than the dead trial's last evaluation redoes that evaluation
+        state["values"] = [metric_value(name, event) for name in spec.objectives]
+        metrics, shares = coverage_record(spec, event.metrics)
         self.losses = [h for h in self.losses if h["mark"] < event.mark]
-        self.losses.append({"mark": event.mark, **event.losses, spec.objective: value})
+        self.losses.append({"mark": event.mark, **event.losses, **metrics, spec.objective: value})
         trial.set_user_attr(attrs.LOSSES, self.losses)
         trial.set_user_attr(attrs.IMAGES_SEEN, event.images_seen)
+        if metrics:
+            trial.set_user_attr(attrs.METRICS, metrics)
+        if shares:
+            trial.set_user_attr(attrs.CLASS_SHARES, shares)
+        state["metrics"] = metrics
         grid = event.sample(GRID_SAMPLES)
         trial.set_user_attr(attrs.SAMPLES_ARTIFACT, self.gallery.add(event.mark, grid, self.losses))
         if self.board is not None:
@@ -180,23 +213,28 @@ class TrialSession:
             trial.set_user_attr(attrs.CHECKPOINT, slot)
         if event.checkpoint is not None and event.final:
             self.scheduler.at_end(trial, event.checkpoint, self.store)
-        if event.mark not in self.reported:  # GAN curves are noisy: report: best hands the pruner the best so far
-            trial.report(state["best"] if spec.pruner["report"] == "best" else value, event.mark)
-            self.reported.add(event.mark)
-        if not event.final and self.prunable and trial.should_prune():
-            reason = guard_reason(self.losses, spec.guard) or (
-                f"{spec.pruner['name']} pruner: {spec.objective}={value:.4g} at {event.mark} images")
+        if len(spec.objectives) > 1:  # Optuna's pruners judge one value: only the loss guard stops such a trial
+            reason = guard_reason(self.losses, spec.guard) if not event.final and self.prunable else None
+        else:
+            if event.mark not in self.reported:  # GAN curves are noisy: report: best hands the pruner the best so far
+                trial.report(state["best"] if spec.pruner["report"] == "best" else value, event.mark)
+                self.reported.add(event.mark)
+            reason = None
+            if not event.final and self.prunable and trial.should_prune():
+                reason = guard_reason(self.losses, spec.guard) or (
+                    f"{spec.pruner['name']} pruner: {spec.objective}={value:.4g} at {event.mark} images")
+        if reason is not None:
             trial.set_user_attr(attrs.PRUNE_REASON, reason)
             self._record(event.images_seen)
             raise optuna.TrialPruned(reason)
 
-    def complete(self, result: TrainResult) -> float:
-        """The budget is done: store the generator and the measurements; the trial's value."""
+    def complete(self, result: TrainResult) -> list[float]:
+        """The budget is done: store the generator and the measurements; the trial's values (one per objective)."""
         self._record(result.images_seen, generator=result.generator, shape=result.shape,
                      images_per_s=result.images_per_s)
         value = float(self.state["last"])
         self.keep_grids = self.confirming or in_top(self.trial.study, value, self.spec.keep_grids)
-        return value
+        return [float(v) for v in self.state["values"]]
 
     def diverged(self, exc: Diverged) -> optuna.TrialPruned:
         reason = f"guard: non-finite loss at step {exc.step} ({exc.losses})"
@@ -230,4 +268,9 @@ class TrialSession:
         trial.set_user_attr(attrs.WALL_SECONDS, round(wall, 3))
         trial.set_user_attr(attrs.IMAGES_PER_S, round(images_per_s if images_per_s else images_seen / max(wall, 1e-9), 1))
         trial.set_user_attr(attrs.FINAL_VALUE, self.state["last"])
+        if self.spec.constraints:  # Optuna's constraint values (<= 0 holds), which its samplers model, once per trial
+            misses = [c.violation((self.state.get("metrics") or {}).get(c.metric)) for c in self.spec.constraints]
+            for c, miss in zip(self.spec.constraints, misses, strict=True):
+                trial.set_constraint(c.metric, miss)
+            trial.set_user_attr(attrs.FEASIBLE, all(m <= 0 for m in misses))
         trial.set_user_attr(attrs.BEST_VALUE, self.state["best"] if math.isfinite(self.state["best"]) else None)

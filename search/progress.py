@@ -43,7 +43,7 @@ class Snapshot:
 
 def snapshot(study: optuna.Study, started: float, done_at_start: int | None = None) -> Snapshot:
     """Where ``study`` stands now; ``done_at_start`` (trials done when the view started) gives the rate."""
-    from search.export import ranked
+    from search.selection import primary, ranked
 
     p = progress(study)
     best = ranked(study)
@@ -52,7 +52,7 @@ def snapshot(study: optuna.Study, started: float, done_at_start: int | None = No
     left = max(0, p["planned"] - p["done"])
     eta = elapsed / new * left if new > 0 else None
     return Snapshot(p["planned"], p["done"], p["complete"], p["pruned"], p["failed"], p["running"],
-                    float(best[0].value) if best and best[0].value is not None else None,
+                    primary(best[0]) if best else None,
                     best[0].number if best else None, elapsed, eta)
 
 

@@ -135,7 +135,7 @@ class ReplayRunner:
         self.trial_seconds, self.compress = replay.trial_seconds, replay.compress
         self.device = f"replay@{socket.gethostname()}:{os.getpid()}"  # where it ran: which process to kill in tests
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> list[float]:
         spec, store = self.spec, self.store
         start = time.perf_counter()
         values = suggest_values(trial, spec)
@@ -188,7 +188,7 @@ class ReplayRunner:
                     store.remove(artifact)
                 except ArtifactNotFound:
                     pass
-        return value
+        return [value]
 
     def _resume(self, trial: optuna.Trial, failed: int | None) -> int:
         """The mark the dead trial's last checkpoint artifact holds (0: from the start), as a real retry reads it."""

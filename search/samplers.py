@@ -18,6 +18,11 @@ def _tpe(spec: StudySpec, kwargs: dict[str, Any]) -> optuna.samplers.BaseSampler
     return optuna.samplers.TPESampler(**{"constant_liar": True, **kwargs})
 
 
+@SAMPLERS.register("nsgaii")
+def _nsgaii(spec: StudySpec, kwargs: dict[str, Any]) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.NSGAIISampler(**kwargs)
+
+
 @SAMPLERS.register("random")
 def _random(spec: StudySpec, kwargs: dict[str, Any]) -> optuna.samplers.BaseSampler:
     return optuna.samplers.RandomSampler(**kwargs)
@@ -45,7 +50,7 @@ def _grid(spec: StudySpec, kwargs: dict[str, Any]) -> optuna.samplers.BaseSample
 
 # Samplers whose random stream is drawn afresh for each trial (see build_sampler). QMC keeps one seed: its
 # scrambled sequence is indexed by trial; grid keeps one seed: it already skips points that run elsewhere.
-PER_TRIAL_SEED = ("tpe", "random", "cmaes", "gp")
+PER_TRIAL_SEED = ("tpe", "random", "cmaes", "gp", "nsgaii")
 
 
 def trial_seed(seed: int, number: int) -> int:

@@ -16,14 +16,19 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from search import attrs
 from search.errors import SpecError
 from search.registries import PRUNERS, SAMPLERS, WARM_STARTS
-from trainer.config import TrainConfig
+from trainer.config import COVERAGE_METRICS, TrainConfig
 from trainer.errors import ConfigError
 from trainer.registry import is_import_path
 
-OBJECTIVES = ("fid", "kid", "g_loss")
+# What an evaluation measures (trainer.metrics) and which way is better; any of these can be an objective or
+# a constraint. fid/kid need eval_metric fid/kid; the class metrics need the domain classifier.
+MINIMIZED = ("fid", "kid", "g_loss")
+MAXIMIZED = COVERAGE_METRICS  # precision, recall, density, coverage, class_min_share, class_entropy
+OBJECTIVES = MINIMIZED + MAXIMIZED
+OPERATORS = (">=", "<=")
 PARAM_TYPES = ("float", "int", "categorical")
-TOP_KEYS = ("name", "direction", "objective", "train", "space", "warm_start", "sampler", "pruner", "guard", "budget",
-            "storage", "scheduler")
+TOP_KEYS = ("name", "direction", "objective", "constraints", "train", "space", "warm_start", "sampler", "pruner", "guard",
+            "budget", "storage", "scheduler")
 REPORTS = ("last", "best")  # what a trial reports to the pruner at each evaluation: its value, or its best so far
 # Shared by every trial of a worker (data, feature network and real statistics are loaded once), or fixing
 # the points where trials are compared: these TrainConfig fields cannot be searched.
@@ -56,6 +61,26 @@ class Param:
 
 
 @dataclass(frozen=True)
+class Constraint:
+    """``metric >= bound`` or ``metric <= bound`` on a trial's last evaluation (``constraints:`` in a study file).
+
+    ``violation`` is Optuna's constraint value: <= 0 where the constraint holds, the amount it misses by elsewhere.
+    """
+
+    metric: str
+    op: str
+    bound: float
+
+    def violation(self, value: float | None) -> float:
+        if value is None or value != value:  # never measured (NaN included): infeasible
+            return float("inf")
+        return self.bound - value if self.op == ">=" else value - self.bound
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.bound:g}"
+
+
+@dataclass(frozen=True)
 class Pbt:
     """Population-based training: ``population`` members advance in segments of ``interval_images``; after
     each segment the bottom ``quantile`` copy a top-``quantile`` member's checkpoint (exploit) and perturb each
@@ -85,8 +110,11 @@ class StudySpec:
     train: TrainConfig  # the fixed part (with the per-trial budget and evaluation interval applied)
     space: tuple[Param, ...]
     warm_start: tuple[Mapping[str, Any], ...] = ()  # known-good parameter sets, enqueued before the search
-    objective: str = "fid"
+    objective: str = "fid"  # the first (or only) objective: what pruning, curves and the export's confirmation use
     direction: str = "minimize"
+    objectives: tuple[str, ...] = ("fid",)  # several: an Optuna multi-objective study (a Pareto front)
+    directions: tuple[str, ...] = ("minimize",)
+    constraints: tuple[Constraint, ...] = ()  # feasibility of a trial (Optuna's constraints_func; export's rule)
     sampler: Mapping[str, Any] = field(default_factory=lambda: {"name": "tpe"})
     pruner: Mapping[str, Any] = field(default_factory=lambda: {"name": "median"})
     guard: Guard = Guard()
@@ -127,12 +155,10 @@ class StudySpec:
         name = raw.get("name")
         if not isinstance(name, str) or not name.strip():
             raise err("name", "a non-empty study name is required.")
-        objective = raw.get("objective", "fid")
-        if objective not in OBJECTIVES:
-            raise err("objective", f"must be one of {', '.join(OBJECTIVES)}, but got {objective!r}.")
-        direction = raw.get("direction", "minimize")
-        if direction not in ("minimize", "maximize"):
-            raise err("direction", f"must be minimize or maximize, but got {direction!r}.")
+        objectives, directions = _objectives(raw.get("objective", "fid"), raw.get("direction"), err)
+        constraints = _constraints(raw.get("constraints", {}), err)
+        measured = set(objectives) | {c.metric for c in constraints}
+        objective, direction = objectives[0], directions[0]
 
         budget = _mapping(raw.get("budget", {}), "budget", err)
         _only(budget, ("n_trials", "timeout", "trial_images", "eval_every_images"), "budget", err)
@@ -141,8 +167,10 @@ class StudySpec:
             train_raw["budget_images"] = budget["trial_images"]
         if "eval_every_images" in budget:
             train_raw["eval_every_images"] = budget["eval_every_images"]
-        if objective in ("fid", "kid"):
-            train_raw["eval_metric"] = objective
+        if measured - {"g_loss"}:  # every evaluation measures fid or kid, and coverage beside it
+            train_raw["eval_metric"] = "kid" if "kid" in measured else "fid"
+        if {"fid", "kid"} <= measured:
+            raise err("objective", "fid and kid cannot both be measured in one study; choose one.")
         try:
             train = TrainConfig.from_dict(train_raw, source="train")
         except ConfigError as exc:
@@ -219,6 +247,8 @@ class StudySpec:
             spec = dataclasses.replace(spec, scheduler=scheduler, n_trials=scheduler.population * segments)
         if spec.grace_period <= spec.heartbeat_interval:
             raise err("storage.grace_period", "must be larger than storage.heartbeat_interval.")
+        spec = dataclasses.replace(spec, objectives=objectives, directions=directions, constraints=constraints)
+        _measurable(spec, measured, err)
         _build_check(spec, err)
         return spec
 
@@ -227,6 +257,56 @@ class StudySpec:
 
 
 # ---------------------------------------------------------------- helpers
+def _objectives(raw: Any, direction: Any, err: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``objective: fid`` or ``objective: [fid, recall]``; directions follow each metric unless given."""
+    names = raw if isinstance(raw, list) else [raw]
+    if not names:
+        raise err("objective", f"needs at least one of {', '.join(OBJECTIVES)}.")
+    for name in names:
+        if name not in OBJECTIVES:
+            raise err("objective", f"must be one or a list of {', '.join(OBJECTIVES)}, but got {name!r}.")
+    if len(set(names)) != len(names):
+        raise err("objective", f"lists a metric twice: {names}.")
+    natural = ["minimize" if n in MINIMIZED else "maximize" for n in names]
+    given = natural if direction is None else direction if isinstance(direction, list) else [direction]
+    if len(given) != len(names) or any(d not in ("minimize", "maximize") for d in given):
+        raise err("direction", f"must be minimize or maximize, one per objective ({len(names)}), but got {direction!r}.")
+    return tuple(names), tuple(given)
+
+
+def _constraints(raw: Any, err: Any) -> tuple[Constraint, ...]:
+    """``constraints: {class_min_share: ">= 0.07", fid: "<= 20"}``."""
+    out = []
+    for metric, rule in _mapping(raw, "constraints", err).items():
+        key = f"constraints.{metric}"
+        if metric not in OBJECTIVES or metric == "g_loss":
+            raise err(key, f"must constrain one of {', '.join(m for m in OBJECTIVES if m != 'g_loss')}.")
+        parts = str(rule).split()
+        if len(parts) != 2 or parts[0] not in OPERATORS:
+            raise err(key, f"must be '>= NUMBER' or '<= NUMBER', but got {rule!r}.")
+        try:
+            bound = float(parts[1])
+        except ValueError:
+            raise err(key, f"must be '>= NUMBER' or '<= NUMBER', but got {rule!r}.") from None
+        out.append(Constraint(str(metric), parts[0], bound))
+    return tuple(out)
+
+
+def _measurable(spec: StudySpec, measured: set[str], err: Any) -> None:
+    """Objectives and constraints the evaluations can measure, and the pruning/scheduling they allow."""
+    if "g_loss" in measured and len(measured) > 1:
+        raise err("objective", "g_loss is measured without an evaluator: it cannot be combined with other metrics.")
+    classes = sorted(m for m in measured if m.startswith("class_"))
+    if classes and spec.train.feature_net != "domain":
+        raise err("objective" if classes[0] in spec.objectives else f"constraints.{classes[0]}",
+                  "class shares need feature_net: domain (a classifier of the dataset's labels).")
+    if len(spec.objectives) > 1 and spec.pruner["name"] != "none":
+        raise err("pruner.name", "must be none with several objectives: Optuna's pruners judge one value "
+                                 f"(the loss guard still stops diverged trials), but got {spec.pruner['name']!r}.")
+    if spec.scheduler is not None and (len(spec.objectives) > 1 or spec.constraints):
+        raise err("scheduler", "PBT ranks members by one objective: it takes neither several objectives nor constraints.")
+
+
 def _scheduler(raw: Any, space: tuple[Param, ...], train: TrainConfig, err: Any) -> Pbt | None:
     """``scheduler: {name: pbt, ...}``: checked like the rest, against the space and the trial budget."""
     from trainer.config import SCHEDULABLE

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 def create_or_load_study(spec: StudySpec) -> optuna.Study:
     """Create the study (or load it) and store the study file and artifact folder with it."""
     storage = make_storage(spec.storage, create=True)
-    study = optuna.create_study(study_name=spec.name, storage=storage, direction=spec.direction,  # type: ignore[arg-type]
+    study = optuna.create_study(study_name=spec.name, storage=storage, directions=list(spec.directions),  # type: ignore[arg-type]
                                 sampler=build_sampler(spec), pruner=build_pruner(spec), load_if_exists=True)
     stored = study.user_attrs.get(attrs.SPEC)
     if stored is not None and stored != dict(spec.raw):

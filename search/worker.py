@@ -187,7 +187,7 @@ def work(study_name: str, storage_url: str, *, artifacts: str | None = None, dev
     study = optuna.load_study(study_name=study_name, storage=storage, sampler=build_sampler(spec),
                               pruner=build_pruner(spec))
     store = artifact_store(artifacts or study.user_attrs.get(attrs.ARTIFACTS) or spec.artifacts)
-    runner: Callable[[optuna.Trial], float]
+    runner: Callable[[optuna.Trial], list[float]]
     if replay is not None:
         if pack > 1:
             raise StudyError(f"replay workers run one trial at a time, but got {pack=}.")
@@ -312,15 +312,15 @@ def _work_packed(study: optuna.Study, spec: StudySpec, storage: Any, runner: Tri
         raise
 
 
-def _alone(runner: TrialRunner, session: TrialSession) -> float:
+def _alone(runner: TrialRunner, session: TrialSession) -> list[float]:
     return runner.train(session)
 
 
-def _raise(exc: BaseException) -> float:
+def _raise(exc: BaseException) -> list[float]:
     raise exc
 
 
-def _collect(session: TrialSession, outcome: Outcome) -> float:
+def _collect(session: TrialSession, outcome: Outcome) -> list[float]:
     """A pack member's end, told as a single trial's: its value, or the exception that ended it."""
     try:
         if outcome.error is not None:
@@ -333,7 +333,7 @@ def _collect(session: TrialSession, outcome: Outcome) -> float:
         session.close()
 
 
-def run_trial(study: optuna.Study, trial: optuna.Trial, runner: Callable[[optuna.Trial], float], spec: StudySpec,
+def run_trial(study: optuna.Study, trial: optuna.Trial, runner: Callable[[optuna.Trial], list[float]], spec: StudySpec,
               storage: Any, beat: ExitStack | None = None) -> None:
     """Run one claimed trial and record its end state (``beat``: its heartbeat, if the claim started it)."""
     try:
@@ -343,10 +343,10 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, runner: Callable[[optuna
         _finished_elsewhere(trial)
 
 
-def record_outcome(study: optuna.Study, trial: optuna.Trial, spec: StudySpec, outcome: Callable[[], float]) -> None:
+def record_outcome(study: optuna.Study, trial: optuna.Trial, spec: StudySpec, outcome: Callable[[], list[float]]) -> None:
     """Call ``outcome`` (which trains or collects the trial's result) and tell the study how the trial ended:
     COMPLETE with its value, PRUNED, or FAIL with a reason; Ctrl-C fails it and re-enqueues it for a retry."""
-    value: float | None = None
+    value: list[float] | None = None
     state = TrialState.FAIL
     try:
         value = outcome()

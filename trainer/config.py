@@ -17,6 +17,9 @@ import yaml
 
 from trainer.errors import ConfigError
 
+# What each evaluation measures beside fid/kid (trainer.metrics): all higher-is-better
+COVERAGE_METRICS = ("precision", "recall", "density", "coverage", "class_min_share", "class_entropy")
+
 Metric = Literal["fid", "kid", "none"]
 FeatureNet = Literal["domain", "inception"]
 Switch = Literal["auto", "on", "off"]

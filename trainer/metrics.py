@@ -45,7 +45,6 @@ DOMAIN_SEED = 0  # the domain network is deterministic from this seed
 DOMAIN_FEATURES = 128
 KID_SUBSETS, KID_SUBSET_SIZE = 20, 500
 PRDC_K = 5  # nearest neighbours of the k-NN manifolds (Naeem et al.'s default)
-COVERAGE_METRICS = ("precision", "recall", "density", "coverage", "class_min_share", "class_entropy")
 CLASS_SHARE = "class_share_"  # metrics class_share_0, class_share_1, ...: each class's share of the samples
 
 

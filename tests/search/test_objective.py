@@ -33,7 +33,7 @@ def test_a_retry_with_a_truncated_checkpoint_trains_from_the_start(tmp_path: Pat
     assert runner.checkpoint_of_failed_trial(retry, first.number, tmp_path) is None
     reason = study.get_trials()[retry.number].user_attrs[attrs.RESUME_SKIPPED]
     assert "unreadable" in reason and attrs.RESUMED_FROM not in study.get_trials()[retry.number].user_attrs
-    value = runner(retry)  # and the retry trains from scratch to its budget
+    [value] = runner(retry)  # the retry trains from scratch to its budget (a value per objective)
     assert isinstance(value, float)
     assert optuna.load_study(study_name="trunc", storage=spec.storage).trials[retry.number].user_attrs[
         attrs.IMAGES_SEEN] == spec.train.budget_images

@@ -139,12 +139,47 @@ def test_export_retrain_and_seed_confirmation(tmp_path: Path) -> None:
     metrics = json.loads((out / "metrics.json").read_text())
     table = metrics["confirmation"]
     assert len(table) == 2 and all(len(row["seed_values"]) == 2 for row in table)
-    assert table[0]["mean"] <= table[1]["mean"] and metrics["trial"] == table[0]["trial"]
+    assert table[0]["mean"] <= table[1]["mean"] and metrics["trial"] == table[0]["export_run"]
     assert metrics["retrain"]["images"] == 960
     assert yaml.safe_load((out / "config.yaml").read_text())["budget_images"] == 960
     study = optuna.load_study(study_name="confirm", storage=storage)
     assert sum("confirm_of" in t.user_attrs for t in study.trials) == 4  # recorded in the study
-    assert json.loads(result.stdout.strip().splitlines()[-1])["trial"] == table[0]["trial"]
+    assert json.loads(result.stdout.strip().splitlines()[-1])["trial"] == table[0]["export_run"]
+
+
+def test_export_confirms_at_the_production_budget_and_exports_that_run(tmp_path: Path) -> None:
+    """--confirm 2 --seeds 2 --images 960: four fresh-seed runs at 960 images (the trials trained 640), recorded
+    in the study; the export is the winning config's run itself (its generator, its config), not a retrain."""
+    study_file = write_study(tmp_path, small_study("prod", tmp_path, objective="fid"))
+    run_cli("run", str(study_file))
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    bad = CliRunner().invoke(app, ["export", "prod", "--storage", storage, "--out", str(tmp_path / "x"), "--images", "960"])
+    assert bad.exit_code == 2 and "images must be >= 1 and needs --confirm K" in bad.output
+    assert not (tmp_path / "x").exists()
+    out = tmp_path / "best"
+    run_cli("export", "prod", "--storage", storage, "--out", str(out), "--confirm", "2", "--seeds", "2", "--images", "960")
+    metrics = json.loads((out / "metrics.json").read_text())
+    table = metrics["confirmation"]
+    assert len(table) == 2 and all(r["images"] == 960 and len(r["seed_values"]) == 2 for r in table)
+    assert table[0]["mean"] <= table[1]["mean"] and "recall" in table[0]["metrics"] and "retrain" not in metrics
+    study = optuna.load_study(study_name="prod", storage=storage)
+    runs = [t for t in study.trials if "confirm_of" in t.user_attrs]
+    assert len(runs) == 4 and all(t.user_attrs["images_seen"] == 960 and t.user_attrs["confirm_images"] == 960
+                                  for t in runs)
+    recorded = study.user_attrs["confirmations"][-1]
+    assert recorded["images"] == 960 and [r["trial"] for r in recorded["rows"]] == [r["trial"] for r in table]
+    exported = study.trials[metrics["trial"]]
+    assert exported.number == table[0]["export_run"] and exported.user_attrs["confirm_of"] == table[0]["trial"]
+    cfg = TrainConfig.from_file(out / "config.yaml")
+    assert cfg.budget_images == 960 and cfg.seed == exported.user_attrs["seed"]
+    from optuna.artifacts import download_artifact
+
+    from search.storage import artifact_store
+
+    download_artifact(artifact_store=artifact_store(str(tmp_path / "artifacts")), file_path=str(tmp_path / "g.st"),
+                      artifact_id=exported.user_attrs["generator_artifact"])
+    assert (tmp_path / "g.st").read_bytes() == (out / "generator.safetensors").read_bytes()
+    assert "Confirmed at the production budget" in (out / "report.html").read_text()
 
 
 @pytest.mark.parametrize("workers", [3])

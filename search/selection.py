@@ -1,0 +1,103 @@
+"""Which trial is best: the one rule that ``status``, the progress line, the gallery and ``export`` share.
+
+* Trials whose constraints hold (``constraints:`` in the study file) come before those that miss; among the
+  latter, the smaller the total violation the better.
+* One objective: by value, in the study's direction.
+* Several objectives: by Pareto front (non-dominated sorting); within a front, nearest to the ideal point
+  after each objective is scaled to [0, 1] over that front (the "knee": no objective is given up for a small
+  gain in another). The first trial of the first front is the one exported.
+
+Seed confirmations (``export --confirm``) rank their configs by the same rule, on the means of their seeds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from search import attrs
+from search.errors import StudyError
+
+
+def signs(study: optuna.Study) -> list[float]:
+    """+1 for each minimised objective, -1 for each maximised one (smaller signed value is better)."""
+    return [1.0 if d == optuna.study.StudyDirection.MINIMIZE else -1.0 for d in study.directions]
+
+
+def primary(trial: FrozenTrial) -> float | None:
+    """The trial's first objective (its value in a single-objective study)."""
+    return float(trial.values[0]) if trial.values else None
+
+
+def search_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Complete trials of the search itself (seed-confirmation trials excluded)."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if attrs.CONFIRM not in t.user_attrs and t.values is not None]
+
+
+def violation(trial: FrozenTrial) -> float:
+    """How far the trial misses its constraints at its end (0: every one holds, or the study has none)."""
+    return sum(max(0.0, v) for v in trial.constraints.values())
+
+
+def order(points: Sequence[Sequence[float]], sign: Sequence[float]) -> list[int]:
+    """Indices of ``points`` (one value per objective) best first: by Pareto front, then nearest the ideal."""
+    signed = [[s * v for s, v in zip(sign, p, strict=True)] for p in points]
+    if len(sign) == 1:
+        return sorted(range(len(points)), key=lambda i: (signed[i][0], i))
+    n = len(points)  # fast non-dominated sort (Deb et al. 2002): each pair compared once
+    beaten_by = [0] * n
+    beats: list[list[int]] = [[] for _ in range(n)]
+    for i in range(n):
+        for j in range(i + 1, n):
+            if _dominates(signed[i], signed[j]):
+                beats[i].append(j)
+                beaten_by[j] += 1
+            elif _dominates(signed[j], signed[i]):
+                beats[j].append(i)
+                beaten_by[i] += 1
+    front, out = [i for i in range(n) if beaten_by[i] == 0], []
+    while front:
+        dims = range(len(sign))
+        lows = [min(signed[i][k] for i in front) for k in dims]
+        spans = [max(signed[i][k] for i in front) - lows[k] for k in dims]
+        out += sorted(front, key=lambda i: (_from_ideal(signed[i], lows, spans), signed[i], i))
+        following = []
+        for i in front:
+            for j in beats[i]:
+                beaten_by[j] -= 1
+                if beaten_by[j] == 0:
+                    following.append(j)
+        front = following
+    return out
+
+
+def _from_ideal(point: list[float], lows: list[float], spans: list[float]) -> float:
+    """Distance of ``point`` from the front's ideal point (``lows``), each objective scaled by its span."""
+    return math.hypot(*((v - low) / span if span > 0 else 0.0 for v, low, span in zip(point, lows, spans, strict=True)))
+
+
+def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    return all(x <= y for x, y in zip(a, b, strict=True)) and any(x < y for x, y in zip(a, b, strict=True))
+
+
+def ranked(study: optuna.Study) -> list[FrozenTrial]:
+    """The study's search trials, best first (feasible before infeasible; see the module's rule)."""
+    trials = search_trials(study)
+    feasible = [t for t in trials if violation(t) == 0.0]
+    infeasible = sorted((t for t in trials if violation(t) > 0.0), key=lambda t: (violation(t), t.number))
+    sign = signs(study)
+    return [feasible[i] for i in order([t.values for t in feasible], sign)] + infeasible
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial:
+    trials = ranked(study)
+    if not trials:
+        raise StudyError(f"study {study.study_name!r} has no complete trial to export; run more trials first.")
+    return trials[0]
+
+
+__all__ = ["best_trial", "order", "primary", "ranked", "search_trials", "signs", "violation"]

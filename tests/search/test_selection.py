@@ -1,0 +1,96 @@
+"""Which trial is best: Pareto order, constraints, and studies that search with coverage (real Optuna, real training)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from search import attrs
+from search.cli import app
+from search.selection import order, ranked
+from tests.search.conftest import small_study, write_study
+
+
+def test_order_is_pareto_fronts_then_nearest_the_ideal() -> None:
+    # minimise the first, maximise the second: (1, 0.2) and (3, 0.9) and (2, 0.8) are non-dominated; (3, 0.5) is
+    # dominated by (2, 0.8); within the front (2, 0.8) is nearest the ideal (1, 0.9) once both are scaled
+    points = [(3.0, 0.5), (1.0, 0.2), (3.0, 0.9), (2.0, 0.8)]
+    assert order(points, [1.0, -1.0]) == [3, 1, 2, 0]
+    assert order([(2.0,), (1.0,), (3.0,)], [1.0]) == [1, 0, 2]
+    assert order([(2.0,), (1.0,), (3.0,)], [-1.0]) == [2, 0, 1]
+
+
+def test_ranked_puts_feasible_trials_first() -> None:
+    study = optuna.create_study(direction="minimize")
+    for value, misses in ((1.0, [0.02]), (5.0, [0.0]), (3.0, [-0.01]), (2.0, [0.01])):
+        trial = study.ask()
+        trial.set_constraint("share", misses[0])
+        study.tell(trial, value)
+    assert [t.values[0] for t in ranked(study)] == [3.0, 5.0, 2.0, 1.0]  # feasible by value, then by violation
+
+
+def _run(tmp_path: Path, name: str, **overrides: object) -> tuple[optuna.Study, str]:
+    study_file = write_study(tmp_path, small_study(name, tmp_path, **overrides))
+    result = CliRunner().invoke(app, ["run", str(study_file)])
+    assert result.exit_code == 0, result.output
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    return optuna.load_study(study_name=name, storage=storage), storage
+
+
+def test_a_constrained_study_records_coverage_and_exports_a_feasible_trial(tmp_path: Path) -> None:
+    """constraints: {class_min_share: ">= 0.02"}: every evaluation stores precision/recall/density/coverage and
+    the class shares; Optuna's sampler sees the constraint values; export takes the best feasible trial."""
+    study, storage = _run(tmp_path, "constrained", objective="fid", constraints={"class_min_share": ">= 0.02"},
+                          sampler={"name": "tpe", "seed": 0, "args": {"n_startup_trials": 2}},
+                          budget={"n_trials": 4})
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 4
+    for t in done:
+        metrics = t.user_attrs[attrs.METRICS]
+        assert {"fid", "precision", "recall", "density", "coverage", "class_min_share", "class_entropy"} <= set(metrics)
+        shares = t.user_attrs[attrs.CLASS_SHARES]
+        assert len(shares) == 10 and sum(shares) == pytest.approx(1.0, abs=1e-3)
+        assert min(shares) == pytest.approx(metrics["class_min_share"], abs=1e-4)
+        assert t.constraints == pytest.approx({"class_min_share": 0.02 - metrics["class_min_share"]})  # Optuna's
+        assert t.user_attrs[attrs.FEASIBLE] == (metrics["class_min_share"] >= 0.02)
+        assert all("recall" in h for h in t.user_attrs[attrs.LOSSES])  # stored with each evaluation
+    feasible = [t for t in done if t.user_attrs[attrs.FEASIBLE]]
+    expected = (min(feasible, key=lambda t: t.values[0]) if feasible else
+                min(done, key=lambda t: t.constraints["class_min_share"]))
+    out = tmp_path / "best"
+    result = CliRunner().invoke(app, ["export", "constrained", "--storage", storage, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["trial"] == expected.number and metrics["feasible"] == bool(feasible)
+    assert metrics["constraints"] == ["class_min_share >= 0.02"]
+    assert "Coverage" in (out / "report.html").read_text()
+    status = CliRunner().invoke(app, ["status", "constrained", "--storage", storage, "--json"])
+    shown = json.loads(status.stdout)
+    assert shown["best_trial"] == expected.number and "recall" in shown["best_metrics"]
+    table = CliRunner().invoke(app, ["status", "constrained", "--storage", storage])
+    assert "prec  rec   cov   min%" in table.output
+
+
+def test_a_multi_objective_study_exports_from_its_pareto_front(tmp_path: Path) -> None:
+    """objective: [fid, recall]: an Optuna multi-objective study (no pruner; the guard still runs); the export
+    is a non-dominated trial, the one nearest the ideal point."""
+    study, storage = _run(tmp_path, "pareto", objective=["fid", "recall"],
+                          sampler={"name": "tpe", "seed": 0, "args": {"n_startup_trials": 2}},
+                          budget={"n_trials": 4})
+    assert [d.name for d in study.directions] == ["MINIMIZE", "MAXIMIZE"]
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 4
+    for t in done:
+        assert t.values == pytest.approx([t.user_attrs[attrs.METRICS]["fid"], t.user_attrs[attrs.METRICS]["recall"]])
+    out = tmp_path / "best"
+    result = CliRunner().invoke(app, ["export", "pareto", "--storage", storage, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    front = {t.number for t in study.best_trials}
+    assert metrics["trial"] in front and metrics["objectives"] == ["fid", "recall"]
+    assert metrics["trial"] == ranked(study)[0].number
