@@ -274,7 +274,8 @@ def _work_packed(study: optuna.Study, spec: StudySpec, storage: Any, runner: Tri
                 trial, beat = claimed.trial, claimed.heartbeat
                 try:
                     session = TrialSession(runner, trial)
-                    if (why := Pack.refuses(session.cfg)) is not None:  # trains alone, now; then the pack goes on
+                    # a config a pack cannot take trains alone, now; then the pack goes on
+                    if (why := Pack.refuses(session.cfg, runner.data.shape)) is not None:
                         log.info("trial %d trains alone: %s", trial.number, why)
                         record_outcome(study, trial, spec, functools.partial(_alone, runner, session))
                         beat.close()

@@ -58,6 +58,21 @@ def pack_key(cfg: TrainConfig) -> str:
     return json.dumps(fixed, sort_keys=True, default=str)
 
 
+def _has_dropout(key: str, cfg: TrainConfig, shape: tuple[int, int, int]) -> bool:
+    """Whether ``cfg``'s networks hold a dropout layer (memoised per pack key and shape)."""
+    if (key, shape) not in _DROPOUT:
+        from trainer.models import build_models
+
+        with torch.random.fork_rng(devices=[]):  # building draws initial weights: leave the caller's stream alone
+            nets = build_models(cfg, shape)
+        _DROPOUT[(key, shape)] = any(isinstance(m, torch.nn.modules.dropout._DropoutNd)
+                                     for net in nets for m in net.modules())
+    return _DROPOUT[(key, shape)]
+
+
+_DROPOUT: dict[tuple[str, tuple[int, int, int]], bool] = {}
+
+
 @dataclass
 class _Member(RunState):
     """One run inside the pack: its progress (``RunState``) and where it reports (tensors live in the pack)."""
@@ -113,16 +128,23 @@ class Pack:
 
     # ------------------------------------------------------------ membership
     @staticmethod
-    def refuses(cfg: TrainConfig) -> str | None:
-        """Why ``cfg`` cannot train in a pack (it then trains alone with ``trainer.train``), or None."""
+    def refuses(cfg: TrainConfig, shape: tuple[int, int, int] | None = None) -> str | None:
+        """Why ``cfg`` cannot train in a pack (it then trains alone with ``trainer.train``), or None.
+
+        With the data's ``shape`` the networks are inspected too: dropout draws its masks from torch's global
+        generator, which the members of a pack would share, so such a run could not match its single run.
+        """
         if "n_critic" in cfg.schedules:
             return "a scheduled n_critic trains alone: a pack's members take their discriminator steps together"
+        if shape is not None and _has_dropout(pack_key(cfg), cfg, shape):
+            return (f"arch {cfg.arch!r} uses dropout, whose masks come from torch's global generator that a pack's "
+                    "members would share: it trains alone")
         return None
 
     def add(self, cfg: TrainConfig, *, callback: Callback | None = None, out_dir: str | Path | None = None,
             resume_from: str | Path | None = None) -> int:
         """Add a run; it starts from scratch (seeded as ``train``) or from a ``train``/pack checkpoint."""
-        if (why := self.refuses(cfg)) is not None:
+        if (why := self.refuses(cfg, self.data.shape)) is not None:
             raise ValueError(f"this config cannot join a pack: {why}.")
         key = pack_key(cfg)
         if self.key is not None and key != self.key:

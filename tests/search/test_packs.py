@@ -48,6 +48,27 @@ def test_a_packed_worker_records_and_prunes_trials_as_single_trials(tmp_path: Pa
             assert tp.user_attrs["generator_artifact"] and tp.user_attrs["shape"] == [1, 8, 8]
 
 
+def test_a_searched_arch_trains_in_packs_grouped_by_arch(tmp_path: Path) -> None:
+    """space: {arch: [dcgan, mlp]}: a packed worker packs the dcgan trials (pack_key holds the arch), trains the
+    MLP's alone (its dropout draws from torch's global generator), and every trial ends as it does alone."""
+    from trainer import TrainConfig
+    from trainer.pack import pack_key
+
+    assert pack_key(TrainConfig(arch="dcgan")) != pack_key(TrainConfig(arch="mlp"))
+    runs = {}
+    for sub in ("alone", "packed"):
+        (tmp_path / sub).mkdir()
+        path = write_study(tmp_path / sub, small_study(
+            sub, tmp_path / sub, train=FP32, space={"arch": ["dcgan", "mlp"], "lr_g": {"type": "float", "low": 1e-4,
+                                                                                      "high": 1e-3, "log": True}},
+            sampler={"name": "random", "seed": 1}, budget={"n_trials": 5, "trial_images": 640, "eval_every_images": 320}))
+        runs[sub] = api.run(path, pack=4 if sub == "packed" else 1).study.get_trials()
+    assert {t.params["arch"] for t in runs["packed"]} == {"dcgan", "mlp"}
+    for ta, tp in zip(runs["alone"], runs["packed"], strict=True):
+        assert tp.params == ta.params and tp.state == ta.state == TrialState.COMPLETE
+        assert tp.value == pytest.approx(ta.value, rel=1e-4)
+
+
 def test_a_killed_packed_worker_has_each_member_retried_from_its_checkpoint(tmp_path: Path, postgres_url: str) -> None:
     make_study(tmp_path, postgres_url, "packkill", budget={"n_trials": 2, "trial_images": 16000,
                                                             "eval_every_images": 1600}, train=FP32)
