@@ -37,7 +37,8 @@ import optuna
 import torch
 from joblib import Parallel, delayed
 
-from search import StudySpec, create_or_load_study, plan, run_workers, suggest_config
+from search import StudySpec, create_or_load_study, run_workers, suggest_config
+from search.schedulers import scheduler_for
 from trainer import TrainConfig, load_data, make_evaluator, train
 
 log = logging.getLogger("benchmarks.search")
@@ -51,7 +52,7 @@ def gan_search_arm(spec: StudySpec, seed: int, workers: int, budget_s: float, tm
     arm_spec = StudySpec.from_dict(raw, source="benchmark").with_overrides(n_trials=100_000, timeout=budget_s)
     start = datetime.now()
     study = create_or_load_study(arm_spec)
-    plan(study, arm_spec.n_trials, arm_spec.warm_start, arm_spec)
+    scheduler_for(arm_spec).plan(study, arm_spec.n_trials)
     run_workers(arm_spec.name, arm_spec.storage, workers, artifacts=arm_spec.artifacts, timeout=budget_s)
     return _record(study, start, budget_s)
 
@@ -65,7 +66,7 @@ def pbt_arm(spec: StudySpec, seed: int, workers: int, budget_s: float, tmp: Path
     arm_spec = StudySpec.from_dict(raw, source="benchmark").with_overrides(timeout=budget_s)
     start = datetime.now()
     study = create_or_load_study(arm_spec)
-    plan(study, arm_spec.n_trials, arm_spec.warm_start, arm_spec)
+    scheduler_for(arm_spec).plan(study, arm_spec.n_trials)
     run_workers(arm_spec.name, arm_spec.storage, workers, artifacts=arm_spec.artifacts, timeout=budget_s)
     record = _record(study, start, budget_s)
     best = next((t for t in study.get_trials(deepcopy=False) if record["best_config"] and t.value == record["best"]

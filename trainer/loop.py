@@ -123,7 +123,8 @@ def train(
 
 
 def _show(event: EvalEvent, bar: Any, total: int) -> None:
-    shown = " ".join(f"{k}={v:.4g}" for k, v in {**event.losses, **event.metrics}.items())
+    shown = " ".join(f"{k}={v:.4g}" for k, v in {**event.losses, **event.metrics}.items()
+                     if not k.startswith("class_share_"))  # the smallest share and the entropy stand for them
     if bar is not None:
         bar.set_postfix_str(shown)
     else:

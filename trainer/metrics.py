@@ -209,7 +209,7 @@ def manifold_metrics(real: torch.Tensor, fake: torch.Tensor, k: int = PRDC_K) ->
 
 def share_metrics(shares: list[float]) -> dict[str, float]:
     """Each class's share, the smallest, and the entropy of the shares over log(classes) (1: every class equal)."""
-    entropy = -sum(p * math.log(p) for p in shares if p > 0) / math.log(len(shares))
+    entropy = 0.0 - sum(p * math.log(p) for p in shares if p > 0) / math.log(len(shares))  # never -0.0
     return {"class_min_share": min(shares), "class_entropy": entropy,
             **{f"{CLASS_SHARE}{i}": p for i, p in enumerate(shares)}}
 

@@ -1,0 +1,128 @@
+"""Coverage against FID alone: two study files at equal wall-clock, each export confirmed at the production budget.
+
+    python benchmarks/coverage.py --data-root ../shared/data/mnist --minutes 10 \
+        --studies studies/mnist-dcgan.yaml studies/mnist-coverage.yaml --confirm 2 --seeds 3 --images 192000
+
+Each arm runs its study file as shipped (only storage, clock and sampler seed changed) for ``--minutes`` of
+wall-clock with ``--workers`` local workers, then exports with ``--confirm K --seeds S --images N``: the top K
+configs re-run with S fresh seeds at N images, ranked by the study's rule (feasible first, then mean FID), and
+the winner's run exported. Printed side by side: per arm, the winner's FID, recall, coverage and smallest class
+share under the domain classifier for each seed, beside the real held-out split's shares. JSON to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from search import StudySpec, api, create_or_load_study, run_workers
+from search.schedulers import scheduler_for
+from trainer import load_data
+from trainer.metrics import class_shares, domain_net, features
+
+log = logging.getLogger("benchmarks.coverage")
+
+
+def search(path: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """Run one study file for the wall-clock budget (sampler seed, storage and clock changed, nothing else)."""
+    raw = StudySpec.from_file(path).raw
+    raw = {**raw, "train": {**raw["train"], "data_root": args.data_root},
+           "sampler": {**raw.get("sampler", {}), "seed": args.seed},
+           "storage": {**raw.get("storage", {}), "url": f"sqlite:///{tmp / 'study.db'}", "artifacts": str(tmp / "art")}}
+    spec = StudySpec.from_dict(raw, source=path).with_overrides(n_trials=100_000, timeout=args.minutes * 60)
+    study = create_or_load_study(spec)
+    scheduler_for(spec).plan(study, spec.n_trials)
+    t0 = time.perf_counter()
+    run_workers(spec.name, spec.storage, args.workers, artifacts=spec.artifacts, timeout=spec.timeout)
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state.name for t in trials]
+    return {"study": path, "name": spec.name, "storage": spec.storage, "search_seconds": round(time.perf_counter() - t0, 1),
+            "trials": {s: states.count(s) for s in sorted(set(states))},
+            "feasible_trials": sum(1 for t in trials if t.user_attrs.get("feasible")),
+            "constraints": [str(c) for c in spec.constraints]}
+
+
+def confirm(result: dict[str, Any], args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """Export the arm's study confirmed at the production budget (the top K configs, S fresh seeds each)."""
+    t0 = time.perf_counter()
+    exported = api.export(result["name"], tmp / "export", storage=result["storage"], confirm=args.confirm,
+                          seeds=args.seeds, images=args.images, workers=args.confirm_workers, plotlyjs="cdn")
+    rows = exported["confirmation"]
+    for row in rows:
+        row["class_min_share_per_seed"] = [min(s) for s in row["class_shares"]] if row.get("class_shares") else None
+    return {**result, "confirm_seconds": round(time.perf_counter() - t0, 1), "winner": rows[0] if rows else None,
+            "confirmation": rows, "exported_run": exported["trial"]}
+
+
+def real_shares(data_root: str, study: str) -> list[float]:
+    """The real held-out split's class shares under the same domain classifier (what 'every digit' means)."""
+    spec = StudySpec.from_file(study)
+    cfg = spec.train.replace(data_root=data_root)
+    data = load_data(cfg)
+    net, _ = domain_net(data)
+    held = data.holdout[:cfg.eval_samples]
+    return class_shares(net, features(net, (held[i:i + 500] for i in range(0, len(held), 500))))
+
+
+def show(results: list[dict[str, Any]], real: list[float], images: int, seeds: int) -> str:
+    lines = [f"real held-out split, domain classifier: every digit {min(real):.1%}-{max(real):.1%} "
+             f"({', '.join(f'{v:.1%}' for v in real)})", "",
+             f"| study | search trials (feasible) | winner | FID per seed at {images:,} | mean | recall | coverage | "
+             "smallest class share per seed | every digit >= 7% |", "|---|---|---|---|---:|---:|---:|---|---|"]
+    for r in results:
+        w = r["winner"]
+        if w is None:
+            lines.append(f"| {r['study']} | {r['trials']} | - | no confirmation completed | | | | | |")
+            continue
+        mins = w["class_min_share_per_seed"] or []
+        runs = w["run_metrics"]
+        recall = statistics.fmean(m["recall"] for m in runs)
+        cover = statistics.fmean(m["coverage"] for m in runs)
+        lines.append(f"| {Path(r['study']).name} | {sum(r['trials'].values())} ({r['feasible_trials']}) | trial "
+                     f"{w['trial']} | {', '.join(f'{v:.2f}' for v in w['seed_values'])} | {w['mean']:.2f} +- "
+                     f"{w['std']:.2f} | {recall:.3f} | {cover:.3f} | {', '.join(f'{v:.1%}' for v in mins)} | "
+                     f"{'yes' if mins and min(mins) >= 0.07 else 'no'} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--studies", nargs="+", default=["studies/mnist-dcgan.yaml", "studies/mnist-coverage.yaml"])
+    parser.add_argument("--data-root", default="../shared/data/mnist")
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0, help="sampler seed of every arm")
+    parser.add_argument("--confirm", type=int, default=2)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--images", type=int, default=192_000)
+    parser.add_argument("--confirm-workers", type=int, default=2)
+    parser.add_argument("--out", default="benchmarks/results/coverage-mnist.json")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    real = real_shares(args.data_root, args.studies[0])
+    tmps = [Path(tempfile.mkdtemp(prefix="coverage-")) for _ in args.studies]
+    try:  # every search first (the timed part, nothing else running), then the confirmations (untimed)
+        searched = [search(path, args, tmp) for path, tmp in zip(args.studies, tmps, strict=True)]
+        print(json.dumps(searched, indent=1), flush=True)
+        results = []
+        for result, tmp in zip(searched, tmps, strict=True):
+            results.append(confirm(result, args, tmp))
+            print(show(results, real, args.images, args.seeds), flush=True)
+    finally:
+        for tmp in tmps:
+            shutil.rmtree(tmp, ignore_errors=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"args": vars(args), "real_shares": real, "arms": results}, indent=1,
+                                         default=str))
+    print(f"\nwritten: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
