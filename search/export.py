@@ -50,7 +50,9 @@ def confirmation_runs(study: optuna.Study, origin: int, images: int | None) -> l
 def confirmation_table(study: optuna.Study, origins: list[int], spec: StudySpec,
                        images: int | None = None) -> list[dict[str, Any]]:
     """Per confirmed config: its fresh-seed runs' values and metrics, their means and spread, whether the
-    constraints hold on the means, and the run to export; ordered by the study's rule on the means."""
+    constraints hold for every seed, and the run to export; ordered by the study's rule (``search.selection``)
+    on the means: configs whose constraints hold for every seed first, then the rest by their worst seed's
+    total violation."""
     trials = study.get_trials(deepcopy=False)
     rows: list[dict[str, Any]] = []
     for number in origins:
@@ -62,7 +64,8 @@ def confirmation_table(study: optuna.Study, origins: list[int], spec: StudySpec,
                    for k in runs[0].user_attrs.get(attrs.METRICS, {})
                    if all(k in t.user_attrs.get(attrs.METRICS, {}) for t in runs)}
         shares = [t.user_attrs.get(attrs.CLASS_SHARES) for t in runs]
-        misses = [c.violation(metrics.get(c.metric)) for c in spec.constraints]
+        misses = [max(c.violation(t.user_attrs.get(attrs.METRICS, {}).get(c.metric)) for t in runs)
+                  for c in spec.constraints]  # each constraint at its worst seed
         best_run = runs[order([[violation(t), *t.values] for t in runs], [1.0, *signs(study)])[0]]
         primary_values = [v[0] for v in values]
         rows.append({"trial": number, "images": images or int(trials[number].user_attrs.get(attrs.IMAGES_SEEN, 0)),
@@ -73,10 +76,11 @@ def confirmation_table(study: optuna.Study, origins: list[int], spec: StudySpec,
                      "means": [statistics.fmean(col) for col in zip(*values, strict=True)],
                      "metrics": metrics, "run_metrics": [t.user_attrs.get(attrs.METRICS, {}) for t in runs],
                      "class_shares": shares if all(shares) else None,
-                     "feasible": all(m <= 0 for m in misses), "export_run": best_run.number})
+                     "feasible": all(m <= 0 for m in misses), "violation": sum(max(0.0, m) for m in misses),
+                     "export_run": best_run.number})
     feasible: list[dict[str, Any]] = [r for r in rows if r["feasible"]]
     ranked_rows = [feasible[i] for i in order([r["means"] for r in feasible], signs(study))]
-    return ranked_rows + [r for r in rows if not r["feasible"]]
+    return ranked_rows + sorted((r for r in rows if not r["feasible"]), key=lambda r: r["violation"])
 
 
 def record_confirmations(study: optuna.Study, rows: list[dict[str, Any]], images: int | None, seeds: int) -> None:

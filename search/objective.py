@@ -64,7 +64,7 @@ def objective_value(spec: StudySpec, event: EvalEvent) -> float:
     return metric_value(spec.objective, event)
 
 
-def coverage_record(spec: StudySpec, metrics: dict[str, float]) -> tuple[dict[str, float], list[float]]:
+def coverage_record(metrics: dict[str, float]) -> tuple[dict[str, float], list[float]]:
     """An evaluation's metrics without the per-class shares, and the shares as a list (empty without classes)."""
     shares = [v for k, v in sorted(metrics.items(), key=lambda kv: _class_index(kv[0])) if k.startswith(CLASS_SHARE)]
     return {k: round(v, 6) for k, v in metrics.items() if not k.startswith(CLASS_SHARE)}, [round(v, 5) for v in shares]
@@ -185,9 +185,9 @@ class TrialSession:
         state["last"] = value
         better = value < state["best"] if spec.direction == "minimize" else value > state["best"]
         state["best"] = value if better else state["best"]
-        # a retry that resumed from an older checkpoint than the dead trial's last evaluation redoes that evaluation
         state["values"] = [metric_value(name, event) for name in spec.objectives]
-        metrics, shares = coverage_record(spec, event.metrics)
+        metrics, shares = coverage_record(event.metrics)
+        # a retry that resumed from an older checkpoint than the dead trial's last evaluation redoes that evaluation
         self.losses = [h for h in self.losses if h["mark"] < event.mark]
         self.losses.append({"mark": event.mark, **event.losses, **metrics, spec.objective: value})
         trial.set_user_attr(attrs.LOSSES, self.losses)
