@@ -94,3 +94,30 @@ def test_a_multi_objective_study_exports_from_its_pareto_front(tmp_path: Path) -
     front = {t.number for t in study.best_trials}
     assert metrics["trial"] in front and metrics["objectives"] == ["fid", "recall"]
     assert metrics["trial"] == ranked(study)[0].number
+
+
+def test_a_confirmation_ranks_first_the_configs_whose_constraints_hold_for_every_seed(tmp_path: Path) -> None:
+    """Config 0 has the better mean FID but one seed gives a digit 5%: config 1, whose seeds all give >= 7%, wins;
+    its exported run is its best seed's."""
+    from search.export import confirmation_table
+    from search.spec import StudySpec
+
+    spec = StudySpec.from_dict(small_study("c", tmp_path, objective="fid", constraints={"class_min_share": ">= 0.07"}))
+    study = optuna.create_study(direction="minimize")
+    for value in (5.0, 6.0):
+        study.tell(study.ask(), value)
+    numbers = {}
+    for origin, runs in ((0, [(4.0, 0.08), (4.5, 0.05)]), (1, [(6.5, 0.075), (6.0, 0.08)])):
+        for seed, (fid, share) in enumerate(runs):
+            trial = study.ask()
+            for key, value in ((attrs.CONFIRM, origin), (attrs.SEED_OVERRIDE, seed), (attrs.CONFIRM_IMAGES, 960),
+                               (attrs.METRICS, {"fid": fid, "class_min_share": share})):
+                trial.set_user_attr(key, value)
+            study.tell(trial, fid)
+            numbers[(origin, fid)] = trial.number
+    rows = confirmation_table(study, [0, 1], spec, 960)
+    assert [r["trial"] for r in rows] == [1, 0] and rows[0]["feasible"] and not rows[1]["feasible"]
+    assert rows[0]["mean"] == pytest.approx(6.25) and rows[0]["export_run"] == numbers[(1, 6.0)]
+    assert rows[1]["violation"] == pytest.approx(0.02)
+    assert confirmation_table(study, [0, 1], StudySpec.from_dict(small_study("c", tmp_path, objective="fid")),
+                              960)[0]["trial"] == 0  # without the constraint: the best mean
