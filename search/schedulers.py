@@ -30,6 +30,9 @@ from trainer import TrainConfig
 class Scheduler:
     """Independent trials; the base every scheduler refines."""
 
+    # Why workers need the database itself (the study lock) rather than a storage proxy; None: a proxy serves
+    needs_lock: str | None = None
+
     def __init__(self, spec: StudySpec) -> None:
         self.spec = spec
 
@@ -80,6 +83,8 @@ Independent = Scheduler
 
 class PopulationBased(Scheduler):
     """Population-based training: segments as trials (``search/pbt.py`` holds the exploit/explore rules)."""
+
+    needs_lock = "a PBT study plans its generations under the study lock"
 
     def plan(self, study: optuna.Study, n_trials: int) -> int:
         set_target(study, n_trials)  # population x generations

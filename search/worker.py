@@ -200,9 +200,8 @@ def work(study_name: str, storage_url: str, *, artifacts: str | None = None, dev
         runner = TrialRunner(spec, store, device, tensorboard=tensorboard)
     log.info("worker %d joined study %s on %s (device %s)", worker, study_name, redact(storage_url),
              getattr(runner, "device", "?"))
-    if spec.scheduler is not None and not isinstance(storage, RDBStorage):
-        raise StudyError("a PBT study plans its generations under the study lock: give workers the database URL, "
-                         "not a storage proxy.")
+    if (why := scheduler_for(spec).needs_lock) is not None and not isinstance(storage, RDBStorage):
+        raise StudyError(f"{why}: give workers the database URL, not a storage proxy.")
     timer = SqlTimer(getattr(storage, "engine", None))  # through a proxy the SQL runs in the proxy: nothing to time
     if pack > 1:
         done = _work_packed(study, spec, storage, runner, pack, lambda: timeout is not None and  # type: ignore[arg-type]
