@@ -12,7 +12,17 @@ import time
 import torch
 
 from trainer import TrainConfig, build_generator, load_data
-from trainer.metrics import domain_net, features, frechet_distance, kernel_distance, sampled, statistics
+from trainer.metrics import (
+    domain_net,
+    features,
+    frechet_distance,
+    kernel_distance,
+    manifold_metrics,
+    sampled,
+    share_metrics,
+    shares_of,
+    statistics,
+)
 
 
 def timed(fn):  # type: ignore[no-untyped-def]
@@ -38,11 +48,15 @@ def main() -> None:
     (stats_f, stats_r), t_stats = timed(lambda: (statistics(fake), statistics(real_f)))
     fid, t_fid = timed(lambda: frechet_distance(stats_r, stats_f))
     kid, t_kid = timed(lambda: kernel_distance(real_f, fake))
+    prdc, t_prdc = timed(lambda: manifold_metrics(real_f, fake))  # precision/recall/density/coverage (prdc, k=5)
+    shares, t_shares = timed(lambda: share_metrics(shares_of(net, fake)))
     print(json.dumps({
         "samples": args.samples, "image": list(data.shape), "feature_dim": fake.shape[1], "threads": torch.get_num_threads(),
         "domain_accuracy": round(acc, 4), "sample_s": round(t_sample, 3), "features_fake_s": round(t_feat, 3),
         "features_real_s_(cached_per_worker)": round(t_real, 3), "statistics_s": round(t_stats, 4),
         "fid_distance_s": round(t_fid, 4), "kid_distance_s": round(t_kid, 4), "fid": round(fid, 3), "kid": round(kid, 4),
+        "prdc_s": round(t_prdc, 4), "class_shares_s": round(t_shares, 4), "recall": round(prdc["recall"], 3),
+        "class_min_share": round(shares["class_min_share"], 3),
     }))
 
 
