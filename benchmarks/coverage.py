@@ -3,7 +3,8 @@
     python benchmarks/coverage.py --data-root ../shared/data/mnist --minutes 10 \
         --studies studies/mnist-dcgan.yaml studies/mnist-coverage.yaml --confirm 2 --seeds 3 --images 192000
 
-Each arm runs its study file as shipped (only storage, clock and sampler seed changed) for ``--minutes`` of
+Each arm runs its study file as shipped (only storage, clock, sampler seed and ``share_samples``, the number of
+generated images the class shares are counted on, changed: the same measurement in every arm) for ``--minutes`` of
 wall-clock with ``--workers`` local workers, then exports with ``--confirm K --seeds S --images N``: the top K
 configs re-run with S fresh seeds at N images, ranked by the study's rule (feasible first, then mean FID), and
 the winner's run exported. Printed side by side: per arm, the winner's FID, recall, coverage and smallest class
@@ -31,9 +32,9 @@ log = logging.getLogger("benchmarks.coverage")
 
 
 def search(path: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    """Run one study file for the wall-clock budget (sampler seed, storage and clock changed, nothing else)."""
+    """Run one study file for the wall-clock budget (sampler seed, storage, clock and share_samples changed)."""
     raw = StudySpec.from_file(path).raw
-    raw = {**raw, "train": {**raw["train"], "data_root": args.data_root},
+    raw = {**raw, "train": {**raw["train"], "data_root": args.data_root, "share_samples": args.share_samples},
            "sampler": {**raw.get("sampler", {}), "seed": args.seed},
            "storage": {**raw.get("storage", {}), "url": f"sqlite:///{tmp / 'study.db'}", "artifacts": str(tmp / "art")}}
     spec = StudySpec.from_dict(raw, source=path).with_overrides(n_trials=100_000, timeout=args.minutes * 60)
@@ -103,6 +104,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--images", type=int, default=192_000)
     parser.add_argument("--confirm-workers", type=int, default=2)
+    parser.add_argument("--share-samples", type=int, default=10_000,
+                        help="generated images the class shares are counted on, in every arm (the measurement)")
     parser.add_argument("--out", default="benchmarks/results/coverage-mnist.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

@@ -13,7 +13,7 @@ from search.registries import WARM_STARTS
 WARM_STARTS.register("pytorch-dcgan")({  # pytorch/examples dcgan/main.py: BCE, Adam 2e-4, beta1 0.5, batch 64,
     # batch norm in the discriminator after every conv but the first
     "loss": "bce", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "batch_size": 64, "n_critic": 1,
-    "spectral_norm": False, "r1_weight": 0.0, "ema_decay": 0.0, "d_norm": "batch"})
+    "spectral_norm": False, "r1_weight": 0.0, "ema_decay": 0.0, "d_norm": "batch", "d_mbstd": False})
 WARM_STARTS.register("article-mlp")({  # the origin article's MLP GAN on MNIST: BCE, Adam 2e-4, batch 256
     "loss": "bce", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "batch_size": 256, "n_critic": 1,
     "ema_decay": 0.0})
@@ -27,8 +27,9 @@ WARM_STARTS.register("wgan-gp")({  # Gulrajani et al. 2017, Algorithm 1: lr 1e-4
     "loss": "wgan-gp", "gp_weight": 10.0, "lr_g": 1e-4, "lr_d": 1e-4, "beta1": 0.0, "beta2": 0.9, "batch_size": 64,
     "n_critic": 5, "spectral_norm": False, "ema_decay": 0.0})
 WARM_STARTS.register("stylegan2")({  # Karras et al. 2020, config F: non-saturating loss + R1 10, Adam 2e-3,
-    # betas (0, 0.99), minibatch 32, generator EMA (its 10k-image half-life is ~0.9978 at batch 32: 0.999 here)
+    # betas (0, 0.99), minibatch 32, generator EMA (its 10k-image half-life is ~0.9978 at batch 32: 0.999 here),
+    # minibatch standard deviation in D (groups of 4)
     "loss": "bce", "lr_g": 2e-3, "lr_d": 2e-3, "beta1": 0.0, "beta2": 0.99, "batch_size": 32, "n_critic": 1,
-    "spectral_norm": False, "r1_weight": 10.0, "ema_decay": 0.999})
+    "spectral_norm": False, "r1_weight": 10.0, "ema_decay": 0.999, "d_mbstd": True})
 
 __all__ = ["WARM_STARTS"]

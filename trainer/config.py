@@ -44,6 +44,7 @@ class TrainConfig:
     d_width: int = 32  # discriminator base width
     spectral_norm: bool = False  # spectral normalisation on every discriminator layer
     d_norm: DNorm = "none"  # dcgan discriminator normalisation after each conv but the first: batch (pytorch/examples), layer
+    d_mbstd: bool = False  # dcgan D sees its batch's spread (minibatch std, Karras et al. 2018): against dropped modes
     # --- objective ---
     loss: str = "bce"  # bce (non-saturating), hinge, wgan-gp, lsgan, or a plug-in 'pkg.module:LossClass'
     gp_weight: float = 10.0  # gradient-penalty weight (wgan-gp only)
@@ -62,6 +63,7 @@ class TrainConfig:
     eval_every_images: int = 25_000  # evaluate (and checkpoint) every this many images
     eval_metric: Metric = "fid"  # metric computed at each evaluation
     eval_samples: int = 1000  # generated (and at most held-out real) images per evaluation
+    share_samples: int = 0  # generated images the class shares are counted on (domain classifier); 0: eval_samples
     feature_net: FeatureNet = "domain"  # feature network of FID/KID
     feature_weights: str | None = None  # Inception weights file (feature_net=inception); None downloads
     # --- hardware ---
@@ -105,12 +107,18 @@ class TrainConfig:
         if self.d_norm != "none" and self.arch == "mlp":
             raise ConfigError(f"d_norm must be 'none' for arch='mlp' (the article's discriminator is fixed), "
                               f"but got d_norm={self.d_norm!r}.")
+        if self.d_mbstd and self.arch == "mlp":
+            raise ConfigError("d_mbstd must be false for arch='mlp' (the article's discriminator is fixed), "
+                              f"but got d_mbstd={self.d_mbstd!r}.")
         if self.d_norm == "batch" and (self.loss == "wgan-gp" or self.r1_weight > 0):
             raise ConfigError("d_norm='batch' mixes a batch's samples, so a gradient penalty (loss='wgan-gp', "
                               f"r1_weight > 0) is no longer per-sample: use d_norm='layer' or 'none', but got "
                               f"d_norm='batch' with loss={self.loss!r}, r1_weight={self.r1_weight!r}.")
         if self.eval_samples < 2:
             raise ConfigError(f"eval_samples must be >= 2, but got eval_samples={self.eval_samples}.")
+        if self.share_samples and self.share_samples < self.eval_samples:
+            raise ConfigError(f"share_samples must be 0 (eval_samples) or >= eval_samples={self.eval_samples}, but got "
+                              f"share_samples={self.share_samples}.")
         if self.dataset in ("idx", "folder") and not self.data_root:
             raise ConfigError(f"data_root is required for dataset={self.dataset!r}.")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):

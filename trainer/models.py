@@ -96,11 +96,31 @@ class DCGANGenerator(Generator):
         return self.body(x)
 
 
+class MinibatchStd(nn.Module):
+    """Appends one channel: the standard deviation of each feature over a group of ``group`` samples, averaged
+    (ProGAN's minibatch standard deviation as StyleGAN2 groups it). A discriminator that sees how varied a
+    batch is can tell apart a generator that drops modes; samples of one group share the value."""
+
+    def __init__(self, group: int = 4) -> None:
+        super().__init__()
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        g = min(self.group, n) if n % min(self.group, n) == 0 else n  # groups of 4, else the whole batch
+        y = x.reshape(g, -1, c, h, w)  # (G, N/G, C, H, W): sample i is in group i mod N/G
+        y = (y - y.mean(0)).square().mean(0).add(1e-8).sqrt()  # (N/G, C, H, W) spread within each group
+        y = y.mean(dim=(1, 2, 3)).reshape(-1, 1, 1, 1).repeat(g, 1, h, w)  # (N, 1, H, W)
+        return torch.cat([x, y], 1)
+
+
 class DCGANDiscriminator(nn.Module):
     """Strided convs, optional spectral norm; ``norm`` after every conv but the first: none (gradient penalties
-    stay per-sample), batch (as pytorch/examples' DCGAN), layer (per-sample: GroupNorm with one group)."""
+    stay per-sample), batch (as pytorch/examples' DCGAN), layer (per-sample: GroupNorm with one group);
+    ``mbstd`` adds the minibatch standard deviation channel before the last layer."""
 
-    def __init__(self, width: int, shape: tuple[int, int, int], sn: bool, norm: str = "none") -> None:
+    def __init__(self, width: int, shape: tuple[int, int, int], sn: bool, norm: str = "none",
+                 mbstd: bool = False) -> None:
         super().__init__()
         c, size, _ = shape
         s0, n = _dcgan_plan(size)
@@ -114,6 +134,9 @@ class DCGANDiscriminator(nn.Module):
                 layers.append(nn.BatchNorm2d(ch) if norm == "batch" else nn.GroupNorm(1, ch))
             layers.append(nn.LeakyReLU(0.2, True))
             ch_in, ch = ch, ch * 2
+        if mbstd:
+            layers.append(MinibatchStd())  # (B, ch_in, s0, s0) -> (B, ch_in + 1, s0, s0)
+            ch_in += 1
         layers += [nn.Flatten(), w(nn.Linear(ch_in * s0 * s0, 1))]  # (B, ch_in*s0*s0) -> (B, 1) logit
         self.net = nn.Sequential(*layers)
 
@@ -129,7 +152,7 @@ def build_mlp(cfg: TrainConfig, shape: tuple[int, int, int]) -> tuple[Generator,
 @ARCHS.register("dcgan")
 def build_dcgan(cfg: TrainConfig, shape: tuple[int, int, int]) -> tuple[Generator, nn.Module]:
     return (DCGANGenerator(cfg.latent_dim, cfg.g_width, shape),
-            DCGANDiscriminator(cfg.d_width, shape, cfg.spectral_norm, cfg.d_norm))
+            DCGANDiscriminator(cfg.d_width, shape, cfg.spectral_norm, cfg.d_norm, cfg.d_mbstd))
 
 
 def build_models(cfg: TrainConfig, shape: tuple[int, int, int]) -> tuple[Generator, nn.Module]:

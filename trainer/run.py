@@ -70,9 +70,10 @@ def evaluate(run_dir: str | os.PathLike[str], *, metrics: tuple[str, ...] = ("fi
     if "fid" in metrics:
         check_samples(cfg, real)
     out: dict[str, Any] = {}
-    fake = features(net, sampled(gen.sample, cfg.eval_samples))
+    every = features(net, sampled(gen.sample, max(cfg.eval_samples, cfg.share_samples if "classes" in metrics else 0)))
+    fake = every[:cfg.eval_samples]
     if "classes" in metrics:
-        shares = class_shares(net, fake)
+        shares = class_shares(net, every)
         out.update(class_shares=shares, class_share_min=min(shares), class_share_max=max(shares))
     if "coverage" in metrics:
         out.update(manifold_metrics(real, fake))

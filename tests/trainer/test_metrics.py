@@ -169,3 +169,31 @@ def test_class_share_metrics_see_a_removed_class(digits: ImageData) -> None:
     assert missing[f"{CLASS_SHARE}7"] == 0.0 and missing["class_min_share"] == 0.0
     assert missing["class_entropy"] < every["class_entropy"]
     assert missing["recall"] < every["recall"] or missing["coverage"] < every["coverage"]
+
+
+def test_class_shares_count_share_samples_and_the_rest_scores_eval_samples(digits: ImageData) -> None:
+    """share_samples > eval_samples: the class shares count every generated image, FID and precision/recall
+    only the first eval_samples (a sampler of 200 sevens, then 600 other digits, shows which saw what)."""
+    from trainer.metrics import CLASS_SHARE
+
+    sevens = digits.holdout[digits.holdout_labels == 7]
+    others = digits.holdout[digits.holdout_labels != 7]
+    stream = torch.cat([sevens[torch.arange(200) % len(sevens)], others[torch.arange(600) % len(others)]])
+    drawn: list[int] = []
+
+    def sample(n: int) -> torch.Tensor:
+        out = stream[sum(drawn):sum(drawn) + n]
+        drawn.append(n)
+        return out
+
+    plain = make_evaluator(TrainConfig(eval_samples=200), digits)
+    wide = make_evaluator(TrainConfig(eval_samples=200, share_samples=800), digits)
+    assert plain is not None and wide is not None
+    only_sevens = plain(sample)
+    drawn.clear()
+    mixed = wide(sample)
+    assert sum(drawn) == 800
+    assert only_sevens[f"{CLASS_SHARE}7"] > 0.9 and mixed[f"{CLASS_SHARE}7"] < 0.4  # shares saw all 800
+    assert mixed["fid"] == pytest.approx(only_sevens["fid"]) and mixed["recall"] == only_sevens["recall"]
+    with pytest.raises(ConfigError, match="share_samples must be 0 .eval_samples. or >= eval_samples=100"):
+        TrainConfig(eval_samples=100, share_samples=50)

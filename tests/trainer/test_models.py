@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainer import TrainConfig, build_discriminator, build_generator
+from trainer import ConfigError, TrainConfig, build_discriminator, build_generator
 
 
 @pytest.mark.parametrize("size", [8, 16, 28, 32, 64])
@@ -42,3 +42,24 @@ def test_dcgan_discriminator_normalises_every_conv_but_the_first(d_norm: str, ki
     assert normed(x).shape == (4,)
     if d_norm == "layer":  # per-sample: a sample's logit does not depend on the rest of its batch
         torch.testing.assert_close(normed(x[:1]), normed(x)[:1])
+
+
+def test_minibatch_std_lets_the_discriminator_see_a_batchs_spread() -> None:
+    """d_mbstd: one more channel before the last layer, holding the spread of each group of 4 samples; a
+    collapsed batch (every sample the same) gets 0 there, so D scores the same image differently in it."""
+    cfg = TrainConfig(arch="dcgan", d_width=8, d_mbstd=True)
+    disc = build_discriminator(cfg, (1, 28, 28))
+    plain = build_discriminator(TrainConfig(arch="dcgan", d_width=8), (1, 28, 28))
+    last, plain_last = [m for m in disc.modules() if isinstance(m, torch.nn.Linear)][-1], \
+        [m for m in plain.modules() if isinstance(m, torch.nn.Linear)][-1]
+    assert last.in_features == plain_last.in_features + 7 * 7  # (16 + 1) channels of 7x7
+    x = torch.randn(8, 1, 28, 28)
+    collapsed = x[:1].repeat(8, 1, 1, 1)
+    with torch.no_grad():
+        varied, same = disc(x), disc(collapsed)
+        assert not torch.allclose(varied[0], same[0])  # the same image, scored differently beside others
+        torch.testing.assert_close(same, same[:1].expand(8))
+        torch.testing.assert_close(disc(x[0::2]), disc(x)[0::2])  # groups of 4: sample i groups with i mod 2
+    assert disc(torch.randn(6, 1, 28, 28)).shape == (6,)  # 6 is not a multiple of 4: the whole batch is one group
+    with pytest.raises(ConfigError, match="d_mbstd must be false for arch='mlp'"):
+        TrainConfig(arch="mlp", d_mbstd=True)
