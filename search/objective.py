@@ -197,6 +197,12 @@ class TrialSession:
         if shares:
             trial.set_user_attr(attrs.CLASS_SHARES, shares)
         state["metrics"] = metrics
+        # reported before this evaluation's checkpoint is stored: a retry that resumes from that checkpoint never
+        # re-runs this mark, so the value must already be among the intermediate values it inherits
+        if len(spec.objectives) == 1 and event.mark not in self.reported:
+            # GAN curves are noisy: report: best hands the pruner the best so far
+            trial.report(state["best"] if spec.pruner["report"] == "best" else value, event.mark)
+            self.reported.add(event.mark)
         grid = event.sample(GRID_SAMPLES)
         trial.set_user_attr(attrs.SAMPLES_ARTIFACT, self.gallery.add(event.mark, grid, self.losses))
         if self.board is not None:
@@ -213,16 +219,12 @@ class TrialSession:
             trial.set_user_attr(attrs.CHECKPOINT, slot)
         if event.checkpoint is not None and event.final:
             self.scheduler.at_end(trial, event.checkpoint, self.store)
+        reason = None
         if len(spec.objectives) > 1:  # Optuna's pruners judge one value: only the loss guard stops such a trial
             reason = guard_reason(self.losses, spec.guard) if not event.final and self.prunable else None
-        else:
-            if event.mark not in self.reported:  # GAN curves are noisy: report: best hands the pruner the best so far
-                trial.report(state["best"] if spec.pruner["report"] == "best" else value, event.mark)
-                self.reported.add(event.mark)
-            reason = None
-            if not event.final and self.prunable and trial.should_prune():
-                reason = guard_reason(self.losses, spec.guard) or (
-                    f"{spec.pruner['name']} pruner: {spec.objective}={value:.4g} at {event.mark} images")
+        elif not event.final and self.prunable and trial.should_prune():
+            reason = guard_reason(self.losses, spec.guard) or (
+                f"{spec.pruner['name']} pruner: {spec.objective}={value:.4g} at {event.mark} images")
         if reason is not None:
             trial.set_user_attr(attrs.PRUNE_REASON, reason)
             self._record(event.images_seen)
