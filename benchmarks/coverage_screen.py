@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from trainer import TrainConfig, load_data, make_evaluator, train
-from trainer.metrics import domain_net, features, sampled, shares_of
+from trainer.metrics import DomainNet, features, sampled, shares_of
 
 SG2 = {"loss": "bce", "lr_g": 2e-3, "lr_d": 2e-3, "beta1": 0.0, "beta2": 0.99, "batch_size": 32, "ema_decay": 0.999}
 DC = {"loss": "bce", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "batch_size": 64, "ema_decay": 0.999}
@@ -40,7 +40,9 @@ def main() -> None:
                        channels_last="off", device="cpu")
     data = load_data(base)
     evaluator = make_evaluator(base, data)
-    net, _ = domain_net(data)
+    assert evaluator is not None
+    net = evaluator.net  # the domain classifier the evaluator scores with (feature_net: domain)
+    assert isinstance(net, DomainNet)
     for seed in args.seeds:
         for name in args.arms:
             cfg = base.replace(seed=seed, **ARMS[name])

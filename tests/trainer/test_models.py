@@ -46,7 +46,8 @@ def test_dcgan_discriminator_normalises_every_conv_but_the_first(d_norm: str, ki
 
 def test_minibatch_std_lets_the_discriminator_see_a_batchs_spread() -> None:
     """d_mbstd: one more channel before the last layer, holding the spread of each group of 4 samples; a
-    collapsed batch (every sample the same) gets 0 there, so D scores the same image differently in it."""
+    collapsed batch (every sample the same) gets ~0 there (sqrt of the 1e-8 floor), so D scores the same image
+    differently in it."""
     cfg = TrainConfig(arch="dcgan", d_width=8, d_mbstd=True)
     disc = build_discriminator(cfg, (1, 28, 28))
     plain = build_discriminator(TrainConfig(arch="dcgan", d_width=8), (1, 28, 28))
