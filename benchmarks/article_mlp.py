@@ -24,13 +24,14 @@ from search import StudySpec, create_or_load_study, plan, run_workers
 from search.export import best_trial
 from trainer import TrainConfig, load_data, make_evaluator, resolve_device, train
 from trainer.metrics import class_shares, feature_network, features, sampled
+from trainer.step import fixed_sampler
 
 
 def score(cfg: TrainConfig, data: Any) -> dict[str, Any]:
     t0 = time.perf_counter()
     result = train(cfg, data=data, evaluator=make_evaluator(cfg, data, cfg.device))
     net, _ = feature_network(cfg, data, cfg.device)
-    shares = class_shares(net, features(net, sampled(result.generator.sample, cfg.eval_samples)))
+    shares = class_shares(net, features(net, sampled(fixed_sampler(result.generator, cfg.seed + 1), cfg.eval_samples)))
     return {"fid": result.final_metrics["fid"], "class_min": min(shares), "class_max": max(shares),
             "shares": shares, "seconds": round(time.perf_counter() - t0, 1), "images_per_s": round(result.images_per_s)}
 

@@ -11,7 +11,6 @@ D), and pytorch/examples' optimiser with EMA (``dc-ema``, ``dc-ema-batch``). One
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 
 from trainer import TrainConfig, load_data, make_evaluator, train
 from trainer.metrics import DomainNet, features, sampled, shares_of
+from trainer.step import fixed_sampler
 
 SG2 = {"loss": "bce", "lr_g": 2e-3, "lr_d": 2e-3, "beta1": 0.0, "beta2": 0.99, "batch_size": 32, "ema_decay": 0.999}
 DC = {"loss": "bce", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "batch_size": 64, "ema_decay": 0.999}
@@ -48,7 +48,7 @@ def main() -> None:
             cfg = base.replace(seed=seed, **ARMS[name])
             t0 = time.perf_counter()
             result = train(cfg, data=data, evaluator=evaluator)
-            sample = functools.partial(result.generator.sample, device="cpu", generator=torch.Generator().manual_seed(123))
+            sample = fixed_sampler(result.generator, 123)
             with torch.no_grad():
                 big = shares_of(net, features(net, sampled(sample, 10_000)))
             m = result.final_metrics

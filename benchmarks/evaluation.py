@@ -23,6 +23,7 @@ from trainer.metrics import (
     shares_of,
     statistics,
 )
+from trainer.step import fixed_sampler
 
 
 def timed(fn):  # type: ignore[no-untyped-def]
@@ -41,8 +42,7 @@ def main() -> None:
     net, acc = domain_net(data)  # trained once and cached (not timed)
     real = torch.cat([data.train, data.holdout])[: args.samples]
     gen = build_generator(cfg, data.shape).eval()
-    torch.manual_seed(0)
-    fake_images, t_sample = timed(lambda: torch.cat(list(sampled(lambda n: gen.sample(n), args.samples))))
+    fake_images, t_sample = timed(lambda: torch.cat(list(sampled(fixed_sampler(gen, 0), args.samples))))
     fake, t_feat = timed(lambda: features(net, iter(fake_images.split(500))))
     real_f, t_real = timed(lambda: features(net, iter(real.split(500))))
     (stats_f, stats_r), t_stats = timed(lambda: (statistics(fake), statistics(real_f)))

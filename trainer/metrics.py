@@ -22,7 +22,7 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +37,7 @@ from trainer.config import TrainConfig
 from trainer.data import ImageData
 from trainer.errors import ConfigError, DataError
 from trainer.io import cache_dir
+from trainer.step import SampleFn
 
 log = logging.getLogger(__name__)
 
@@ -227,10 +228,10 @@ def _chunks(x: torch.Tensor, size: int = 500) -> Iterator[torch.Tensor]:
     return (x[i:i + size] for i in range(0, len(x), size))
 
 
-def sampled(sample: Callable[[int], torch.Tensor], n: int, size: int = 500) -> Iterator[torch.Tensor]:
-    """Stream ``n`` generated images in batches (never all in memory, never on disk)."""
+def sampled(sample: SampleFn, n: int, size: int = 500) -> Iterator[torch.Tensor]:
+    """Stream images ``0 .. n - 1`` of ``sample``'s stream in batches (never all in memory, never on disk)."""
     for i in range(0, n, size):
-        yield sample(min(size, n - i))
+        yield sample(min(size, n - i), i)
 
 
 # ---------------------------------------------------------------- the evaluator used by the loop
@@ -246,7 +247,7 @@ class Evaluator:
     metric: str
     share_samples: int = 0  # class shares over this many generated images (the first ``samples`` score the rest)
 
-    def __call__(self, sample: Callable[[int], torch.Tensor]) -> dict[str, float]:
+    def __call__(self, sample: SampleFn) -> dict[str, float]:
         """The metric (fid or kid), precision/recall/density/coverage and, with the domain classifier, the
         class shares, all from one set of generated features (shares from ``share_samples`` where larger: the
         smallest of 10 shares counted on 2000 images reads ~1 point low, one count's noise being ~0.6)."""

@@ -43,7 +43,7 @@ from trainer.io import CHECKPOINT_FILE
 from trainer.loop import TrainResult, load_checkpoint, save_checkpoint, save_outputs
 from trainer.precision import FP32, MARGIN, Mode
 from trainer.precision import resolve as resolve_mode
-from trainer.step import EMA, Callback, Evaluator, Modules, RunState, SingleNets, ema_weight, gan_step
+from trainer.step import EMA, Callback, Evaluator, Modules, RunState, SingleNets, ema_weight, fixed_sampler, gan_step
 
 log = logging.getLogger(__name__)
 
@@ -437,11 +437,6 @@ class Pack:
         gen, disc, ema = self.member_modules(k)
         sampler_net: Any = ema.module if ema is not None else gen
 
-        def sample(n: int, raw: bool = False) -> torch.Tensor:
-            net: Any = gen if raw else sampler_net
-            net.eval()
-            g = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
-            return torch.cat([net.sample(min(256, n - i), device=self.device, generator=g) for i in range(0, n, 256)])
 
         def save() -> Path | None:
             if c.out is None:
@@ -450,8 +445,8 @@ class Pack:
             save_checkpoint(c.out / CHECKPOINT_FILE, c, Modules(gen, disc, ema, opt_g, opt_d))  # type: ignore[arg-type]
             return c.out / CHECKPOINT_FILE
 
-        c.evaluate(self.evaluator, sample, (lambda n: sample(n, raw=True)) if ema is not None else None, save,
-                   c.callback)
+        c.evaluate(self.evaluator, fixed_sampler(sampler_net, cfg.seed + 1, self.device),
+                   fixed_sampler(gen, cfg.seed + 1, self.device) if ema is not None else None, save, c.callback)
         if not c.final:
             return None
         sampler_net.eval()

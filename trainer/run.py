@@ -29,7 +29,7 @@ from trainer.metrics import (
     sampled,
     statistics,
 )
-from trainer.step import Evaluator
+from trainer.step import Evaluator, fixed_sampler
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,8 @@ def evaluate(run_dir: str | os.PathLike[str], *, metrics: tuple[str, ...] = ("fi
     if "fid" in metrics:
         check_samples(cfg, real)
     out: dict[str, Any] = {}
-    every = features(net, sampled(gen.sample, max(cfg.eval_samples, cfg.share_samples if "classes" in metrics else 0)))
+    count = max(cfg.eval_samples, cfg.share_samples if "classes" in metrics else 0)
+    every = features(net, sampled(fixed_sampler(gen, cfg.seed + 1, dev), count))  # the noise training's evaluations use
     fake = every[:cfg.eval_samples]
     if "classes" in metrics:
         shares = class_shares(net, every)

@@ -26,8 +26,46 @@ from trainer.errors import Diverged
 from trainer.losses import build_loss, r1_penalty
 from trainer.models import Generator, build_models, has_conv
 
-SampleFn = Callable[[int], torch.Tensor]
+
+class SampleFn(Protocol):
+    """``(n, start)`` -> images ``start .. start + n - 1`` of an evaluation's noise stream, (n, C, H, W) in [-1, 1].
+    Callers stream a large count in chunks (``trainer.metrics.sampled``) by advancing ``start``; a sampler that
+    ignored ``start`` would score one chunk over and over."""
+
+    def __call__(self, n: int, start: int = 0) -> torch.Tensor: ...
+
+
 Evaluator = Callable[[SampleFn], dict[str, float]]
+NOISE_BLOCK = 256  # images per seeded noise block of ``fixed_sampler``
+
+
+def fixed_sampler(net: nn.Module, seed: int, device: torch.device | str | None = None) -> SampleFn:
+    """A generator's ``SampleFn`` over a fixed noise stream: image i gets the same noise at every call (each
+    evaluation scores the same latents, so marks compare like with like), distinct images get distinct noise,
+    the result does not depend on how the caller chunks the stream, and no training RNG stream is touched.
+    Noise comes in blocks of ``NOISE_BLOCK`` latents, block b seeded by (seed, b)."""
+    latent_dim = int(net.latent_dim)  # type: ignore[arg-type]
+
+    def noise(block: int, dev: torch.device) -> torch.Tensor:
+        g = torch.Generator(device=dev).manual_seed(((seed & 0xFFFFFFFF) << 32) | (block & 0xFFFFFFFF))
+        return torch.randn(NOISE_BLOCK, latent_dim, device=dev, generator=g)
+
+    @torch.no_grad()
+    def sample(n: int, start: int = 0) -> torch.Tensor:
+        if n < 1 or start < 0:
+            raise ValueError(f"sample needs n >= 1 and start >= 0, but got {n=} and {start=}.")
+        dev = torch.device(device) if device is not None else next(net.parameters()).device
+        first, last = start // NOISE_BLOCK, (start + n - 1) // NOISE_BLOCK
+        offset = start - first * NOISE_BLOCK
+        z = torch.cat([noise(b, dev) for b in range(first, last + 1)])[offset:offset + n]
+        was_training = net.training
+        net.eval()
+        try:
+            return torch.cat([net(z[i:i + NOISE_BLOCK]).float() for i in range(0, n, NOISE_BLOCK)])
+        finally:
+            net.train(was_training)
+
+    return sample
 
 
 @dataclass
@@ -283,20 +321,10 @@ class SingleNets(Modules):
             self.ema.update(self.g)
 
     def sampler(self, seed: int, raw: bool = False) -> SampleFn:
-        """n -> images from the EMA generator (the raw one with ``raw`` or without EMA), by a fixed noise stream."""
-        net: Generator = self.ema.module if self.ema is not None and not raw else self.g  # type: ignore[assignment]
-
-        def sample(n: int) -> torch.Tensor:
-            was_training = net.training
-            net.eval()
-            device = next(net.parameters()).device
-            g = torch.Generator(device=device).manual_seed(seed)  # does not touch the training streams
-            chunks = [net.sample(min(256, n - i), device=device, generator=g) for i in range(0, n, 256)]
-            net.train(was_training)
-            return torch.cat(chunks)
-
-        return sample
+        """Images from the EMA generator (the raw one with ``raw`` or without EMA) over a fixed noise stream."""
+        return fixed_sampler(self.ema.module if self.ema is not None and not raw else self.g, seed)
 
 
-__all__ = ["EMA", "Callback", "EvalEvent", "Evaluator", "Modules", "Nets", "RunState", "SampleFn", "SingleNets", "ema_weight",
+__all__ = ["EMA", "NOISE_BLOCK", "Callback", "EvalEvent", "Evaluator", "Modules", "Nets", "RunState", "SampleFn", "SingleNets",
+           "ema_weight", "fixed_sampler",
            "gan_step"]

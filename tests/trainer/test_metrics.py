@@ -17,6 +17,7 @@ from trainer.metrics import (
     sampled,
     statistics,
 )
+from trainer.step import fixed_sampler
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +49,7 @@ def test_real_halves_score_far_lower_than_an_untrained_generator(mnist: ImageDat
     half_a, half_b = mnist.holdout[:1000], mnist.holdout[1000:2000]
     fa, fb = features(net, iter([half_a])), features(net, iter([half_b]))
     gen = build_generator(TrainConfig(), mnist.shape).eval()
-    torch.manual_seed(0)
-    fg = features(net, sampled(lambda n: gen.sample(n), 1000))
+    fg = features(net, sampled(fixed_sampler(gen, 0), 1000))
     real_fid, fake_fid = frechet_distance(statistics(fa), statistics(fb)), frechet_distance(statistics(fa), statistics(fg))
     assert real_fid * 20 < fake_fid, (real_fid, fake_fid)
     assert kernel_distance(fa, fb) * 20 < kernel_distance(fa, fg)
@@ -120,9 +120,9 @@ def test_class_shares_measure_mode_coverage(digits: ImageData, tmp_path: Path) -
 
     net, _ = domain_net(digits)
     ones = digits.holdout[digits.holdout_labels == 1]
-    one_class = class_shares(net, features(net, sampled(lambda n: ones[torch.arange(n) % len(ones)], 300)))
+    one_class = class_shares(net, features(net, sampled(lambda n, start=0: ones[(start + torch.arange(n)) % len(ones)], 300)))
     assert one_class[1] > 0.9 and sum(one_class) == pytest.approx(1.0, abs=1e-3)
-    everything = class_shares(net, features(net, sampled(lambda n: digits.holdout[:n], 300)))
+    everything = class_shares(net, features(net, sampled(lambda n, start=0: digits.holdout[start:start + n], 300)))
     assert min(everything) > 0.03 and max(everything) < 0.2
 
     cfg = TrainConfig(g_width=8, d_width=8, latent_dim=8, budget_images=640, eval_every_images=640,
@@ -161,11 +161,11 @@ def test_class_share_metrics_see_a_removed_class(digits: ImageData) -> None:
     evaluator = make_evaluator(cfg, digits)
     assert evaluator is not None
     real = digits.holdout[:300]
-    every = evaluator(lambda n: real[:n])
+    every = evaluator(lambda n, start=0: real[start:start + n])
     assert every["class_entropy"] > 0.97 and every["class_min_share"] > 0.05
     assert every["precision"] > 0.9 and every["coverage"] > 0.9
     no_sevens = digits.holdout[digits.holdout_labels != 7]
-    missing = evaluator(lambda n: no_sevens[torch.arange(n) % len(no_sevens)])
+    missing = evaluator(lambda n, start=0: no_sevens[(start + torch.arange(n)) % len(no_sevens)])
     assert missing[f"{CLASS_SHARE}7"] == 0.0 and missing["class_min_share"] == 0.0
     assert missing["class_entropy"] < every["class_entropy"]
     assert missing["recall"] < every["recall"] or missing["coverage"] < every["coverage"]
@@ -181,10 +181,9 @@ def test_class_shares_count_share_samples_and_the_rest_scores_eval_samples(digit
     stream = torch.cat([sevens[torch.arange(200) % len(sevens)], others[torch.arange(600) % len(others)]])
     drawn: list[int] = []
 
-    def sample(n: int) -> torch.Tensor:
-        out = stream[sum(drawn):sum(drawn) + n]
+    def sample(n: int, start: int = 0) -> torch.Tensor:
         drawn.append(n)
-        return out
+        return stream[start:start + n]
 
     plain = make_evaluator(TrainConfig(eval_samples=200), digits)
     wide = make_evaluator(TrainConfig(eval_samples=200, share_samples=800), digits)

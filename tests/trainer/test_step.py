@@ -1,0 +1,55 @@
+"""The evaluation noise stream (``fixed_sampler``): what every FID, precision/recall and class share is counted on."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trainer import TrainConfig, build_generator, load_data, train
+from trainer.metrics import sampled
+from trainer.pack import train_pack
+from trainer.step import NOISE_BLOCK, SampleFn, fixed_sampler
+
+CFG = TrainConfig(dataset="digits", arch="dcgan", g_width=8, d_width=8, latent_dim=8, batch_size=32, device="cpu",
+                  budget_images=64, eval_every_images=64, eval_metric="none", amp="off", channels_last="off")
+
+
+def distinct(images: torch.Tensor) -> int:
+    return len(torch.unique(images.flatten(1), dim=0))
+
+
+def test_a_streamed_count_is_that_many_distinct_images_whatever_the_chunks() -> None:
+    gen = build_generator(CFG, (1, 8, 8)).train()
+    sample = fixed_sampler(gen, seed=5)
+    n = 2 * NOISE_BLOCK + 300
+    state = torch.get_rng_state()
+    whole = sample(n)
+    streamed = torch.cat(list(sampled(sample, n, size=500)))  # the chunks an evaluation asks for
+    assert distinct(streamed) == n  # not one chunk over and over (the bug: 500 images scored 4 or 20 times)
+    torch.testing.assert_close(streamed, whole, rtol=0, atol=0)
+    torch.testing.assert_close(sample(100, 250), whole[250:350], rtol=0, atol=0)  # across a block boundary
+    torch.testing.assert_close(sample(n), whole, rtol=0, atol=0)  # every evaluation scores the same latents
+    assert not torch.equal(fixed_sampler(gen, seed=6)(10), whole[:10])
+    assert torch.equal(torch.get_rng_state(), state) and gen.training  # no training stream touched, mode restored
+    with pytest.raises(ValueError, match="start >= 0"):
+        sample(4, -1)
+
+
+def scorer(seen: list[int], n: int):  # type: ignore[no-untyped-def]
+    """An evaluator that records how many distinct images it was given out of ``n``."""
+
+    def evaluate(sample: SampleFn) -> dict[str, float]:
+        seen.append(distinct(torch.cat(list(sampled(sample, n)))))
+        return {}
+
+    return evaluate
+
+
+def test_training_and_packs_evaluate_distinct_images() -> None:
+    data = load_data(CFG)
+    alone: list[int] = []
+    train(CFG.replace(ema_decay=0.9), data=data, evaluator=scorer(alone, 1200))
+    packed: list[int] = []
+    train_pack([CFG.replace(seed=1), CFG.replace(seed=2, ema_decay=0.9)], data, evaluator=scorer(packed, 1200),
+               vectorise="off")
+    assert alone == [1200] and packed == [1200, 1200]
