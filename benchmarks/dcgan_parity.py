@@ -25,6 +25,7 @@ from torch import nn
 
 from search.presets import WARM_STARTS
 from trainer import TrainConfig, load_data, make_evaluator, train
+from trainer.step import fixed_sampler
 
 
 class ExamplesGenerator(nn.Module):
@@ -93,12 +94,7 @@ def plain_loop(cfg: TrainConfig, data: Any, evaluator: Any) -> dict[str, Any]:
         opt_g.step()
     seconds = time.perf_counter() - t0
     net_g.eval()
-    sample_gen = torch.Generator().manual_seed(0)
-
-    def sample(n: int) -> torch.Tensor:
-        with torch.no_grad():
-            return net_g(torch.randn(n, cfg.latent_dim, generator=sample_gen))
-
+    sample = fixed_sampler(net_g, cfg.seed + 1, latent_dim=cfg.latent_dim)  # the noise gan-search evaluates on
     return {**evaluator(sample), "seconds": round(seconds, 1)}
 
 

@@ -39,16 +39,18 @@ Evaluator = Callable[[SampleFn], dict[str, float]]
 NOISE_BLOCK = 256  # images per seeded noise block of ``fixed_sampler``
 
 
-def fixed_sampler(net: nn.Module, seed: int, device: torch.device | str | None = None) -> SampleFn:
+def fixed_sampler(net: nn.Module, seed: int, device: torch.device | str | None = None,
+                  latent_dim: int | None = None) -> SampleFn:
     """A generator's ``SampleFn`` over a fixed noise stream: image i gets the same noise at every call (each
     evaluation scores the same latents, so marks compare like with like), distinct images get distinct noise,
     the result does not depend on how the caller chunks the stream, and no training RNG stream is touched.
-    Noise comes in blocks of ``NOISE_BLOCK`` latents, block b seeded by (seed, b)."""
-    latent_dim = int(net.latent_dim)  # type: ignore[arg-type]
+    Noise comes in blocks of ``NOISE_BLOCK`` latents, block b seeded by (seed, b). ``latent_dim``: the net's own
+    ``latent_dim`` unless given (a plain module that maps (N, latent_dim) noise to images)."""
+    dim = int(net.latent_dim if latent_dim is None else latent_dim)  # type: ignore[arg-type]
 
     def noise(block: int, dev: torch.device) -> torch.Tensor:
         g = torch.Generator(device=dev).manual_seed(((seed & 0xFFFFFFFF) << 32) | (block & 0xFFFFFFFF))
-        return torch.randn(NOISE_BLOCK, latent_dim, device=dev, generator=g)
+        return torch.randn(NOISE_BLOCK, dim, device=dev, generator=g)
 
     @torch.no_grad()
     def sample(n: int, start: int = 0) -> torch.Tensor:
