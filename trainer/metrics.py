@@ -250,7 +250,7 @@ class Evaluator:
     def __call__(self, sample: SampleFn) -> dict[str, float]:
         """The metric (fid or kid), precision/recall/density/coverage and, with the domain classifier, the
         class shares, all from one set of generated features (shares from ``share_samples`` where larger: the
-        smallest of 10 shares counted on 2000 images reads ~1 point low, one count's noise being ~0.6)."""
+        smallest of 10 shares counted on 2000 images reads ~1 point low, one count's noise being ~0.67)."""
         domain = self.net if isinstance(self.net, DomainNet) else None
         every = features(self.net, sampled(sample, max(self.samples, self.share_samples if domain else 0)))
         fake = every[:self.samples]
