@@ -437,7 +437,6 @@ class Pack:
         gen, disc, ema = self.member_modules(k)
         sampler_net: Any = ema.module if ema is not None else gen
 
-
         def save() -> Path | None:
             if c.out is None:
                 return None
