@@ -106,8 +106,11 @@ def test_password_is_never_printed() -> None:
 def test_ctrl_c_stops_a_worker_cleanly_and_requeues_its_trial(tmp_path: Path, postgres_url: str) -> None:
     make_study(tmp_path, postgres_url, "sigint", budget={"n_trials": 1, "trial_images": 48000, "eval_every_images": 1600})
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    # a shell's background job (`pytest ... &`) inherits SIGINT ignored, and Python keeps an ignored SIGINT:
+    # the worker gets the disposition a terminal's Ctrl-C meets
     worker = subprocess.Popen([*CLI, "worker", "sigint", "--storage", postgres_url], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     study = optuna.load_study(study_name="sigint", storage=postgres_url)
     deadline = time.time() + 120
     while time.time() < deadline:
