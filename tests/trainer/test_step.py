@@ -26,8 +26,9 @@ def test_a_streamed_count_is_that_many_distinct_images_whatever_the_chunks() -> 
     whole = sample(n)
     streamed = torch.cat(list(sampled(sample, n, size=500)))  # the chunks an evaluation asks for
     assert distinct(streamed) == n  # not one chunk over and over (the bug: 500 images scored 4 or 20 times)
-    torch.testing.assert_close(streamed, whole, rtol=0, atol=0)
-    torch.testing.assert_close(sample(100, 250), whole[250:350], rtol=0, atol=0)  # across a block boundary
+    # the same latents; the network sees other batch sizes, which some CPU kernels round differently
+    torch.testing.assert_close(streamed, whole, rtol=0, atol=1e-6)
+    torch.testing.assert_close(sample(100, 250), whole[250:350], rtol=0, atol=1e-6)  # across a block boundary
     torch.testing.assert_close(sample(n), whole, rtol=0, atol=0)  # every evaluation scores the same latents
     assert not torch.equal(fixed_sampler(gen, seed=6)(10), whole[:10])
     assert torch.equal(torch.get_rng_state(), state) and gen.training  # no training stream touched, mode restored
