@@ -5,8 +5,8 @@
 
 Each arm runs its study file as shipped (only storage, clock, sampler seed and ``share_samples``, the number of
 generated images the class shares are counted on, changed: the same measurement in every arm) for ``--minutes`` of
-wall-clock with ``--workers`` local workers, then exports with ``--confirm K --seeds S --images N``: the top K
-configs re-run with S fresh seeds at N images, ranked by the study's rule (feasible first, then mean FID), and
+wall-clock with ``--workers`` local workers, then exports with ``--confirm K --seeds S --images N`` (``--confirm``
+takes one K per study file where the arms' export commands differ): the top K configs re-run with S fresh seeds at N images, ranked by the study's rule (feasible first, then mean FID), and
 the winner's run exported. Printed side by side: per arm, the winner's FID, recall, coverage and smallest class
 share under the domain classifier for each seed, beside the real held-out split's shares. JSON to ``--out``.
 """
@@ -50,15 +50,16 @@ def search(path: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "constraints": [str(c) for c in spec.constraints]}
 
 
-def confirm(result: dict[str, Any], args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+def confirm(result: dict[str, Any], top_k: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     """Export the arm's study confirmed at the production budget (the top K configs, S fresh seeds each)."""
     t0 = time.perf_counter()
-    exported = api.export(result["name"], tmp / "export", storage=result["storage"], confirm=args.confirm,
+    exported = api.export(result["name"], tmp / "export", storage=result["storage"], confirm=top_k,
                           seeds=args.seeds, images=args.images, workers=args.confirm_workers, plotlyjs="cdn")
     rows = exported["confirmation"]
     for row in rows:
         row["class_min_share_per_seed"] = [min(s) for s in row["class_shares"]] if row.get("class_shares") else None
-    return {**result, "confirm_seconds": round(time.perf_counter() - t0, 1), "winner": rows[0] if rows else None,
+    return {**result, "confirmed_configs": top_k, "confirm_seconds": round(time.perf_counter() - t0, 1),
+            "winner": rows[0] if rows else None,
             "confirmation": rows, "exported_run": exported["trial"]}
 
 
@@ -75,18 +76,20 @@ def real_shares(data_root: str, study: str) -> list[float]:
 def show(results: list[dict[str, Any]], real: list[float], images: int, seeds: int) -> str:
     lines = [f"real held-out split, domain classifier: every digit {min(real):.1%}-{max(real):.1%} "
              f"({', '.join(f'{v:.1%}' for v in real)})", "",
-             f"| study | search trials (feasible) | winner | FID per seed at {images:,} | mean | recall | coverage | "
-             "smallest class share per seed | every digit >= 7% |", "|---|---|---|---|---:|---:|---:|---|---|"]
+             f"| study | search trials (feasible) | configs confirmed | winner | FID per seed at {images:,} | mean | recall | coverage | "
+             "smallest class share per seed | every digit >= 7% |", "|---|---|---:|---|---|---:|---:|---:|---|---|"]
     for r in results:
         w = r["winner"]
         if w is None:
-            lines.append(f"| {r['study']} | {r['trials']} | - | no confirmation completed | | | | | |")
+            lines.append(f"| {r['study']} | {r['trials']} | {r['confirmed_configs']} | - | no confirmation completed "
+                         "| | | | | |")
             continue
         mins = w["class_min_share_per_seed"] or []
         runs = w["run_metrics"]
         recall = statistics.fmean(m["recall"] for m in runs)
         cover = statistics.fmean(m["coverage"] for m in runs)
-        lines.append(f"| {Path(r['study']).name} | {sum(r['trials'].values())} ({r['feasible_trials']}) | trial "
+        lines.append(f"| {Path(r['study']).name} | {sum(r['trials'].values())} ({r['feasible_trials']}) | "
+                     f"{r['confirmed_configs']} | trial "
                      f"{w['trial']} | {', '.join(f'{v:.2f}' for v in w['seed_values'])} | {w['mean']:.2f} +- "
                      f"{w['std']:.2f} | {recall:.3f} | {cover:.3f} | {', '.join(f'{v:.1%}' for v in mins)} | "
                      f"{'yes' if mins and min(mins) >= 0.07 else 'no'} |")
@@ -100,7 +103,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0, help="sampler seed of every arm")
-    parser.add_argument("--confirm", type=int, default=2)
+    parser.add_argument("--confirm", type=int, nargs="+", default=[2],
+                        help="configs confirmed per arm: one number for every arm, or one per study file")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--images", type=int, default=192_000)
     parser.add_argument("--confirm-workers", type=int, default=2)
@@ -108,6 +112,9 @@ def main() -> None:
                         help="generated images the class shares are counted on, in every arm (the measurement)")
     parser.add_argument("--out", default="benchmarks/results/coverage-mnist.json")
     args = parser.parse_args()
+    if len(args.confirm) not in (1, len(args.studies)):
+        parser.error(f"--confirm takes one number or one per study ({len(args.studies)}), but got {args.confirm}")
+    top_ks = args.confirm * len(args.studies) if len(args.confirm) == 1 else args.confirm
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     real = real_shares(args.data_root, args.studies[0])
     tmps = [Path(tempfile.mkdtemp(prefix="coverage-")) for _ in args.studies]
@@ -115,8 +122,8 @@ def main() -> None:
         searched = [search(path, args, tmp) for path, tmp in zip(args.studies, tmps, strict=True)]
         print(json.dumps(searched, indent=1), flush=True)
         results = []
-        for result, tmp in zip(searched, tmps, strict=True):
-            results.append(confirm(result, args, tmp))
+        for result, top_k, tmp in zip(searched, top_ks, tmps, strict=True):
+            results.append(confirm(result, top_k, args, tmp))
             print(show(results, real, args.images, args.seeds), flush=True)
     finally:
         for tmp in tmps:
