@@ -1,13 +1,14 @@
 """Coverage against FID alone: two study files at equal wall-clock, each export confirmed at the production budget.
 
     python benchmarks/coverage.py --data-root ../shared/data/mnist --minutes 10 \
-        --studies studies/mnist-dcgan.yaml studies/mnist-coverage.yaml --confirm 2 --seeds 3 --images 192000
+        --studies studies/mnist-dcgan.yaml studies/mnist-coverage.yaml --seeds 3 --images 192000
 
 Each arm runs its study file as shipped (only storage, clock, sampler seed and ``share_samples``, the number of
 generated images the class shares are counted on, changed: the same measurement in every arm) for ``--minutes`` of
-wall-clock with ``--workers`` local workers, then exports with ``--confirm K --seeds S --images N`` (``--confirm``
-takes one K per study file where the arms' export commands differ): the top K configs re-run with S fresh seeds at N images, ranked by the study's rule (feasible first, then mean FID), and
-the winner's run exported. Printed side by side: per arm, the winner's FID, recall, coverage and smallest class
+wall-clock with ``--workers`` local workers, then exports with ``--confirm K --seeds S --images N`` (K: each
+study file's ``export.confirm`` unless ``--confirm`` gives one for all or one per file): the top K configs re-run
+with S fresh seeds at N images, ranked by the study's rule (feasible first, then mean FID), and the winner's run
+exported. Printed side by side: per arm, the winner's FID, recall, coverage and smallest class
 share under the domain classifier for each seed, beside the real held-out split's shares. JSON to ``--out``.
 """
 
@@ -76,7 +77,8 @@ def real_shares(data_root: str, study: str) -> list[float]:
 def show(results: list[dict[str, Any]], real: list[float], images: int, seeds: int) -> str:
     lines = [f"real held-out split, domain classifier: every digit {min(real):.1%}-{max(real):.1%} "
              f"({', '.join(f'{v:.1%}' for v in real)})", "",
-             f"| study | search trials (feasible) | configs confirmed | winner | FID per seed at {images:,} | mean | recall | coverage | "
+             f"| study | search trials (feasible) | configs confirmed | winner | FID per seed at {images:,} | mean | "
+             "recall | coverage | "
              "smallest class share per seed | every digit >= 7% |", "|---|---|---:|---|---|---:|---:|---:|---|---|"]
     for r in results:
         w = r["winner"]
@@ -103,8 +105,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0, help="sampler seed of every arm")
-    parser.add_argument("--confirm", type=int, nargs="+", default=[2],
-                        help="configs confirmed per arm: one number for every arm, or one per study file")
+    parser.add_argument("--confirm", type=int, nargs="+",
+                        help="configs confirmed per arm: one number for every arm, or one per study file "
+                             "(default: each study file's export.confirm, else 2)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--images", type=int, default=192_000)
     parser.add_argument("--confirm-workers", type=int, default=2)
@@ -112,9 +115,12 @@ def main() -> None:
                         help="generated images the class shares are counted on, in every arm (the measurement)")
     parser.add_argument("--out", default="benchmarks/results/coverage-mnist.json")
     args = parser.parse_args()
-    if len(args.confirm) not in (1, len(args.studies)):
+    if args.confirm is None:
+        top_ks = [StudySpec.from_file(path).export.confirm or 2 for path in args.studies]
+    elif len(args.confirm) in (1, len(args.studies)):
+        top_ks = args.confirm * len(args.studies) if len(args.confirm) == 1 else args.confirm
+    else:
         parser.error(f"--confirm takes one number or one per study ({len(args.studies)}), but got {args.confirm}")
-    top_ks = args.confirm * len(args.studies) if len(args.confirm) == 1 else args.confirm
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     real = real_shares(args.data_root, args.studies[0])
     tmps = [Path(tempfile.mkdtemp(prefix="coverage-")) for _ in args.studies]

@@ -134,7 +134,9 @@ def run(study_file: str | os.PathLike[str], *, storage: str | None = None, artif
                               backend=backend, scheduler=scheduler, tensorboard=tensorboard, pack=pack,
                               per_device=workers_per_device or 1)
     wall = time.perf_counter() - start
-    exported = export_study(study, spec, Path(export_to)) if export_to is not None else None
+    exported = None
+    if export_to is not None:  # as `gan-search export` would, by the study file's export rule
+        exported = confirm_and_export(study, spec, Path(export_to), workers=workers if backend == "local" else 1)
     return RunResult(study, spec, wall, reports, exported)
 
 
@@ -187,18 +189,18 @@ def status(name: str, storage: str | None = None) -> dict[str, Any]:
 
 
 def export(name: str, out: str | os.PathLike[str], *, storage: str | None = None, retrain: int | None = None,
-           confirm: int = 0, seeds: int = 3, images: int | None = None, workers: int = 1,
+           confirm: int | None = None, seeds: int | None = None, images: int | None = None, workers: int = 1,
            plotlyjs: str = "inline") -> dict[str, Any]:
     """Export the best trial; with ``confirm``, first re-run the top ``confirm`` configs with ``seeds`` fresh seeds
     at ``images`` (the production budget; default the trial budget), record them in the study, and export the
-    trained generator of the config that ranks first on the seeds' means (``search.selection``'s rule)."""
+    trained generator of the config that ranks first on the seeds' means (``search.selection``'s rule).
+    ``confirm``, ``seeds`` and ``images`` left None take the study file's ``export:`` values."""
     if retrain is not None and retrain < 1:
         raise ConfigError(f"retrain must be a number of images >= 1, but got {retrain=}.")
-    if confirm < 0 or seeds < 1:
+    if (confirm is not None and confirm < 0) or (seeds is not None and seeds < 1):
         raise ConfigError(f"confirm must be >= 0 and seeds >= 1, but got {confirm=}, {seeds=}.")
-    if images is not None and (images < 1 or not confirm):
-        raise ConfigError(f"images must be >= 1 and needs --confirm K (the runs it sets the budget of), but got "
-                          f"{images=}, {confirm=}.")
+    if images is not None and images < 1:
+        raise ConfigError(f"images must be >= 1, but got {images=}.")
     if images is not None and retrain is not None:
         raise ConfigError("images and retrain: choose one (--images exports the confirmed run, trained at that budget).")
     if plotlyjs not in ("inline", "cdn"):
@@ -206,14 +208,30 @@ def export(name: str, out: str | os.PathLike[str], *, storage: str | None = None
                           f"but got {plotlyjs=}.")
     study, url = open_study(name, storage)
     spec = stored_spec(study, url)
+    if images is not None and not (spec.export.confirm if confirm is None else confirm):
+        raise ConfigError(f"images must be >= 1 and needs --confirm K (the runs it sets the budget of), but got "
+                          f"{images=}, {confirm=} (the study's export.confirm is {spec.export.confirm}).")
+    return confirm_and_export(study, spec, Path(out), retrain=retrain, confirm=confirm, seeds=seeds, images=images,
+                              workers=workers, plotlyjs=plotlyjs)
+
+
+def confirm_and_export(study: optuna.Study, spec: StudySpec, out: Path, *, retrain: int | None = None,
+                       confirm: int | None = None, seeds: int | None = None, images: int | None = None,
+                       workers: int = 1, plotlyjs: str = "inline") -> dict[str, Any]:
+    """The seed confirmation (if any: the arguments, else the study file's ``export:`` rule), then the export."""
     best_trial(study)  # fails before anything runs or is written
+    rule = spec.export
+    confirm = rule.confirm if confirm is None else confirm
+    seeds = rule.seeds if seeds is None else seeds
+    if images is None and retrain is None and confirm:
+        images = rule.images  # the study's production budget, unless a retrain sets one
     confirmed = None
     if confirm:
         origins = enqueue_confirmations(study, confirm, seeds, images)
-        run_workers(name, url, workers, new_trials=False)
+        run_workers(study.study_name, spec.storage, workers, new_trials=False)
         confirmed = confirmation_table(study, origins, spec, images)
         record_confirmations(study, confirmed, images, seeds)
-    metrics = export_study(study, spec, Path(out), retrain, confirmed, plotlyjs=plotlyjs)
+    metrics = export_study(study, spec, out, retrain, confirmed, plotlyjs=plotlyjs)
     return {"out": str(out), "trial": metrics["trial"], "value": metrics["value"],
             **({"confirmation": confirmed} if confirmed else {})}
 

@@ -171,7 +171,8 @@ def run(
     backend: Annotated[str, typer.Option(help="local or dask.")] = "local",
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address (backend dask).")] = None,
     data_root: Annotated[str | None, typer.Option("--data-root", help="Dataset folder (overrides train.data_root).")] = None,
-    export_to: Annotated[Path | None, typer.Option("--export", help="Export the best trial here when done.")] = None,
+    export_to: Annotated[Path | None, typer.Option("--export", help="Export the best trial here when done (confirmed first "
+                                                                     "if the study file's export: says so).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     tensorboard: TensorboardOpt = None,
     pack: PackOpt = 1,
@@ -330,10 +331,13 @@ def export_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write (replaced if it exists).")],
     storage: StorageOpt = None,
     retrain: Annotated[int | None, typer.Option(help="Retrain the best config for this many images first.")] = None,
-    confirm: Annotated[int, typer.Option(help="Re-run the top K configs with fresh seeds; pick the best mean.")] = 0,
-    seeds: Annotated[int, typer.Option(help="Fresh seeds per confirmed config.")] = 3,
+    confirm: Annotated[int | None, typer.Option(help="Re-run the top K configs with fresh seeds; pick the best mean "
+                                                     "(default: the study file's export.confirm, else 0).")] = None,
+    seeds: Annotated[int | None, typer.Option(help="Fresh seeds per confirmed config (default: export.seeds, "
+                                                   "else 3).")] = None,
     images: Annotated[int | None, typer.Option(help="Images each confirmation run trains (the production budget; "
-                                                     "default: the trial budget). The winner's run is exported.")] = None,
+                                                     "default: export.images, else the trial budget). The winner's "
+                                                     "run is exported.")] = None,
     workers: Annotated[int, typer.Option(help="Worker processes for the confirmation runs.")] = 1,
     report_plotlyjs: Annotated[str, typer.Option("--report-plotlyjs", help="inline: report.html works offline "
                                                  "(~4.8 MB, plotly.js inside); cdn: ~100 kB, needs the internet.")] = "inline",

@@ -28,7 +28,7 @@ OBJECTIVES = MINIMIZED + MAXIMIZED
 OPERATORS = (">=", "<=")
 PARAM_TYPES = ("float", "int", "categorical")
 TOP_KEYS = ("name", "direction", "objective", "constraints", "train", "space", "warm_start", "sampler", "pruner", "guard",
-            "budget", "storage", "scheduler")
+            "budget", "storage", "scheduler", "export")
 REPORTS = ("last", "best")  # what a trial reports to the pruner at each evaluation: its value, or its best so far
 # Shared by every trial of a worker (data, feature network and real statistics are loaded once), or fixing
 # the points where trials are compared: these TrainConfig fields cannot be searched.
@@ -105,6 +105,15 @@ class Guard:
 
 
 @dataclass(frozen=True)
+class ExportRule:
+    """``export:`` in a study file: what ``gan-search export`` (and ``run --export``) does unless flags say otherwise."""
+
+    confirm: int = 0  # the top K configs re-run with fresh seeds before the winner is exported (0: no re-runs)
+    seeds: int = 3  # fresh seeds per confirmed config
+    images: int | None = None  # images each re-run trains, the production budget (None: the trial budget)
+
+
+@dataclass(frozen=True)
 class StudySpec:
     name: str
     train: TrainConfig  # the fixed part (with the per-trial budget and evaluation interval applied)
@@ -128,6 +137,7 @@ class StudySpec:
     keep_grids: int = 5  # trials ending among this many best keep every evaluation's grid; others first and last
     connections: int = 0  # database connections a worker keeps open (0: one per call, closed after it)
     scheduler: Pbt | None = None  # population-based training (search/pbt.py) instead of independent trials
+    export: ExportRule = ExportRule()
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)  # the file as written
 
     # ------------------------------------------------------------ parsing
@@ -232,6 +242,14 @@ class StudySpec:
             low = 0 if key in ("max_retry", "keep_grids", "connections") else 1
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise err(f"storage.{key}", f"must be an int >= {low}, but got {value!r}.")
+        export_raw = _mapping(raw.get("export", {}), "export", err)
+        _only(export_raw, ("confirm", "seeds", "images"), "export", err)
+        for key, low in (("confirm", 0), ("seeds", 1), ("images", 1)):
+            value = export_raw.get(key, low)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise err(f"export.{key}", f"must be an int >= {low}, but got {value!r}.")
+        if "images" in export_raw and not export_raw.get("confirm"):
+            raise err("export.images", "needs export.confirm >= 1 (the re-runs it sets the budget of).")
         spec = cls(
             name=name, train=train, space=space, warm_start=warm_start, objective=objective, direction=direction,
             sampler=sampler, pruner=pruner, guard=guard, n_trials=n_trials, timeout=timeout,
@@ -239,7 +257,8 @@ class StudySpec:
             artifacts=storage_raw.get("artifacts", DEFAULT_ARTIFACTS),
             heartbeat_interval=storage_raw.get("heartbeat_interval", 10),
             grace_period=storage_raw.get("grace_period", 30), max_retry=storage_raw.get("max_retry", 2),
-            keep_grids=storage_raw.get("keep_grids", 5), connections=storage_raw.get("connections", 0), raw=dict(raw),
+            keep_grids=storage_raw.get("keep_grids", 5), connections=storage_raw.get("connections", 0),
+            export=ExportRule(**export_raw), raw=dict(raw),
         )
         scheduler = _scheduler(raw.get("scheduler"), space, train, err)
         if scheduler is not None:

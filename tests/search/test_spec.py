@@ -49,6 +49,11 @@ def test_shipped_study_files_are_valid(path: Path) -> None:
         ({"guard": {"grow_evals": "three"}}, "guard.grow_evals: must be an int >= 0"),
         ({"space": {"image_size": [8, 16]}}, "space.image_size: 'image_size' is shared by all trials"),
         ({"storage": {"url": "sqlite:///x.db", "connections": -1}}, "storage.connections: must be an int >= 0"),
+        ({"export": {"confirm": -1}}, "export.confirm: must be an int >= 0"),
+        ({"export": {"confirm": 2, "seeds": 0}}, "export.seeds: must be an int >= 1"),
+        ({"export": {"confirm": 2, "images": "192k"}}, "export.images: must be an int >= 1"),
+        ({"export": {"images": 192000}}, "export.images: needs export.confirm >= 1"),
+        ({"export": {"confirm": 2, "retrain": 9}}, "export.retrain: unknown key; allowed: confirm, seeds, images"),
     ],
 )
 def test_invalid_study_files_name_the_key(tmp_path: Path, override: dict[str, object], message: str) -> None:

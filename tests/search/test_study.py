@@ -148,16 +148,21 @@ def test_export_retrain_and_seed_confirmation(tmp_path: Path) -> None:
 
 
 def test_export_confirms_at_the_production_budget_and_exports_that_run(tmp_path: Path) -> None:
-    """--confirm 2 --seeds 2 --images 960: four fresh-seed runs at 960 images (the trials trained 640), recorded
-    in the study; the export is the winning config's run itself (its generator, its config), not a retrain."""
-    study_file = write_study(tmp_path, small_study("prod", tmp_path, objective="fid"))
+    """The study file's ``export: {confirm: 2, seeds: 2, images: 960}``: four fresh-seed runs at 960 images (the
+    trials trained 640), recorded in the study; the export is the winning config's run itself (its generator, its
+    config), not a retrain. The same flags given again re-use those runs."""
+    study_file = write_study(tmp_path, small_study("prod", tmp_path, objective="fid",
+                                                   export={"confirm": 2, "seeds": 2, "images": 960}))
     run_cli("run", str(study_file))
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    bad = CliRunner().invoke(app, ["export", "prod", "--storage", storage, "--out", str(tmp_path / "x"), "--images", "960"])
+    bad = CliRunner().invoke(app, ["export", "prod", "--storage", storage, "--out", str(tmp_path / "x"), "--confirm",
+                                   "0", "--images", "960"])
     assert bad.exit_code == 2 and "images must be >= 1 and needs --confirm K" in bad.output
     assert not (tmp_path / "x").exists()
+    study = optuna.load_study(study_name="prod", storage=storage)
+    assert not [t for t in study.trials if "confirm_of" in t.user_attrs]  # the refused export ran nothing
     out = tmp_path / "best"
-    run_cli("export", "prod", "--storage", storage, "--out", str(out), "--confirm", "2", "--seeds", "2", "--images", "960")
+    run_cli("export", "prod", "--storage", storage, "--out", str(out))
     metrics = json.loads((out / "metrics.json").read_text())
     table = metrics["confirmation"]
     assert len(table) == 2 and all(r["images"] == 960 and len(r["seed_values"]) == 2 for r in table)
@@ -170,6 +175,10 @@ def test_export_confirms_at_the_production_budget_and_exports_that_run(tmp_path:
     assert recorded["images"] == 960 and [r["trial"] for r in recorded["rows"]] == [r["trial"] for r in table]
     exported = study.trials[metrics["trial"]]
     assert exported.number == table[0]["export_run"] and exported.user_attrs["confirm_of"] == table[0]["trial"]
+    again = json.loads(run_cli("export", "prod", "--storage", storage, "--out", str(tmp_path / "again"), "--confirm",
+                               "2", "--seeds", "2", "--images", "960").stdout.strip().splitlines()[-1])
+    assert again["trial"] == exported.number and len(optuna.load_study(study_name="prod", storage=storage).trials) == len(
+        study.trials)  # flags equal to the rule: the recorded runs are re-used, none trained twice
     cfg = TrainConfig.from_file(out / "config.yaml")
     assert cfg.budget_images == 960 and cfg.seed == exported.user_attrs["seed"]
     from optuna.artifacts import download_artifact
