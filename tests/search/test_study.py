@@ -191,6 +191,18 @@ def test_export_confirms_at_the_production_budget_and_exports_that_run(tmp_path:
     assert "Confirmed at the production budget" in (out / "report.html").read_text()
 
 
+def test_run_export_follows_the_study_files_export_rule(tmp_path: Path) -> None:
+    """``run --export`` confirms as the file's ``export:`` says (here the top config, 2 fresh seeds at the trial
+    budget) before it exports, as ``gan-search export`` would."""
+    study_file = write_study(tmp_path, small_study("rule", tmp_path, objective="fid", export={"confirm": 1, "seeds": 2}))
+    out = tmp_path / "best"
+    run_cli("run", str(study_file), "--export", str(out))
+    table = json.loads((out / "metrics.json").read_text())["confirmation"]
+    assert len(table) == 1 and len(table[0]["seed_values"]) == 2 and table[0]["images"] == 640
+    study = optuna.load_study(study_name="rule", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert sum("confirm_of" in t.user_attrs for t in study.trials) == 2
+
+
 @pytest.mark.parametrize("workers", [3])
 def test_sqlite_with_several_local_workers(tmp_path: Path, workers: int) -> None:
     study_file = write_study(tmp_path, small_study("sqlite-many", tmp_path, budget={"n_trials": 9}))
