@@ -14,7 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search import attrs, pbt
 from search.schedulers import scheduler_for
-from search.selection import best_trial, order, primary, ranked, search_trials, signs, violation
+from search.selection import best_trial, candidates, order, primary, search_trials, signs, violation
 from search.spec import StudySpec
 from trainer import prepare, train
 from trainer.io import CONFIG_FILE, GENERATOR_FILE, METRICS_FILE, SAMPLES_FILE, write_json
@@ -24,12 +24,12 @@ log = logging.getLogger(__name__)
 
 def enqueue_confirmations(study: optuna.Study, top_k: int, seeds: int, images: int | None = None,
                           base_seed: int = 10_000) -> list[int]:
-    """Enqueue ``seeds`` fresh-seed re-runs of each of the ``top_k`` best configs at ``images`` (None: the trial
-    budget), skipping runs already in the study (an interrupted export picks up where it stopped)."""
+    """Enqueue ``seeds`` fresh-seed re-runs of each of the first ``top_k`` configs (``selection.candidates``) at
+    ``images`` (None: the trial budget), skipping runs already in the study (an interrupted export picks up where it stopped)."""
     existing = {(t.user_attrs.get(attrs.CONFIRM), t.user_attrs.get(attrs.SEED_OVERRIDE),
                  t.user_attrs.get(attrs.CONFIRM_IMAGES)) for t in study.get_trials(deepcopy=False)
                 if t.state != TrialState.FAIL}
-    top = ranked(study)[:top_k]
+    top = candidates(study)[:top_k]
     for trial in top:
         for s in range(seeds):
             seed = base_seed + s

@@ -7,7 +7,11 @@
   after each objective is scaled to [0, 1] over that front (the "knee": no objective is given up for a small
   gain in another). The first trial of the first front is the one exported.
 
-Seed confirmations (``export --confirm``) rank their configs by the same rule, on the means of their seeds.
+Seed confirmations (``export --confirm``) rank their configs by the same rule, on the means of their seeds. Which
+configs they re-run (``candidates``) differs in one point: trials that miss their constraints come by Pareto front
+on (total violation, objectives), not by violation alone, so that a near miss with a good objective is confirmed
+before a config that only misses less. A constraint measured at the trial budget predicts the production budget
+weakly (on MNIST the rarest digit's share moves 6-8% with the seed at 192k images), the objective more strongly.
 """
 
 from __future__ import annotations
@@ -93,6 +97,17 @@ def ranked(study: optuna.Study) -> list[FrozenTrial]:
     return [feasible[i] for i in order([t.values for t in feasible], sign)] + infeasible
 
 
+def candidates(study: optuna.Study) -> list[FrozenTrial]:
+    """The configs to confirm at the production budget, best first: the feasible trials as ``ranked`` orders
+    them, then the rest by Pareto front on (total violation, objectives), nearest the front's ideal first."""
+    trials = search_trials(study)
+    feasible = [t for t in trials if violation(t) == 0.0]
+    missing = [t for t in trials if violation(t) > 0.0]
+    sign = signs(study)
+    return ([feasible[i] for i in order([t.values for t in feasible], sign)]
+            + [missing[i] for i in order([[violation(t), *t.values] for t in missing], [1.0, *sign])])
+
+
 def best_trial(study: optuna.Study) -> FrozenTrial:
     trials = ranked(study)
     if not trials:
@@ -100,4 +115,4 @@ def best_trial(study: optuna.Study) -> FrozenTrial:
     return trials[0]
 
 
-__all__ = ["best_trial", "order", "primary", "ranked", "search_trials", "signs", "violation"]
+__all__ = ["best_trial", "candidates", "order", "primary", "ranked", "search_trials", "signs", "violation"]

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from search import attrs
 from search.cli import app
-from search.selection import order, ranked
+from search.export import enqueue_confirmations
+from search.selection import candidates, order, ranked
 from tests.search.conftest import small_study, write_study
 
 
@@ -32,6 +33,21 @@ def test_ranked_puts_feasible_trials_first() -> None:
         trial.set_constraint("share", misses[0])
         study.tell(trial, value)
     assert [t.values[0] for t in ranked(study)] == [3.0, 5.0, 2.0, 1.0]  # feasible by value, then by violation
+
+
+def test_candidates_confirm_a_near_miss_with_a_good_objective_before_a_smaller_miss() -> None:
+    """Which configs export re-runs: feasible first, then misses by Pareto front on (violation, value)."""
+    study = optuna.create_study(direction="minimize")
+    for value, miss in ((9.0, -0.01), (2.0, 0.010), (30.0, 0.002), (8.0, 0.004), (9.0, 0.012)):
+        trial = study.ask()
+        trial.set_constraint("share", miss)
+        study.tell(trial, value)
+    assert [t.values[0] for t in ranked(study)] == [9.0, 30.0, 8.0, 2.0, 9.0]  # best: by violation alone
+    # (0.004, 8) is nearest the misses' ideal (0.002, 2); (0.012, 9) is dominated by (0.010, 2) and comes last
+    assert [t.values[0] for t in candidates(study)] == [9.0, 8.0, 30.0, 2.0, 9.0]
+    assert enqueue_confirmations(study, top_k=2, seeds=1) == [0, 3]
+    queued = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    assert [t.user_attrs[attrs.CONFIRM] for t in queued] == [0, 3]
 
 
 def _run(tmp_path: Path, name: str, **overrides: object) -> tuple[optuna.Study, str]:
