@@ -51,8 +51,8 @@ def confirmation_table(study: optuna.Study, origins: list[int], spec: StudySpec,
                        images: int | None = None) -> list[dict[str, Any]]:
     """Per confirmed config: its fresh-seed runs' values and metrics, their means and spread, whether the
     constraints hold for every seed, and the run to export; ordered by the study's rule (``search.selection``)
-    on the means: configs whose constraints hold for every seed first, then the rest by their worst seed's
-    total violation."""
+    on the means: configs whose constraints hold for every seed first, then the rest by Pareto front on (their
+    worst seed's total violation, the means), as ``selection.candidates`` orders the configs to confirm."""
     trials = study.get_trials(deepcopy=False)
     rows: list[dict[str, Any]] = []
     for number in origins:
@@ -79,8 +79,10 @@ def confirmation_table(study: optuna.Study, origins: list[int], spec: StudySpec,
                      "feasible": all(m <= 0 for m in misses), "violation": sum(max(0.0, m) for m in misses),
                      "export_run": best_run.number})
     feasible: list[dict[str, Any]] = [r for r in rows if r["feasible"]]
-    ranked_rows = [feasible[i] for i in order([r["means"] for r in feasible], signs(study))]
-    return ranked_rows + sorted((r for r in rows if not r["feasible"]), key=lambda r: r["violation"])
+    missing = [r for r in rows if not r["feasible"]]
+    sign = signs(study)
+    return ([feasible[i] for i in order([r["means"] for r in feasible], sign)]
+            + [missing[i] for i in order([[r["violation"], *r["means"]] for r in missing], [1.0, *sign])])
 
 
 def record_confirmations(study: optuna.Study, rows: list[dict[str, Any]], images: int | None, seeds: int) -> None:
