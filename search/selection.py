@@ -7,10 +7,11 @@
   after each objective is scaled to [0, 1] over that front (the "knee": no objective is given up for a small
   gain in another). The first trial of the first front is the one exported.
 
-Seed confirmations (``export --confirm``) rank their configs by the same rule, on the means of their seeds. Which
-configs they re-run (``candidates``) differs in one point: trials that miss their constraints come by Pareto front
-on (total violation, objectives), not by violation alone, so that a near miss with a good objective is confirmed
-before a config that only misses less. A constraint measured at the trial budget predicts the production budget
+Seed confirmations (``export --confirm``) rank their configs by the same rule, on the means of their seeds, but
+for one point, both in which configs they re-run (``candidates``) and in how the confirmed ones rank
+(``export.confirmation_table``): those that miss their constraints come by Pareto front on (total violation,
+objectives), not by violation alone, so that a near miss with a good objective goes before a config that only
+misses less. A constraint measured at the trial budget predicts the production budget
 weakly (on MNIST the rarest digit's share moves 6-8% with the seed at 192k images), the objective more strongly.
 """
 
