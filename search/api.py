@@ -227,7 +227,7 @@ def confirm_and_export(study: optuna.Study, spec: StudySpec, out: Path, *, retra
         images = rule.images  # the study's production budget, unless a retrain sets one
     confirmed = None
     if confirm:
-        origins = enqueue_confirmations(study, confirm, seeds, images)
+        origins = enqueue_confirmations(study, confirm, seeds, images, constraints_at=spec.constraints_at)
         run_workers(study.study_name, spec.storage, workers, new_trials=False)
         confirmed = confirmation_table(study, origins, spec, images)
         record_confirmations(study, confirmed, images, seeds)

@@ -37,6 +37,8 @@ GENERATOR_ARTIFACT = "generator_artifact"
 METRICS = "metrics"  # every metric of the last evaluation: fid/kid, precision, recall, density, coverage, classes
 CLASS_SHARES = "class_shares"  # each class's share of the last evaluation's samples (domain classifier)
 FEASIBLE = "feasible"  # every constraint holds at the trial's end (the values: Optuna's trial.constraints, per metric)
+CONSTRAINT_MISSES = "constraint_misses"  # constraints_at: export: {metric: Optuna-style value, None: not measured},
+# kept here instead of trial.constraints so that the sampler does not model them
 PRUNE_REASON = "prune_reason"
 FAIL_REASON = "fail_reason"
 

@@ -23,13 +23,13 @@ log = logging.getLogger(__name__)
 
 
 def enqueue_confirmations(study: optuna.Study, top_k: int, seeds: int, images: int | None = None,
-                          base_seed: int = 10_000) -> list[int]:
+                          base_seed: int = 10_000, constraints_at: str = "search") -> list[int]:
     """Enqueue ``seeds`` fresh-seed re-runs of each of the first ``top_k`` configs (``selection.candidates``) at
     ``images`` (None: the trial budget), skipping runs already in the study (an interrupted export picks up where it stopped)."""
     existing = {(t.user_attrs.get(attrs.CONFIRM), t.user_attrs.get(attrs.SEED_OVERRIDE),
                  t.user_attrs.get(attrs.CONFIRM_IMAGES)) for t in study.get_trials(deepcopy=False)
                 if t.state != TrialState.FAIL}
-    top = candidates(study)[:top_k]
+    top = candidates(study, constraints_at)[:top_k]
     for trial in top:
         for s in range(seeds):
             seed = base_seed + s

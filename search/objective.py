@@ -272,7 +272,11 @@ class TrialSession:
         trial.set_user_attr(attrs.FINAL_VALUE, self.state["last"])
         if self.spec.constraints:  # Optuna's constraint values (<= 0 holds), which its samplers model, once per trial
             misses = [c.violation((self.state.get("metrics") or {}).get(c.metric)) for c in self.spec.constraints]
-            for c, miss in zip(self.spec.constraints, misses, strict=True):
-                trial.set_constraint(c.metric, miss)
+            if self.spec.constraints_at == "search":
+                for c, miss in zip(self.spec.constraints, misses, strict=True):
+                    trial.set_constraint(c.metric, miss)
+            else:  # judged at export only: recorded where the sampler does not read them
+                trial.set_user_attr(attrs.CONSTRAINT_MISSES, {c.metric: miss if math.isfinite(miss) else None
+                                                              for c, miss in zip(self.spec.constraints, misses, strict=True)})
             trial.set_user_attr(attrs.FEASIBLE, all(m <= 0 for m in misses))
         trial.set_user_attr(attrs.BEST_VALUE, self.state["best"] if math.isfinite(self.state["best"]) else None)

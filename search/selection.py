@@ -13,6 +13,10 @@ for one point, both in which configs they re-run (``candidates``) and in how the
 objectives), not by violation alone, so that a near miss with a good objective goes before a config that only
 misses less. A constraint measured at the trial budget predicts the production budget
 weakly (on MNIST the rarest digit's share moves 6-8% with the seed at 192k images), the objective more strongly.
+
+With ``constraints_at: export`` in the study file the sampler is not told the constraints (they are kept in a
+user attribute, shown by ``status``, and ``ranked`` still puts the trials that hold them first), and the configs
+confirmed are the best by the objectives alone: the constraints choose among them, judged on every seed.
 """
 
 from __future__ import annotations
@@ -44,8 +48,10 @@ def search_trials(study: optuna.Study) -> list[FrozenTrial]:
 
 
 def violation(trial: FrozenTrial) -> float:
-    """How far the trial misses its constraints at its end (0: every one holds, or the study has none)."""
-    return sum(max(0.0, v) for v in trial.constraints.values())
+    """How far the trial misses its constraints at its end (0: every one holds, or the study has none); from
+    Optuna's ``trial.constraints``, or with ``constraints_at: export`` from the user attribute kept instead."""
+    misses = trial.constraints or trial.user_attrs.get(attrs.CONSTRAINT_MISSES) or {}
+    return sum(math.inf if v is None else max(0.0, v) for v in misses.values())
 
 
 def order(points: Sequence[Sequence[float]], sign: Sequence[float]) -> list[int]:
@@ -89,22 +95,27 @@ def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
     return all(x <= y for x, y in zip(a, b, strict=True)) and any(x < y for x, y in zip(a, b, strict=True))
 
 
+def _split(trials: list[FrozenTrial]) -> tuple[list[FrozenTrial], list[FrozenTrial]]:
+    """(trials whose constraints hold, trials that miss some)."""
+    return [t for t in trials if violation(t) == 0.0], [t for t in trials if violation(t) > 0.0]
+
+
 def ranked(study: optuna.Study) -> list[FrozenTrial]:
     """The study's search trials, best first (feasible before infeasible; see the module's rule)."""
-    trials = search_trials(study)
-    feasible = [t for t in trials if violation(t) == 0.0]
-    infeasible = sorted((t for t in trials if violation(t) > 0.0), key=lambda t: (violation(t), t.number))
-    sign = signs(study)
-    return [feasible[i] for i in order([t.values for t in feasible], sign)] + infeasible
+    feasible, missing = _split(search_trials(study))
+    return ([feasible[i] for i in order([t.values for t in feasible], signs(study))]
+            + sorted(missing, key=lambda t: (violation(t), t.number)))
 
 
-def candidates(study: optuna.Study) -> list[FrozenTrial]:
+def candidates(study: optuna.Study, constraints_at: str = "search") -> list[FrozenTrial]:
     """The configs to confirm at the production budget, best first: the feasible trials as ``ranked`` orders
-    them, then the rest by Pareto front on (total violation, objectives), nearest the front's ideal first."""
-    trials = search_trials(study)
-    feasible = [t for t in trials if violation(t) == 0.0]
-    missing = [t for t in trials if violation(t) > 0.0]
-    sign = signs(study)
+    them, then the rest by Pareto front on (total violation, objectives), nearest the front's ideal first. With
+    ``constraints_at: export`` by the objectives alone, as the same study without constraints would confirm them:
+    the constraints are then judged on the confirmations only."""
+    trials, sign = search_trials(study), signs(study)
+    if constraints_at == "export":
+        return [trials[i] for i in order([t.values for t in trials], sign)]
+    feasible, missing = _split(trials)
     return ([feasible[i] for i in order([t.values for t in feasible], sign)]
             + [missing[i] for i in order([[violation(t), *t.values] for t in missing], [1.0, *sign])])
 

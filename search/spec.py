@@ -27,8 +27,9 @@ MAXIMIZED = COVERAGE_METRICS  # precision, recall, density, coverage, class_min_
 OBJECTIVES = MINIMIZED + MAXIMIZED
 OPERATORS = (">=", "<=")
 PARAM_TYPES = ("float", "int", "categorical")
-TOP_KEYS = ("name", "direction", "objective", "constraints", "train", "space", "warm_start", "sampler", "pruner", "guard",
-            "budget", "storage", "scheduler", "export")
+CONSTRAINTS_AT = ("search", "export")
+TOP_KEYS = ("name", "direction", "objective", "constraints", "constraints_at", "train", "space", "warm_start", "sampler",
+            "pruner", "guard", "budget", "storage", "scheduler", "export")
 REPORTS = ("last", "best")  # what a trial reports to the pruner at each evaluation: its value, or its best so far
 # Shared by every trial of a worker (data, feature network and real statistics are loaded once), or fixing
 # the points where trials are compared: these TrainConfig fields cannot be searched.
@@ -124,6 +125,7 @@ class StudySpec:
     objectives: tuple[str, ...] = ("fid",)  # several: an Optuna multi-objective study (a Pareto front)
     directions: tuple[str, ...] = ("minimize",)
     constraints: tuple[Constraint, ...] = ()  # feasibility of a trial (Optuna's constraints_func; export's rule)
+    constraints_at: str = "search"  # search: the sampler models them; export: only the confirmations are judged
     sampler: Mapping[str, Any] = field(default_factory=lambda: {"name": "tpe"})
     pruner: Mapping[str, Any] = field(default_factory=lambda: {"name": "median"})
     guard: Guard = Guard()
@@ -266,7 +268,8 @@ class StudySpec:
             spec = dataclasses.replace(spec, scheduler=scheduler, n_trials=scheduler.population * segments)
         if spec.grace_period <= spec.heartbeat_interval:
             raise err("storage.grace_period", "must be larger than storage.heartbeat_interval.")
-        spec = dataclasses.replace(spec, objectives=objectives, directions=directions, constraints=constraints)
+        spec = dataclasses.replace(spec, objectives=objectives, directions=directions, constraints=constraints,
+                                   constraints_at=_constraints_at(raw.get("constraints_at", "search"), constraints, err))
         _measurable(spec, measured, err)
         _build_check(spec, err)
         return spec
@@ -309,6 +312,17 @@ def _constraints(raw: Any, err: Any) -> tuple[Constraint, ...]:
             raise err(key, f"must be '>= NUMBER' or '<= NUMBER', but got {rule!r}.") from None
         out.append(Constraint(str(metric), parts[0], bound))
     return tuple(out)
+
+
+def _constraints_at(raw: Any, constraints: tuple[Constraint, ...], err: Any) -> str:
+    """``constraints_at: search`` (the sampler models the constraints, trials that hold them rank first) or
+    ``export`` (the search optimises the objectives alone; the constraints choose among the configs the export
+    confirms at the production budget, on every seed)."""
+    if raw not in CONSTRAINTS_AT:
+        raise err("constraints_at", f"must be one of {', '.join(CONSTRAINTS_AT)}, but got {raw!r}.")
+    if raw == "export" and not constraints:
+        raise err("constraints_at", "export needs constraints: to judge (none given).")
+    return str(raw)
 
 
 def _measurable(spec: StudySpec, measured: set[str], err: Any) -> None:

@@ -50,6 +50,20 @@ def test_candidates_confirm_a_near_miss_with_a_good_objective_before_a_smaller_m
     assert [t.user_attrs[attrs.CONFIRM] for t in queued] == [0, 3]
 
 
+def test_constraints_judged_at_export_confirm_the_best_objectives_and_still_rank_feasible_first() -> None:
+    """constraints_at: export: the misses live in a user attribute (the sampler never reads them); the configs to
+    confirm are the best by value alone, as the same study without constraints would confirm them."""
+    study = optuna.create_study(direction="minimize")
+    for value, miss in ((9.0, -0.01), (2.0, 0.010), (30.0, 0.002), (8.0, 0.004), (4.0, None)):
+        study.enqueue_trial({}, user_attrs={attrs.CONSTRAINT_MISSES: {"class_min_share": miss}})
+        study.tell(study.ask(), value)
+    assert all(t.constraints == {} for t in study.trials)
+    assert [t.values[0] for t in candidates(study, "export")] == [2.0, 4.0, 8.0, 9.0, 30.0]
+    # status and an export without confirmation still put the trials that hold first; unmeasured misses last
+    assert [t.values[0] for t in ranked(study)] == [9.0, 30.0, 8.0, 2.0, 4.0]
+    assert enqueue_confirmations(study, top_k=2, seeds=1, constraints_at="export") == [1, 4]
+
+
 def _run(tmp_path: Path, name: str, **overrides: object) -> tuple[optuna.Study, str]:
     study_file = write_study(tmp_path, small_study(name, tmp_path, **overrides))
     result = CliRunner().invoke(app, ["run", str(study_file)])
@@ -90,6 +104,38 @@ def test_a_constrained_study_records_coverage_and_exports_a_feasible_trial(tmp_p
     assert shown["best_trial"] == expected.number and "recall" in shown["best_metrics"]
     table = CliRunner().invoke(app, ["status", "constrained", "--storage", storage])
     assert "prec  rec   cov   min%" in table.output
+
+
+def test_a_study_judging_its_constraint_at_export_exports_the_best_config_that_holds_on_every_seed(
+        tmp_path: Path) -> None:
+    """constraints_at: export on digits: the sampler is not told the constraint (trial.constraints stays empty,
+    the misses are kept in a user attribute); export confirms the top 2 trials by FID at 960 images with 2 seeds
+    and exports the best mean FID among those whose rarest class holds on both seeds (else the Pareto rule)."""
+    study, storage = _run(tmp_path, "at-export", objective="fid", constraints={"class_min_share": ">= 0.05"},
+                          constraints_at="export", sampler={"name": "tpe", "seed": 0, "args": {"n_startup_trials": 2}},
+                          budget={"n_trials": 4})
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 4
+    for t in done:
+        share = t.user_attrs[attrs.METRICS]["class_min_share"]
+        assert t.constraints == {}
+        assert t.user_attrs[attrs.CONSTRAINT_MISSES] == pytest.approx({"class_min_share": 0.05 - share})
+        assert t.user_attrs[attrs.FEASIBLE] == (share >= 0.05)
+    by_fid = sorted(done, key=lambda t: t.values[0])
+    out = tmp_path / "best"
+    result = CliRunner().invoke(app, ["export", "at-export", "--storage", storage, "--out", str(out), "--confirm", "2",
+                                      "--seeds", "2", "--images", "960"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((out / "metrics.json").read_text())["confirmation"]
+    assert sorted(r["trial"] for r in rows) == sorted(t.number for t in by_fid[:2])  # by FID, not by the constraint
+    study = optuna.load_study(study_name="at-export", storage=storage)
+    for r in rows:
+        runs = [study.trials[n] for n in r["runs"]]
+        worst = min(t.user_attrs[attrs.METRICS]["class_min_share"] for t in runs)
+        assert len(runs) == 2 and r["feasible"] == (worst >= 0.05)
+    holding = [r for r in rows if r["feasible"]]
+    winner = min(holding, key=lambda r: r["mean"]) if holding else rows[0]
+    assert rows[0]["trial"] == winner["trial"]
 
 
 def test_a_multi_objective_study_exports_from_its_pareto_front(tmp_path: Path) -> None:
