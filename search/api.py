@@ -209,7 +209,7 @@ def export(name: str, out: str | os.PathLike[str], *, storage: str | None = None
     study, url = open_study(name, storage)
     spec = stored_spec(study, url)
     if images is not None and not (spec.export.confirm if confirm is None else confirm):
-        raise ConfigError(f"images must be >= 1 and needs --confirm K (the runs it sets the budget of), but got "
+        raise ConfigError(f"images needs --confirm K >= 1 (the runs it sets the budget of), but got "
                           f"{images=}, {confirm=} (the study's export.confirm is {spec.export.confirm}).")
     return confirm_and_export(study, spec, Path(out), retrain=retrain, confirm=confirm, seeds=seeds, images=images,
                               workers=workers, plotlyjs=plotlyjs)

@@ -121,6 +121,10 @@ def test_a_study_judging_its_constraint_at_export_exports_the_best_config_that_h
         assert t.constraints == {}
         assert t.user_attrs[attrs.CONSTRAINT_MISSES] == pytest.approx({"class_min_share": 0.05 - share})
         assert t.user_attrs[attrs.FEASIBLE] == (share >= 0.05)
+    # the search is the one the same study without the constraint makes: same configs, same values
+    plain, _ = _run(tmp_path, "plain", objective="fid", sampler={"name": "tpe", "seed": 0,
+                                                                  "args": {"n_startup_trials": 2}}, budget={"n_trials": 4})
+    assert [(t.params, t.values) for t in plain.trials] == [(t.params, t.values) for t in study.trials]
     by_fid = sorted(done, key=lambda t: t.values[0])
     out = tmp_path / "best"
     result = CliRunner().invoke(app, ["export", "at-export", "--storage", storage, "--out", str(out), "--confirm", "2",

@@ -157,7 +157,7 @@ def test_export_confirms_at_the_production_budget_and_exports_that_run(tmp_path:
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     bad = CliRunner().invoke(app, ["export", "prod", "--storage", storage, "--out", str(tmp_path / "x"), "--confirm",
                                    "0", "--images", "960"])
-    assert bad.exit_code == 2 and "images must be >= 1 and needs --confirm K" in bad.output
+    assert bad.exit_code == 2 and "images needs --confirm K >= 1" in bad.output
     assert not (tmp_path / "x").exists()
     study = optuna.load_study(study_name="prod", storage=storage)
     assert not [t for t in study.trials if "confirm_of" in t.user_attrs]  # the refused export ran nothing
