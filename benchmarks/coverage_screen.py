@@ -5,7 +5,8 @@ FID and the smallest class share (on ``eval_samples`` and on 10000 generated ima
 
 Arms are the StyleGAN2 optimiser on the MNIST study's networks (``sg2``: Adam 2e-3, betas (0, 0.99), batch 32,
 EMA 0.999, BCE) with one option changed (``-mbstd``: minibatch standard deviation in D; ``-layer``: layer norm in
-D), and pytorch/examples' optimiser with EMA (``dc-ema``, ``dc-ema-batch``). One JSON line per run.
+D; ``-w64``: both networks twice as wide), and pytorch/examples' optimiser with EMA (``dc-ema``,
+``dc-ema-batch``). One JSON line per run.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from trainer.step import fixed_sampler
 SG2 = {"loss": "bce", "lr_g": 2e-3, "lr_d": 2e-3, "beta1": 0.0, "beta2": 0.99, "batch_size": 32, "ema_decay": 0.999}
 DC = {"loss": "bce", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "batch_size": 64, "ema_decay": 0.999}
 ARMS = {"sg2": SG2, "sg2-mbstd": {**SG2, "d_mbstd": True}, "sg2-layer": {**SG2, "d_norm": "layer"},
+        "sg2-mbstd-w64": {**SG2, "d_mbstd": True, "g_width": 64, "d_width": 64},
         "dc-ema": DC, "dc-ema-batch": {**DC, "d_norm": "batch"}}
 
 
