@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import optuna
+
 from search import StudySpec, api, create_or_load_study, run_workers
 from search.schedulers import scheduler_for
 from trainer import load_data
@@ -63,8 +65,10 @@ def confirm(result: dict[str, Any], top_k: int, args: argparse.Namespace, tmp: P
     exported = api.export(result["name"], tmp / "export", storage=result["storage"], confirm=top_k,
                           seeds=args.seeds, images=args.images, workers=args.confirm_workers, plotlyjs="cdn")
     rows = exported["confirmation"]
+    trials = optuna.load_study(study_name=result["name"], storage=result["storage"]).get_trials(deepcopy=False)
     for row in rows:
         row["class_min_share_per_seed"] = [min(s) for s in row["class_shares"]] if row.get("class_shares") else None
+        row["params"] = trials[row["trial"]].params  # the databases are temporary: keep what each config was
     return {**result, "confirmed_configs": top_k, "confirm_seconds": round(time.perf_counter() - t0, 1),
             "winner": rows[0] if rows else None,
             "confirmation": rows, "exported_run": exported["trial"]}

@@ -5,8 +5,8 @@ FID and the smallest class share (on ``eval_samples`` and on 10000 generated ima
 
 Arms are the StyleGAN2 optimiser on the MNIST study's networks (``sg2``: Adam 2e-3, betas (0, 0.99), batch 32,
 EMA 0.999, BCE) with one option changed (``-mbstd``: minibatch standard deviation in D; ``-layer``: layer norm in
-D; ``-w64``: both networks twice as wide), and pytorch/examples' optimiser with EMA (``dc-ema``,
-``dc-ema-batch``). One JSON line per run.
+D; ``-w64``: both networks twice as wide; ``-cond``: class-conditional G and D, ``classes: 10``), and
+pytorch/examples' optimiser with EMA (``dc-ema``, ``dc-ema-batch``, ``dc-ema-cond``). One JSON line per run.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ SG2 = {"loss": "bce", "lr_g": 2e-3, "lr_d": 2e-3, "beta1": 0.0, "beta2": 0.99, "
 DC = {"loss": "bce", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "batch_size": 64, "ema_decay": 0.999}
 ARMS = {"sg2": SG2, "sg2-mbstd": {**SG2, "d_mbstd": True}, "sg2-layer": {**SG2, "d_norm": "layer"},
         "sg2-mbstd-w64": {**SG2, "d_mbstd": True, "g_width": 64, "d_width": 64},
+        "sg2-cond": {**SG2, "classes": 10}, "sg2-mbstd-cond": {**SG2, "d_mbstd": True, "classes": 10},
+        "dc-ema-cond": {**DC, "classes": 10},
         "dc-ema": DC, "dc-ema-batch": {**DC, "d_norm": "batch"}}
 
 

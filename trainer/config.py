@@ -45,6 +45,7 @@ class TrainConfig:
     spectral_norm: bool = False  # spectral normalisation on every discriminator layer
     d_norm: DNorm = "none"  # dcgan discriminator normalisation after each conv but the first: batch (pytorch/examples), layer
     d_mbstd: bool = False  # dcgan D sees its batch's spread (minibatch std, Karras et al. 2018): against dropped modes
+    classes: int = 0  # > 0: class-conditional dcgan over labels 0..classes-1 (G: class embedding, D: projection); 0: off
     # --- objective ---
     loss: str = "bce"  # bce (non-saturating), hinge, wgan-gp, lsgan, or a plug-in 'pkg.module:LossClass'
     gp_weight: float = 10.0  # gradient-penalty weight (wgan-gp only)
@@ -110,6 +111,12 @@ class TrainConfig:
         if self.d_mbstd and self.arch == "mlp":
             raise ConfigError("d_mbstd must be false for arch='mlp' (the article's discriminator is fixed), "
                               f"but got d_mbstd={self.d_mbstd!r}.")
+        if self.classes < 0 or self.classes == 1:
+            raise ConfigError(f"classes must be 0 (unconditional) or >= 2 (the dataset's label count), but got "
+                              f"classes={self.classes}.")
+        if self.classes and self.arch != "dcgan":
+            raise ConfigError(f"classes > 0 (class-conditional networks) needs arch='dcgan', but got arch={self.arch!r} "
+                              f"with classes={self.classes}.")
         if self.d_norm == "batch" and (self.loss == "wgan-gp" or self.r1_weight > 0):
             raise ConfigError("d_norm='batch' mixes a batch's samples, so a gradient penalty (loss='wgan-gp', "
                               f"r1_weight > 0) is no longer per-sample: use d_norm='layer' or 'none', but got "

@@ -204,6 +204,19 @@ def _labels(y: Any, n: int, what: str) -> torch.Tensor:
     return t
 
 
+def check_labels(cfg: TrainConfig, data: ImageData) -> None:
+    """A class-conditional config (``classes > 0``) needs a label in 0..classes-1 on every training image, and the
+    labels' count of classes to be ``classes``."""
+    if not cfg.classes:
+        return
+    labels = data.train_labels
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high + 1 != cfg.classes:
+        found = "unlabelled images (label -1)" if low < 0 else f"labels {low}..{high} ({high + 1} classes)"
+        raise DataError(f"classes={cfg.classes} needs training labels 0..{cfg.classes - 1}, but dataset="
+                        f"{cfg.dataset!r} has {found}; set classes: {0 if low < 0 else high + 1}.")
+
+
 def load_data(cfg: TrainConfig, device: torch.device | str = "cpu") -> ImageData:
     """Decode the dataset of ``cfg`` (a registered name or a plug-in) once into tensors on ``device``."""
     try:
@@ -230,6 +243,7 @@ def load_data(cfg: TrainConfig, device: torch.device | str = "cpu") -> ImageData
                       else np.ascontiguousarray(part).tobytes())
     digest.update(str(cfg.image_size).encode())
     data = ImageData(train, ytr, holdout, yte, digest.hexdigest()[:16])
+    check_labels(cfg, data)
     log.info("dataset %s: %d train / %d held-out images of shape %s", cfg.dataset, len(data.train),
              len(data.holdout), data.shape)
     return data.to(device)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from trainer.config import SCHEDULABLE, TrainConfig
-from trainer.data import ImageData, load_data
+from trainer.data import ImageData, check_labels, load_data
 from trainer.errors import ConfigError
 from trainer.io import CHECKPOINT_FILE, METRICS_FILE, SAMPLES_FILE, save_generator, save_grid, write_json
 from trainer.models import Generator
@@ -77,7 +77,9 @@ def train(
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
+    check_labels(cfg, data)
     nets = SingleNets(cfg, data.shape, device, channels_last=mode.channels_last)
+    nets.set_class_prior(data.train_labels)
     run = RunState(cfg, torch.Generator(device=device).manual_seed(cfg.seed))
     if resume_from is not None:
         load_checkpoint(Path(resume_from), run, nets, device)
@@ -98,7 +100,7 @@ def train(
     while not run.final:
         if run.follow_schedule():  # a schedule moved on: new rates, loss weights, n_critic
             nets.set_rates(run.hp)
-        gan_step(nets, [run], data.train, mode.amp)
+        gan_step(nets, [run], data.train, mode.amp, data.train_labels)
         if bar is not None:
             bar.update(1)
         if run.step % check_every == 0:

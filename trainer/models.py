@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _sn
 
@@ -75,13 +76,22 @@ def _dcgan_plan(size: int) -> tuple[int, int]:
 
 
 class DCGANGenerator(Generator):
-    def __init__(self, latent_dim: int, width: int, shape: tuple[int, int, int]) -> None:
+    """Transposed convs from a projected z. With ``classes`` it is class-conditional: the class as a one-hot vector
+    is concatenated to z (a learned class embedding there let G ignore z: on digits its samples of one class hardly
+    varied, recall 0.003 against 0.86 with one-hot, BENCHMARKS.md "Class-conditional"). The class is an argument in training; where it is not given (sampling,
+    evaluation, an exported generator) it is read from z's first coordinate through the class prior
+    (``label_of``), so ``G(z)`` draws the classes in the training split's proportions and a fixed noise stream
+    fixes the classes too."""
+
+    def __init__(self, latent_dim: int, width: int, shape: tuple[int, int, int], classes: int = 0) -> None:
         super().__init__()
         c, size, _ = shape
         s0, n = _dcgan_plan(size)
         ch = width * 2 ** (n - 1) if n else width
-        self.latent_dim, self.s0, self.ch = latent_dim, s0, ch
-        self.project = nn.Sequential(nn.Linear(latent_dim, ch * s0 * s0, bias=False),
+        self.latent_dim, self.s0, self.ch, self.classes = latent_dim, s0, ch, classes
+        if classes:
+            self.register_buffer("class_prior", torch.full((classes,), 1.0 / classes))  # set from the data in training
+        self.project = nn.Sequential(nn.Linear(latent_dim + classes, ch * s0 * s0, bias=False),
                                      nn.BatchNorm1d(ch * s0 * s0), nn.ReLU(True))  # (B, ch*s0*s0)
         blocks: list[nn.Module] = []
         for _ in range(n):  # each stage: (B, ch, s, s) -> (B, ch/2, 2s, 2s)
@@ -91,7 +101,17 @@ class DCGANGenerator(Generator):
         blocks += [nn.Conv2d(ch, c, 3, 1, 1), nn.Tanh()]  # (B, C, size, size) in [-1, 1]
         self.body = nn.Sequential(*blocks)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def label_of(self, z: torch.Tensor) -> torch.Tensor:
+        """The class of each latent: the class-prior quantile of Phi(z[:, 0]), uniform in [0, 1) for z ~ N(0, I)."""
+        u = torch.special.ndtr(z[:, 0].float()).contiguous()  # (B,)
+        prior: torch.Tensor = self.class_prior  # type: ignore[assignment]
+        cdf = torch.cumsum(prior.float(), 0)
+        return torch.searchsorted(cdf, u, right=True).clamp_(max=self.classes - 1)  # (B,) int64
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.classes:
+            y = self.label_of(z) if y is None else y
+            z = torch.cat([z, F.one_hot(y, self.classes).to(z.dtype)], 1)  # (B, latent + classes)
         x = self.project(z).view(-1, self.ch, self.s0, self.s0)  # (B, ch, s0, s0)
         return self.body(x)
 
@@ -117,10 +137,11 @@ class MinibatchStd(nn.Module):
 class DCGANDiscriminator(nn.Module):
     """Strided convs, optional spectral norm; ``norm`` after every conv but the first: none (gradient penalties
     stay per-sample), batch (as pytorch/examples' DCGAN), layer (per-sample: GroupNorm with one group);
-    ``mbstd`` adds the minibatch standard deviation channel before the last layer."""
+    ``mbstd`` adds the minibatch standard deviation channel before the last layer; ``classes`` makes it a
+    projection discriminator (Miyato & Koyama 2018): logit = linear(h) + <embed(y), h> on the last features h."""
 
     def __init__(self, width: int, shape: tuple[int, int, int], sn: bool, norm: str = "none",
-                 mbstd: bool = False) -> None:
+                 mbstd: bool = False, classes: int = 0) -> None:
         super().__init__()
         c, size, _ = shape
         s0, n = _dcgan_plan(size)
@@ -139,9 +160,19 @@ class DCGANDiscriminator(nn.Module):
             ch_in += 1
         layers += [nn.Flatten(), w(nn.Linear(ch_in * s0 * s0, 1))]  # (B, ch_in*s0*s0) -> (B, 1) logit
         self.net = nn.Sequential(*layers)
+        self.classes = classes
+        if classes:  # small initial class vectors (Xavier, as SNGAN's projection): N(0, 1) ones swamp the logit at first
+            embed = nn.Embedding(classes, ch_in * s0 * s0)
+            nn.init.xavier_uniform_(embed.weight)
+            self.embed = w(embed)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).view(-1)  # (B,)
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.classes:
+            return self.net(x).view(-1)  # (B,)
+        if y is None:
+            raise ValueError(f"this discriminator is class-conditional ({self.classes} classes): pass the labels y.")
+        h = self.net[:-1](x)  # (B, F) features
+        return self.net[-1](h).view(-1) + (self.embed(y) * h).sum(1)  # (B,) logit + projection
 
 
 @ARCHS.register("mlp")
@@ -151,8 +182,8 @@ def build_mlp(cfg: TrainConfig, shape: tuple[int, int, int]) -> tuple[Generator,
 
 @ARCHS.register("dcgan")
 def build_dcgan(cfg: TrainConfig, shape: tuple[int, int, int]) -> tuple[Generator, nn.Module]:
-    return (DCGANGenerator(cfg.latent_dim, cfg.g_width, shape),
-            DCGANDiscriminator(cfg.d_width, shape, cfg.spectral_norm, cfg.d_norm, cfg.d_mbstd))
+    return (DCGANGenerator(cfg.latent_dim, cfg.g_width, shape, cfg.classes),
+            DCGANDiscriminator(cfg.d_width, shape, cfg.spectral_norm, cfg.d_norm, cfg.d_mbstd, cfg.classes))
 
 
 def build_models(cfg: TrainConfig, shape: tuple[int, int, int]) -> tuple[Generator, nn.Module]:
@@ -196,7 +227,7 @@ def check_models(cfg: TrainConfig, shape: tuple[int, int, int]) -> None:
         if tuple(images.shape) != (2, *shape):
             raise ConfigError(f"arch={cfg.arch!r}: the generator must return images of shape (B, {', '.join(map(str, shape))}), "
                               f"but returned {tuple(images.shape)}.")
-        logits = disc.eval()(images)
+        logits = disc.eval()(images, torch.zeros(2, dtype=torch.long)) if cfg.classes else disc.eval()(images)
         if tuple(logits.shape) != (2,):
             raise ConfigError(f"arch={cfg.arch!r}: the discriminator must return one logit per image, shape (B,), "
                               f"but returned {tuple(logits.shape)}.")

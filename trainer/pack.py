@@ -134,6 +134,8 @@ class Pack:
         With the data's ``shape`` the networks are inspected too: dropout draws its masks from torch's global
         generator, which the members of a pack would share, so such a run could not match its single run.
         """
+        if cfg.classes:
+            return "a class-conditional run (classes > 0) trains alone: a pack's members take no labels"
         if "n_critic" in cfg.schedules:
             return "a scheduled n_critic trains alone: a pack's members take their discriminator steps together"
         if shape is not None and _has_dropout(pack_key(cfg), cfg, shape):
@@ -229,13 +231,14 @@ class Pack:
         del self.members[index]
 
     # ------------------------------------------------------------ the step's view of the pack (trainer.step.Nets)
-    def gen(self, z: torch.Tensor) -> torch.Tensor:
+    # a pack's members are never class-conditional (``refuses``): the labels ``y`` are always None here
+    def gen(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self._call(self.g_base, self.gp, self.gb, z)
 
-    def disc(self, x: torch.Tensor) -> torch.Tensor:
+    def disc(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self._call(self.d_base, self.dp, self.db, x)
 
-    def disc_of(self, k: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    def disc_of(self, k: int, y: torch.Tensor | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
         """Member k's discriminator as a function (gradient penalties call it)."""
         def disc(x: torch.Tensor) -> torch.Tensor:
             return functional_call(self.d_base, ({n: v[k] for n, v in self.dp.items()},  # type: ignore[arg-type]

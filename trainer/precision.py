@@ -95,7 +95,8 @@ def decision_key(cfg: TrainConfig, shape: tuple[int, int, int], device: torch.de
     name = device_name(device)
     keyed = {"v": VERSION, "device": name, "torch": torch.__version__, "arch": cfg.arch, "shape": list(shape),
              "batch_size": cfg.batch_size, "g_width": cfg.g_width, "d_width": cfg.d_width,
-             "latent_dim": cfg.latent_dim, "spectral_norm": cfg.spectral_norm, "extra": cfg.extra}
+             "latent_dim": cfg.latent_dim, "spectral_norm": cfg.spectral_norm, "extra": cfg.extra,
+             **({"classes": cfg.classes} if cfg.classes else {})}  # old keys unchanged
     return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:20], name
 
 
@@ -120,6 +121,7 @@ def time_modes(cfg: TrainConfig, shape: tuple[int, int, int], device: torch.devi
     interleave the modes so drift hits all alike."""
     probe = cfg.replace(schedules={}, budget_images=cfg.batch_size, eval_every_images=cfg.batch_size)
     real = torch.rand(max(cfg.batch_size, 256), *shape, device=device) * 2 - 1
+    labels = torch.arange(len(real), device=device) % cfg.classes if cfg.classes else None
     nets = {mode: SingleNets(probe.replace(seed=0), shape, device, channels_last=mode.channels_last) for mode in modes}
     runs = {mode: RunState(probe, torch.Generator(device=device).manual_seed(0)) for mode in modes}
 
@@ -128,7 +130,7 @@ def time_modes(cfg: TrainConfig, shape: tuple[int, int, int], device: torch.devi
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
         for _ in range(n):
-            gan_step(nets[mode], [runs[mode]], real, mode.amp)
+            gan_step(nets[mode], [runs[mode]], real, mode.amp, labels)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return time.perf_counter() - t0

@@ -209,11 +209,12 @@ class RunState:
 class Nets(Protocol):
     """K runs' networks and optimisers behind stacked tensors (first dimension = run)."""
 
-    def gen(self, z: torch.Tensor) -> torch.Tensor: ...  # (K, B, latent) -> (K, B, C, H, W)
+    # y: (K, B) class labels, given only to class-conditional networks (cfg.classes > 0)
+    def gen(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor: ...  # (K, B, latent) -> (K, B, C, H, W)
 
-    def disc(self, x: torch.Tensor) -> torch.Tensor: ...  # (K, B, C, H, W) -> (K, B)
+    def disc(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor: ...  # (K, B, C, H, W) -> (K, B)
 
-    def disc_of(self, k: int) -> Callable[[torch.Tensor], torch.Tensor]: ...  # run k's D (penalties call it)
+    def disc_of(self, k: int, y: torch.Tensor | None = None) -> Callable[[torch.Tensor], torch.Tensor]: ...  # run k's D
 
     def zero_grad(self) -> None: ...
 
@@ -226,29 +227,39 @@ def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
     return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
 
 
-def gan_step(nets: Nets, runs: Sequence[RunState], train_images: torch.Tensor, amp: bool) -> None:
-    """One generator step (after ``n_critic`` discriminator steps) of every run; counters and losses accumulate."""
+def gan_step(nets: Nets, runs: Sequence[RunState], train_images: torch.Tensor, amp: bool,
+             train_labels: torch.Tensor | None = None) -> None:
+    """One generator step (after ``n_critic`` discriminator steps) of every run; counters and losses accumulate.
+
+    Class-conditional runs (``classes > 0``) need ``train_labels``: in a D step the fakes take the real batch's
+    labels (so a penalty's interpolates have one label each), in the G step labels drawn from the training split."""
     hp = runs[0].hp
     bsz, latent, n_critic = hp.batch_size, hp.latent_dim, hp.n_critic
     if any(r.hp.n_critic != n_critic or r.hp.batch_size != bsz for r in runs):
         raise ValueError("runs stepped together must take the same n_critic and batch_size at each step.")
+    conditional = hp.classes > 0
+    if any((r.hp.classes > 0) != conditional for r in runs) or (conditional and train_labels is None):
+        raise ValueError("runs stepped together must all be class-conditional (with train_labels) or none.")
     device, n_train = train_images.device, len(train_images)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
     r1 = any(r.hp.r1_weight > 0 for r in runs)
     d_losses: list[torch.Tensor] = []
+    y: torch.Tensor | None = None
     for _ in range(n_critic):  # discriminator steps
-        real = _stack([train_images[torch.randint(n_train, (bsz,), device=device, generator=r.rng)] for r in runs])
+        index = _stack([torch.randint(n_train, (bsz,), device=device, generator=r.rng) for r in runs])  # (K, B)
+        real = train_images[index]
+        y = train_labels[index] if conditional else None  # type: ignore[index]
         z = _stack([torch.randn(bsz, latent, device=device, generator=r.rng) for r in runs])
         with torch.no_grad(), autocast:
-            fake = nets.gen(z)
+            fake = nets.gen(z, y)
         if r1:
             real.requires_grad_(True)
         d_losses = []
         with autocast:
-            real_logits, fake_logits = nets.disc(real), nets.disc(fake)
+            real_logits, fake_logits = nets.disc(real, y), nets.disc(fake, y)
             for k, run in enumerate(runs):
                 d_loss = run.loss.d_loss(real_logits[k].float(), fake_logits[k].float())
-                penalty = run.loss.penalty(nets.disc_of(k), real[k], fake[k], run.rng)
+                penalty = run.loss.penalty(nets.disc_of(k, None if y is None else y[k]), real[k], fake[k], run.rng)
                 if penalty is not None:
                     d_loss = d_loss + penalty
                 if run.hp.r1_weight > 0:
@@ -260,8 +271,11 @@ def gan_step(nets: Nets, runs: Sequence[RunState], train_images: torch.Tensor, a
         for run in runs:
             run.images_seen += bsz
     z = _stack([torch.randn(bsz, latent, device=device, generator=r.rng) for r in runs])  # generator step
+    if conditional:
+        y = train_labels[_stack([torch.randint(n_train, (bsz,), device=device, generator=r.rng)  # type: ignore[index]
+                                 for r in runs])]
     with autocast:
-        fake_logits = nets.disc(nets.gen(z))
+        fake_logits = nets.disc(nets.gen(z, y), y)
         g_losses = [run.loss.g_loss(fake_logits[k].float()) for k, run in enumerate(runs)]
     nets.zero_grad()
     _stack(g_losses).sum().backward()
@@ -302,14 +316,23 @@ class SingleNets(Modules):
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def gen(self, z: torch.Tensor) -> torch.Tensor:
-        return self.g(z[0]).unsqueeze(0)
+    @torch.no_grad()
+    def set_class_prior(self, labels: torch.Tensor) -> None:
+        """A class-conditional generator (and its EMA) samples classes in the proportions of ``labels``."""
+        for g in (self.g, self.ema.module if self.ema is not None else None):
+            prior = getattr(g, "class_prior", None)
+            if isinstance(prior, torch.Tensor):
+                counts = torch.bincount(labels.clamp(min=0), minlength=len(prior))[:len(prior)].float()
+                prior.copy_(counts / counts.sum())
 
-    def disc(self, x: torch.Tensor) -> torch.Tensor:
-        return self.d(self._layout(x[0])).unsqueeze(0)
+    def gen(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return (self.g(z[0]) if y is None else self.g(z[0], y[0])).unsqueeze(0)
 
-    def disc_of(self, k: int) -> Callable[[torch.Tensor], torch.Tensor]:
-        return lambda x: self.d(self._layout(x))
+    def disc(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return (self.d(self._layout(x[0])) if y is None else self.d(self._layout(x[0]), y[0])).unsqueeze(0)
+
+    def disc_of(self, k: int, y: torch.Tensor | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+        return (lambda x: self.d(self._layout(x))) if y is None else (lambda x: self.d(self._layout(x), y))
 
     def zero_grad(self) -> None:
         self.opt_d.zero_grad(set_to_none=True)

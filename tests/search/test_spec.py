@@ -122,6 +122,15 @@ def test_a_study_whose_data_is_missing_exits_2_and_creates_nothing(tmp_path: Pat
     _nothing_written(tmp_path)
 
 
+def test_a_conditional_study_on_wrong_labels_exits_2_and_creates_nothing(tmp_path: Path) -> None:
+    """classes: 3 on digits (10 labels): refused when the data is checked, before any storage is touched."""
+    study = small_study("cond", tmp_path, train={"classes": 3})
+    result = CliRunner().invoke(app, ["run", str(write_study(tmp_path, study))])
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "classes=3 needs training labels 0..2" in result.output
+    _nothing_written(tmp_path)
+
+
 def _drive(spec: StudySpec, n_trials: int = 8) -> optuna.Study:
     """Real Optuna trials through the study's sampler and pruner: suggestions -> TrainConfig -> reports."""
     study = optuna.create_study(sampler=build_sampler(spec), pruner=build_pruner(spec))

@@ -191,6 +191,24 @@ def test_export_confirms_at_the_production_budget_and_exports_that_run(tmp_path:
     assert "Confirmed at the production budget" in (out / "report.html").read_text()
 
 
+def test_a_class_conditional_study_runs_and_exports_a_generator_that_samples_every_class(tmp_path: Path) -> None:
+    """``train: {classes: 10}``: trials train class-conditional networks (alone, not in packs); the exported
+    generator rebuilds from its folder with the training split's class prior and draws every class."""
+    study_file = write_study(tmp_path, small_study("cond", tmp_path, objective="fid", train={"classes": 10}))
+    run_cli("run", str(study_file))
+    out = tmp_path / "best"
+    run_cli("export", "cond", "--storage", f"sqlite:///{tmp_path / 'study.db'}", "--out", str(out))
+    from trainer import load_generator
+
+    gen = load_generator(out)
+    assert TrainConfig.from_file(out / "config.yaml").classes == 10
+    assert abs(float(gen.class_prior.sum()) - 1.0) < 1e-6 and float(gen.class_prior.min()) > 0.05
+    import torch
+
+    labels = gen.label_of(torch.randn(2000, gen.latent_dim, generator=torch.Generator().manual_seed(0)))
+    assert torch.bincount(labels, minlength=10).min() > 100  # each class ~200 of 2000
+
+
 def test_run_export_follows_the_study_files_export_rule(tmp_path: Path) -> None:
     """``run --export`` confirms as the file's ``export:`` says (here the top config, 2 fresh seeds at the trial
     budget) before it exports, as ``gan-search export`` would."""
