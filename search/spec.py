@@ -34,7 +34,8 @@ REPORTS = ("last", "best")  # what a trial reports to the pruner at each evaluat
 # Shared by every trial of a worker (data, feature network and real statistics are loaded once), or fixing
 # the points where trials are compared: these TrainConfig fields cannot be searched.
 NOT_SEARCHABLE = ("dataset", "data_root", "download", "image_size", "holdout_fraction", "eval_metric", "eval_samples",
-                  "share_samples", "feature_net", "feature_weights", "device", "budget_images", "eval_every_images")
+                  "share_samples", "feature_net", "feature_weights", "device", "budget_images", "eval_every_images",
+                  "classes")  # classes: the data's label count, checked against the data before storage
 EXTRA = "extra."  # space keys under this prefix search a plug-in's own settings (TrainConfig.extra)
 DEFAULT_STORAGE = "sqlite:///runs/gan-search.db"
 DEFAULT_ARTIFACTS = "runs/artifacts"

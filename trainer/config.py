@@ -45,7 +45,7 @@ class TrainConfig:
     spectral_norm: bool = False  # spectral normalisation on every discriminator layer
     d_norm: DNorm = "none"  # dcgan discriminator normalisation after each conv but the first: batch (pytorch/examples), layer
     d_mbstd: bool = False  # dcgan D sees its batch's spread (minibatch std, Karras et al. 2018): against dropped modes
-    classes: int = 0  # > 0: class-conditional dcgan over labels 0..classes-1 (G: class embedding, D: projection); 0: off
+    classes: int = 0  # > 0: class-conditional dcgan over labels 0..classes-1 (G: one-hot beside z, D: projection); 0: off
     # --- objective ---
     loss: str = "bce"  # bce (non-saturating), hinge, wgan-gp, lsgan, or a plug-in 'pkg.module:LossClass'
     gp_weight: float = 10.0  # gradient-penalty weight (wgan-gp only)

@@ -21,10 +21,11 @@ class Generator(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, device: torch.device | str | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``n`` images; ``labels`` (n,) asks a class-conditional generator for those classes (else drawn from z)."""
         device = device or next(self.parameters()).device
         z = torch.randn(n, self.latent_dim, device=device, generator=generator)
-        return self(z).float()
+        return (self(z) if labels is None else self(z, labels.to(device))).float()
 
 
 class MLPGenerator(Generator):
@@ -77,11 +78,11 @@ def _dcgan_plan(size: int) -> tuple[int, int]:
 
 class DCGANGenerator(Generator):
     """Transposed convs from a projected z. With ``classes`` it is class-conditional: the class as a one-hot vector
-    is concatenated to z (a learned class embedding there let G ignore z: on digits its samples of one class hardly
-    varied, recall 0.003 against 0.86 with one-hot, BENCHMARKS.md "Class-conditional"). The class is an argument in training; where it is not given (sampling,
-    evaluation, an exported generator) it is read from z's first coordinate through the class prior
-    (``label_of``), so ``G(z)`` draws the classes in the training split's proportions and a fixed noise stream
-    fixes the classes too."""
+    is concatenated to z (a learned class embedding there let G ignore z: its samples of one class hardly varied,
+    recall 0.0 on MNIST, BENCHMARKS.md "Discriminator options", session 15). The class is an argument in training;
+    where it is not given (sampling, evaluation, an exported generator) it is read from z's first coordinate
+    through the class prior (``label_of``), so ``G(z)`` draws the classes in the training split's proportions and
+    a fixed noise stream fixes the classes too."""
 
     def __init__(self, latent_dim: int, width: int, shape: tuple[int, int, int], classes: int = 0) -> None:
         super().__init__()

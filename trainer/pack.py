@@ -233,6 +233,8 @@ class Pack:
     # ------------------------------------------------------------ the step's view of the pack (trainer.step.Nets)
     # a pack's members are never class-conditional (``refuses``): the labels ``y`` are always None here
     def gen(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if y is not None:
+            raise ValueError("a pack's members take no labels (class-conditional runs train alone).")
         return self._call(self.g_base, self.gp, self.gb, z)
 
     def disc(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:

@@ -51,6 +51,7 @@ def test_shipped_study_files_are_valid(path: Path) -> None:
         ({"extra": 1}, "extra: unknown key"),
         ({"guard": {"grow_evals": "three"}}, "guard.grow_evals: must be an int >= 0"),
         ({"space": {"image_size": [8, 16]}}, "space.image_size: 'image_size' is shared by all trials"),
+        ({"space": {"classes": [0, 10]}}, "space.classes: 'classes' is shared by all trials"),
         ({"storage": {"url": "sqlite:///x.db", "connections": -1}}, "storage.connections: must be an int >= 0"),
         ({"export": {"confirm": -1}}, "export.confirm: must be an int >= 0"),
         ({"export": {"confirm": 2, "seeds": 0}}, "export.seeds: must be an int >= 1"),

@@ -86,7 +86,7 @@ def test_a_short_run_learns_the_classes_and_the_export_keeps_the_prior(digits: I
     net, _ = domain_net(digits)
     wanted = torch.arange(1000) % 10
     with torch.no_grad():
-        images = result.generator(torch.randn(1000, cfg.latent_dim, generator=torch.Generator().manual_seed(1)), wanted)
+        images = result.generator.sample(1000, generator=torch.Generator().manual_seed(1), labels=wanted)
         read = net.logits(images).argmax(1)
     assert (read == wanted).float().mean() > 0.6
     counts = torch.bincount(digits.train_labels, minlength=10).float()
