@@ -318,11 +318,12 @@ class SingleNets(Modules):
 
     @torch.no_grad()
     def set_class_prior(self, labels: torch.Tensor) -> None:
-        """A class-conditional generator (and its EMA) samples classes in the proportions of ``labels``."""
+        """A class-conditional generator (and its EMA) samples classes in the proportions of ``labels`` (checked to
+        be 0..classes-1 by ``trainer.data.check_labels``)."""
         for g in (self.g, self.ema.module if self.ema is not None else None):
             prior = getattr(g, "class_prior", None)
             if isinstance(prior, torch.Tensor):
-                counts = torch.bincount(labels.clamp(min=0), minlength=len(prior))[:len(prior)].float()
+                counts = torch.bincount(labels, minlength=len(prior)).float()
                 prior.copy_(counts / counts.sum())
 
     def gen(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:

@@ -198,12 +198,16 @@ def test_a_class_conditional_study_runs_and_exports_a_generator_that_samples_eve
     run_cli("run", str(study_file))
     out = tmp_path / "best"
     run_cli("export", "cond", "--storage", f"sqlite:///{tmp_path / 'study.db'}", "--out", str(out))
-    from trainer import load_generator
+    import torch
+
+    from trainer import load_data, load_generator
 
     gen = load_generator(out)
     assert TrainConfig.from_file(out / "config.yaml").classes == 10
     assert abs(float(gen.class_prior.sum()) - 1.0) < 1e-6 and float(gen.class_prior.min()) > 0.05
-    import torch
+    counts = torch.bincount(load_data(TrainConfig()).train_labels, minlength=10).float()  # digits' training split
+    assert torch.allclose(gen.class_prior, counts / counts.sum())  # its proportions, not the uniform default
+    assert not torch.allclose(gen.class_prior, torch.full((10,), 0.1))
 
     labels = gen.label_of(torch.randn(2000, gen.latent_dim, generator=torch.Generator().manual_seed(0)))
     assert torch.bincount(labels, minlength=10).min() > 100  # each class ~200 of 2000
