@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from search import StudySpec, create_or_load_study, plan, run_workers
-from search.export import best_trial
+from search.results.export import best_trial
 from trainer import TrainConfig, load_data, make_evaluator, resolve_device, train
 from trainer.metrics import class_shares, feature_network, features, sampled
 from trainer.step import fixed_sampler

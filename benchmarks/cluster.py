@@ -100,9 +100,9 @@ class ConnectionPeak:
 
 def make_study(url: str, workers: int, trials_per_worker: int, artifacts: str, study_file: Path,
                connections: int = 0) -> str:
-    from search.schedulers import scheduler_for
-    from search.spec import StudySpec
-    from search.study import create_or_load_study
+    from search.spec.study_file import StudySpec
+    from search.strategy.schedulers import scheduler_for
+    from search.strategy.study import create_or_load_study
 
     raw = yaml.safe_load(study_file.read_text())
     raw["name"] = f"cluster-{workers}"
@@ -148,7 +148,7 @@ def transactions(database: str) -> int:
 def run(workers: int, trial_seconds: float, args: argparse.Namespace, via_proxy: bool = False) -> dict[str, Any]:
     import optuna
 
-    from search.replay import lost_and_duplicated
+    from search.execution.replay import lost_and_duplicated
 
     database, url = new_database()
     try:
@@ -316,8 +316,8 @@ def ask_times(sizes: list[int], study_file: Path) -> list[dict[str, Any]]:
     """TPE's ask time (constant liar, multivariate, as the MNIST study) in a study already holding n trials."""
     import optuna
 
-    from search.samplers import build_sampler
-    from search.spec import StudySpec
+    from search.spec.study_file import StudySpec
+    from search.strategy.samplers import build_sampler
 
     spec = StudySpec.from_dict({**yaml.safe_load(study_file.read_text()), "name": "ask"}, source="ask benchmark")
     out = []

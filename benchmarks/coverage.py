@@ -27,7 +27,7 @@ from typing import Any
 import optuna
 
 from search import StudySpec, api, create_or_load_study, run_workers
-from search.schedulers import scheduler_for
+from search.strategy.schedulers import scheduler_for
 from trainer import load_data
 from trainer.io import cache_dir
 from trainer.metrics import class_shares, domain_net, features

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from search.presets import WARM_STARTS
+from search.spec.presets import WARM_STARTS
 from trainer import TrainConfig, load_data, make_evaluator, train
 from trainer.step import fixed_sampler
 

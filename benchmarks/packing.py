@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from search.spec import StudySpec, apply_params
+from search.spec.study_file import StudySpec, apply_params
 from trainer import TrainConfig, load_data, train
 from trainer.pack import Pack
 from trainer.precision import choose, clear_memo

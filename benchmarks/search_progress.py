@@ -38,7 +38,7 @@ import torch
 from joblib import Parallel, delayed
 
 from search import StudySpec, create_or_load_study, run_workers, suggest_config
-from search.schedulers import scheduler_for
+from search.strategy.schedulers import scheduler_for
 from trainer import TrainConfig, load_data, make_evaluator, train
 
 log = logging.getLogger("benchmarks.search")
@@ -59,7 +59,7 @@ def gan_search_arm(spec: StudySpec, seed: int, workers: int, budget_s: float, tm
 
 def pbt_arm(spec: StudySpec, seed: int, workers: int, budget_s: float, tmp: Path) -> dict[str, Any]:
     """The PBT study file (``--pbt-study``), K local workers; its best config is the best member's schedule."""
-    from search.pbt import schedule_config
+    from search.strategy.pbt import schedule_config
 
     raw = {**spec.raw, "sampler": {**spec.raw.get("sampler", {}), "seed": seed}}
     raw["storage"] = {**raw.get("storage", {}), "url": f"sqlite:///{tmp / 'study.db'}", "artifacts": str(tmp / "art")}

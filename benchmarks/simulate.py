@@ -4,10 +4,11 @@
     python benchmarks/simulate.py --loo          # how well the surrogate predicts recorded trials it was not fitted on
 
 N simulated workers share one in-memory Optuna study built from the study file (``studies/mnist-dcgan.yaml``):
-each free worker takes a waiting trial or lets the study's scheduler make the next one (``search.study.take_waiting``,
-``search.schedulers``), opens it as a worker does (``search.worker.open_trial``: the sampler seeded per trial, TPE's
-constant liar seeing the trials still running), draws its parameters (``search.spec.suggest_values``), then at each
-evaluation reports to the study's pruner (``search.pruners.build_pruner``: the loss guard around the median,
+each free worker takes a waiting trial or lets the study's scheduler make the next one (``search.strategy.study.take_waiting``,
+``search.strategy.schedulers``), opens it as a worker does (``search.execution.worker.open_trial``:
+the sampler seeded per trial, TPE's
+constant liar seeing the trials still running), draws its parameters (``search.spec.study_file.suggest_values``), then at each
+evaluation reports to the study's pruner (``search.strategy.pruners.build_pruner``: the loss guard around the median,
 successive-halving... pruner) and is pruned or completed exactly as a real trial. No training: each evaluation
 takes ``trial_seconds / evaluations`` of virtual time, and its FID comes from a surrogate of the MNIST trials
 recorded with the real trainer (``benchmarks/results/search-mnist.json``: 137 trials, 92 complete, 4 evaluations
@@ -36,13 +37,13 @@ import numpy as np
 import optuna
 import yaml
 
-from search.pruners import build_pruner
-from search.replay import Curves
-from search.scale import for_workers
-from search.schedulers import scheduler_for
-from search.spec import StudySpec, suggest_values
-from search.study import take_waiting
-from search.worker import open_trial
+from search.execution.replay import Curves
+from search.execution.worker import open_trial
+from search.spec.study_file import StudySpec, suggest_values
+from search.strategy.pruners import build_pruner
+from search.strategy.scale import for_workers
+from search.strategy.schedulers import scheduler_for
+from search.strategy.study import take_waiting
 
 ROOT = Path(__file__).resolve().parents[1]
 STRATEGIES: dict[str, dict[str, Any]] = {
@@ -61,7 +62,7 @@ def make_spec(study_file: Path, strategy: str, seed: int, n_trials: int, workers
               rates: tuple[float, float] | None = None) -> StudySpec:
     """The study file with the strategy's sampler/pruner, no warm starts (they reach a good FID in the first
     trials whatever the search does), and with ``defaults="scaled"`` the worker-dependent defaults of
-    ``search.scale.for_workers`` in place of the file's startup counts."""
+    ``search.strategy.scale.for_workers`` in place of the file's startup counts."""
     raw = yaml.safe_load(study_file.read_text())
     change = STRATEGIES[strategy]
     raw["sampler"] = {**raw["sampler"], "seed": seed, **change.get("sampler", {})}
@@ -89,7 +90,7 @@ def simulate(spec: StudySpec, curves: Curves, workers: int, hours: float, trial_
              seed: int, space: tuple[Any, ...]) -> list[tuple[float, float]]:
     """(virtual hours, best FID at the full trial budget so far) each time the best improves.
 
-    PBT (``scheduler: pbt``) runs through the service's own ``PopulationBased`` scheduler and ``search.pbt`` rules:
+    PBT (``scheduler: pbt``) runs through the service's own ``PopulationBased`` scheduler and ``search.strategy.pbt`` rules:
     a segment trains its generation's evaluations; a completed segment leaves a checkpoint id (in a real, empty
     artifact store), and a member that exploits copies the source member's state. A member's state is its seed
     factor: its FID at I images under values v is the surrogate's FID of v at I images times that factor (the
@@ -199,10 +200,10 @@ def main() -> None:
     ap.add_argument("--study", type=Path, default=ROOT / "studies" / "mnist-dcgan.yaml")
     ap.add_argument("--curves", type=Path, default=ROOT / "benchmarks" / "results" / "search-mnist.json")
     ap.add_argument("--defaults", nargs="*", default=["file", "scaled"], choices=["file", "scaled"],
-                    help="startup counts: the study file's, or search.scale.for_workers(N)'s")
+                    help="startup counts: the study file's, or search.strategy.scale.for_workers(N)'s")
     ap.add_argument("--rates", type=float, nargs=2, action="append", default=None, metavar=("TPE", "PRUNER"),
                     help="with scaled defaults: startup trials per worker for TPE and the pruner (repeatable; "
-                         "default search.scale's)")
+                         "default search.strategy.scale's)")
     ap.add_argument("--loo", action="store_true")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()

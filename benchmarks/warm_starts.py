@@ -2,7 +2,7 @@
 
     python benchmarks/warm_starts.py --study studies/mnist-dcgan.yaml --data-root ../shared/data/mnist --seeds 0 1 2
 
-Prints, per preset (``search/presets.py``), the values the study would enqueue, the FID at each evaluation
+Prints, per preset (``search/spec/presets.py``), the values the study would enqueue, the FID at each evaluation
 and the final FID per training seed; presets whose values fall outside the study's space are listed as such.
 This is how the shipped MNIST study's warm starts were chosen (BENCHMARKS.md, "Warm starts").
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from search import SpecError, StudySpec
-from search.presets import WARM_STARTS
-from search.spec import apply_params
+from search.spec.presets import WARM_STARTS
+from search.spec.study_file import apply_params
 from trainer import load_data, make_evaluator, train
 
 

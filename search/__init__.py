@@ -1,51 +1,51 @@
 """The search service: Optuna studies over the shared trainer (``search -> trainer``, never back).
 
-``search.api`` is the Python API the CLI wraps (run, create, status, export); the modules below it hold one
-concept each: spec (study files), study (creation and plan), schedulers (independent trials, PBT), worker
-(one worker), launch (K workers), objective (a trial), replay (a trial replayed from recorded curves),
-samplers and pruners (their registries' built-ins and the loss guard), storage, export (and the report),
-attrs (stored keys).
+``search.api`` is the Python API the CLI wraps (run, create, status, export). Below it, one package per role,
+each importing only the ones listed before it (tests/test_layout.py checks):
 
-The names below load on first use (PEP 562), so that ``import search.replay`` or ``search.spec`` does not
-import torch.
+- ``store``: database URLs and pools, the study lock, outages, heartbeats, the storage proxy, artifacts;
+- ``spec``: study files -> ``StudySpec``, warm-start presets;
+- ``strategy``: samplers, pruners, schedulers (independent trials, PBT), per-worker defaults, the study plan;
+- ``results``: selection of the best trial, export and report, galleries, progress;
+- ``execution``: the worker's claim loop, launchers, one trial, replay.
+
+``attrs`` (stored keys), ``errors``, ``registries`` and ``_optuna`` (every use of Optuna's private attributes) sit
+under all of them. The names below load on first use (PEP 562), so that ``import search.execution.replay`` or
+``search.spec`` does not import torch.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from search._lazy import exports
 
 _WHERE = {
-    "api": "", "SpecError": "errors", "StorageError": "errors", "StudyError": "errors", "best_trial": "export",
-    "export": "export", "write_report": "export", "run_workers": "launch", "TrialRunner": "objective",
-    "suggest_config": "objective", "LossGuardPruner": "pruners", "build_pruner": "pruners", "guard_reason": "pruners",
-    "PRUNERS": "registries", "SAMPLERS": "registries", "build_sampler": "samplers", "Guard": "spec", "Param": "spec",
-    "StudySpec": "spec", "artifact_store": "storage", "make_storage": "storage", "redact": "storage",
-    "create_or_load_study": "study", "plan": "study", "progress": "study", "work": "worker",
+    "api": "", "SpecError": "errors", "StorageError": "errors", "StudyError": "errors",
+    "best_trial": "results.selection", "export": "results.export", "write_report": "results.export",
+    "run_workers": "execution.launch", "TrialRunner": "execution.trial", "suggest_config": "execution.trial",
+    "LossGuardPruner": "strategy.pruners", "build_pruner": "strategy.pruners", "guard_reason": "strategy.pruners",
+    "PRUNERS": "registries", "SAMPLERS": "registries", "build_sampler": "strategy.samplers", "Guard": "spec.study_file",
+    "Param": "spec.study_file", "StudySpec": "spec.study_file", "artifact_store": "store.storage",
+    "make_storage": "store.storage", "redact": "store.storage", "create_or_load_study": "strategy.study",
+    "plan": "strategy.study", "progress": "strategy.study", "work": "execution.worker",
 }
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'search' has no attribute {name!r}")
-    if not _WHERE[name]:
-        return importlib.import_module(f"search.{name}")
-    return getattr(importlib.import_module(f"search.{_WHERE[name]}"), name)
-
+__getattr__ = exports(__name__, _WHERE)
 
 if TYPE_CHECKING:
     from search import api
     from search.errors import SpecError, StorageError, StudyError
-    from search.export import best_trial, export, write_report
-    from search.launch import run_workers
-    from search.objective import TrialRunner, suggest_config
-    from search.pruners import LossGuardPruner, build_pruner, guard_reason
+    from search.execution.launch import run_workers
+    from search.execution.trial import TrialRunner, suggest_config
+    from search.execution.worker import work
     from search.registries import PRUNERS, SAMPLERS
-    from search.samplers import build_sampler
-    from search.spec import Guard, Param, StudySpec
-    from search.storage import artifact_store, make_storage, redact
-    from search.study import create_or_load_study, plan, progress
-    from search.worker import work
+    from search.results.export import export, write_report
+    from search.results.selection import best_trial
+    from search.spec.study_file import Guard, Param, StudySpec
+    from search.store.storage import artifact_store, make_storage, redact
+    from search.strategy.pruners import LossGuardPruner, build_pruner, guard_reason
+    from search.strategy.samplers import build_sampler
+    from search.strategy.study import create_or_load_study, plan, progress
 
 __all__ = [
     "Guard", "LossGuardPruner", "PRUNERS", "Param", "SAMPLERS", "SpecError", "StorageError", "StudyError",

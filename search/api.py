@@ -21,18 +21,18 @@ from typing import Any
 import optuna
 
 from search import attrs
-from search.export import confirmation_table, enqueue_confirmations, record_confirmations
-from search.export import export as write_export
-from search.launch import devices, run_workers
-from search.progress import Monitor
-from search.scale import for_workers
-from search.schedulers import scheduler_for
-from search.selection import best_trial, primary, ranked
-from search.spec import DEFAULT_STORAGE, StudySpec
-from search.storage import artifact_store, check_url, load_study, make_storage, redact
-from search.study import create_or_load_study, progress, stored_spec, trials_summary
-from search.worker import WorkerReport
-from search.worker import work as run_worker
+from search.execution.launch import devices, run_workers
+from search.execution.worker import WorkerReport
+from search.execution.worker import work as run_worker
+from search.results.export import confirmation_table, enqueue_confirmations, record_confirmations
+from search.results.export import export as write_export
+from search.results.progress import Monitor
+from search.results.selection import best_trial, primary, ranked
+from search.spec.study_file import DEFAULT_STORAGE, StudySpec
+from search.store.storage import artifact_store, check_url, load_study, make_storage, redact
+from search.strategy.scale import for_workers
+from search.strategy.schedulers import scheduler_for
+from search.strategy.study import create_or_load_study, progress, stored_spec, trials_summary
 from trainer import load_data
 from trainer.errors import ConfigError
 from trainer.models import check_models
@@ -49,7 +49,7 @@ def load_spec(study_file: str | os.PathLike[str], *, storage: str | None = None,
               n_trials: int | None = None, timeout: float | None = None, data_root: str | None = None,
               workers: int = 1) -> StudySpec:
     """The study file with command-line overrides, validated (nothing is written); with ``workers`` > 1, the
-    defaults that depend on the number of concurrent workers where the file sets none (``search.scale``)."""
+    defaults that depend on the number of concurrent workers where the file sets none (``search.strategy.scale``)."""
     if n_trials is not None and n_trials < 1:
         raise ConfigError(f"n_trials must be >= 1, but got {n_trials=}.")
     if workers < 1:
@@ -193,7 +193,7 @@ def export(name: str, out: str | os.PathLike[str], *, storage: str | None = None
            plotlyjs: str = "inline") -> dict[str, Any]:
     """Export the best trial; with ``confirm``, first re-run the top ``confirm`` configs with ``seeds`` fresh seeds
     at ``images`` (the production budget; default the trial budget), record them in the study, and export the
-    trained generator of the config that ranks first on the seeds' means (``search.selection``'s rule).
+    trained generator of the config that ranks first on the seeds' means (``search.results.selection``'s rule).
     ``confirm``, ``seeds`` and ``images`` left None take the study file's ``export:`` values."""
     if retrain is not None and retrain < 1:
         raise ConfigError(f"retrain must be a number of images >= 1, but got {retrain=}.")

@@ -42,7 +42,7 @@ CONSTRAINT_MISSES = "constraint_misses"  # constraints_at: export: {metric: Optu
 PRUNE_REASON = "prune_reason"
 FAIL_REASON = "fail_reason"
 
-# ---- trial user attributes: population-based training (search/pbt.py)
+# ---- trial user attributes: population-based training (search/strategy/pbt.py)
 PBT = "pbt"  # {"member", "generation", "parent_member", "parent_trial", "exploit", ["old", "new"]}
 PBT_SOURCE = "pbt_source_checkpoint"  # artifact id of the checkpoint this segment starts from
 PBT_CHECKPOINT = "pbt_checkpoint"  # artifact id of this segment's final checkpoint (the next segment's source)
@@ -58,6 +58,6 @@ RESUME_SKIPPED = "resume_skipped"  # why a retry started from scratch (the dead 
 # ---- Optuna's system attribute (RetryFailedTrialCallback)
 FAILED_TRIAL = "failed_trial"  # on a retry: the number of the failed trial it replaces
 
-# ---- trial system attributes of the storage proxy path (search/proxy.py)
+# ---- trial system attributes of the storage proxy path (search/store/proxy.py)
 PROXY_HEARTBEAT = "gan_search_heartbeat"  # wall-clock time of the running trial's last heartbeat (no RDB heartbeats)
 SURPLUS = "gan_search_surplus"  # a trial created after the plan was full (lock-free claims); failed at once, not counted

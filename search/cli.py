@@ -120,8 +120,8 @@ PackOpt = Annotated[int, typer.Option("--pack", help="Trials each worker trains 
 def _summary_table(study: Any) -> str:
     from optuna.trial import TrialState
 
-    from search.pbt import describe as pbt_line
-    from search.study import describe_progress, progress
+    from search.strategy.pbt import describe as pbt_line
+    from search.strategy.study import describe_progress, progress
 
     lines = [describe_progress(progress(study))]
     lines.append(f"{'#':>4} {'state':<9} {'value':>14} {'images':>8} {'img/s':>8}  {'prec  rec   cov   min%':<22}"
@@ -206,7 +206,7 @@ def create(
 ) -> None:
     """Create (or update) a study and plan its trials without running any: workers then join it by name."""
     from search import api
-    from search.storage import redact
+    from search.store.storage import redact
 
     spec = api.load_spec(study_file, storage=storage, artifacts=artifacts, n_trials=n_trials, data_root=data_root,
                          workers=workers)
@@ -243,11 +243,11 @@ def proxy(
     port: Annotated[int, typer.Option(help="Port workers connect to: --storage grpc://HOST:PORT.")] = 13000,
     threads: Annotated[int, typer.Option(help="Requests served at once: at most this many database connections.")] = 16,
 ) -> None:
-    """Serve a study database to many workers through Optuna's gRPC storage proxy (see search/proxy.py)."""
+    """Serve a study database to many workers through Optuna's gRPC storage proxy (see search/store/proxy.py)."""
     import os
 
-    from search.proxy import is_proxy_url, serve
-    from search.storage import check_url, make_storage, redact
+    from search.store.proxy import is_proxy_url, serve
+    from search.store.storage import check_url, make_storage, redact
 
     url = storage or os.environ.get("GAN_SEARCH_STORAGE")
     if not url or is_proxy_url(url):
@@ -276,8 +276,8 @@ def replay(
     (no torch; to measure coordination at cluster scale, see benchmarks/cluster.py)."""
     import os
 
-    from search.launch import replay_workers
-    from search.replay import Curves, Replay
+    from search.execution.launch import replay_workers
+    from search.execution.replay import Curves, Replay
 
     url = storage or os.environ.get("GAN_SEARCH_STORAGE")
     if not url:
@@ -309,7 +309,7 @@ def status(
     from search import api
 
     if watch:
-        from search.progress import watch as watch_study
+        from search.results.progress import watch as watch_study
 
         if interval <= 0:
             raise ConfigError(f"interval must be > 0 seconds, but got {interval=}.")
@@ -361,8 +361,8 @@ def dashboard(
     from optuna_dashboard import run_server
 
     from search.api import artifacts_of_any_study, storage_url
-    from search.spec import DEFAULT_ARTIFACTS
-    from search.storage import artifact_store, make_storage, redact
+    from search.spec.study_file import DEFAULT_ARTIFACTS
+    from search.store.storage import artifact_store, make_storage, redact
 
     url = storage_url(storage)
     rdb = make_storage(url)
