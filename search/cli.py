@@ -73,7 +73,7 @@ def train(
     if resume and not ckpt.is_file():
         raise ConfigError(f"--resume needs {ckpt}, which does not exist.")
     if resume:
-        from trainer.loop import read_checkpoint
+        from trainer.checkpoint import read_checkpoint
 
         read_checkpoint(ckpt)  # a truncated or foreign file: one line, exit 2, before anything runs
     setup = prepare(cfg)
@@ -264,7 +264,7 @@ def proxy(
 def replay(
     study_name: Annotated[str, typer.Argument(help="Name of an existing study.")],
     curves: Annotated[Path, typer.Option(help="Recorded curves: a search benchmark's results JSON "
-                                              "(e.g. benchmarks/results/search-mnist.json).")],
+                                              "(e.g. benchmarks/results/search-mnist-2026-11-26.json).")],
     storage: StorageOpt = None,
     threads: Annotated[int, typer.Option(help="Replay workers in this process (threads, a storage client each).")] = 1,
     trial_seconds: Annotated[float, typer.Option(help="A whole trial's nominal duration.")] = 60.0,
@@ -273,7 +273,7 @@ def replay(
     timeout: Annotated[float | None, typer.Option(help="Stop starting trials after this many seconds.")] = None,
 ) -> None:
     """Replay workers: the real claim/report/prune/record path with recorded curves instead of training
-    (no torch; to measure coordination at cluster scale, see benchmarks/cluster.py)."""
+    (no torch; to measure coordination at cluster scale, see benchmarks/scale/cluster.py)."""
     import os
 
     from search.execution.launch import replay_workers

@@ -18,7 +18,8 @@ import yaml
 from trainer.errors import ConfigError
 
 # What each evaluation measures beside fid/kid (trainer.metrics): all higher-is-better
-COVERAGE_METRICS = ("precision", "recall", "density", "coverage", "class_min_share", "class_entropy")
+COVERAGE_METRICS = ("precision", "recall", "density", "coverage", "class_min_share", "class_entropy", "modes", "mode_kl")
+MODE_METRICS = ("modes", "mode_kl")  # where each channel holds a class (stacked-mnist): distinct triples, KL to the data
 
 Metric = Literal["fid", "kid", "none"]
 FeatureNet = Literal["domain", "inception"]

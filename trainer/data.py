@@ -32,6 +32,7 @@ class ImageData:
     holdout: torch.Tensor
     holdout_labels: torch.Tensor
     fingerprint: str  # identifies the exact pixels of both splits (for caches)
+    channel_classes: int = 0  # K > 0: each channel holds one of K classes and a label is their base-K code (modes)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -44,7 +45,7 @@ class ImageData:
 
     def to(self, device: torch.device | str) -> ImageData:
         return ImageData(self.train.to(device), self.train_labels.to(device), self.holdout.to(device),
-                         self.holdout_labels.to(device), self.fingerprint)
+                         self.holdout_labels.to(device), self.fingerprint, self.channel_classes)
 
 
 # ---------------------------------------------------------------- readers (uint8 arrays, N x H x W [x C])
@@ -84,18 +85,31 @@ def load_idx_folder(folder: Path) -> tuple[list[tuple[np.ndarray, np.ndarray]], 
 
 
 TORCHVISION = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}
+# where a system package installs a dataset (Debian's dataset-fashion-mnist): read when no data_root is given
+SYSTEM_FOLDERS: dict[str, list[Path]] = {"fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")]}
 
 
 def _idx_candidates(root: Path, dataset: str) -> list[Path]:
     return [root, root / TORCHVISION.get(dataset, "") / "raw"]
 
 
+def _root(cfg: TrainConfig) -> Path:
+    """``data_root``, or where no data_root is given, the first system folder holding the dataset's files."""
+    if cfg.data_root:
+        return Path(cfg.data_root)
+    for folder in SYSTEM_FOLDERS.get(cfg.dataset, []):
+        if load_idx_folder(folder)[0]:
+            return folder
+    return Path("data")
+
+
 @DATASETS.register("mnist")
 @DATASETS.register("fashion-mnist")
 @DATASETS.register("cifar10")
 def _load_torchvision(cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """mnist/fashion-mnist/cifar10: IDX/pickle files under data_root, downloaded by torchvision if asked."""
-    root = Path(cfg.data_root or "data")
+    """mnist/fashion-mnist/cifar10: IDX/pickle files under data_root, downloaded by torchvision if asked. Without a
+    data_root, fashion-mnist is read where Debian's ``dataset-fashion-mnist`` installs it (the official split)."""
+    root = _root(cfg)
     if cfg.dataset != "cifar10":
         for folder in _idx_candidates(root, cfg.dataset):
             splits, official = load_idx_folder(folder)
@@ -119,6 +133,26 @@ def _load_torchvision(cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndar
             f"or place the files there (data_root={str(root)!r})."
         ) from None
     return (np.asarray(train.data), np.asarray(train.targets), np.asarray(test.data), np.asarray(test.targets))
+
+
+STACKED_TRAIN, STACKED_HOLDOUT = 30000, 10000  # stacked images built per split (each from 3 digits of that split)
+
+
+@DATASETS.register("stacked-mnist")
+def _load_stacked_mnist(cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
+    """Stacked MNIST (Metz et al. 2017, 3.3.1; VEEGAN; PacGAN): three MNIST digits drawn independently as the R, G
+    and B channels of one image, so 1000 modes (digit triples). Built from the MNIST files under data_root (each
+    split from its own digits, deterministic from SPLIT_SEED); the label is the triple's code 100*r + 10*g + b,
+    used by the metrics only (the networks stay unconditional unless ``classes`` asks)."""
+    xtr, ytr, xte, yte = _load_torchvision(cfg.replace(dataset="mnist"))
+    rng = np.random.default_rng(SPLIT_SEED)
+
+    def stack(x: np.ndarray, y: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        pick = rng.integers(0, len(x), size=(n, 3))
+        return np.stack([x[pick[:, c]] for c in range(3)], axis=-1), (y[pick] * np.array([100, 10, 1])).sum(1)
+
+    (str_x, str_y), (ste_x, ste_y) = stack(xtr, ytr, STACKED_TRAIN), stack(xte, yte, STACKED_HOLDOUT)
+    return str_x, str_y, ste_x, ste_y, {"channel_classes": 10}
 
 
 def _split(x: np.ndarray, y: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -220,7 +254,7 @@ def check_labels(cfg: TrainConfig, data: ImageData) -> None:
 def load_data(cfg: TrainConfig, device: torch.device | str = "cpu") -> ImageData:
     """Decode the dataset of ``cfg`` (a registered name or a plug-in) once into tensors on ``device``."""
     try:
-        loaded = DATASETS.get(cfg.dataset)(cfg)
+        loaded: Any = DATASETS.get(cfg.dataset)(cfg)
     except (ConfigError, DataError):
         raise
     except Exception as exc:
@@ -228,9 +262,13 @@ def load_data(cfg: TrainConfig, device: torch.device | str = "cpu") -> ImageData
             raise
         raise ConfigError(f"dataset={cfg.dataset!r} failed while loading: {type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    meta: dict[str, Any] = {}
+    if isinstance(loaded, tuple) and len(loaded) == 5 and isinstance(loaded[4], dict):  # (..., {"channel_classes": K})
+        loaded, meta = loaded[:4], loaded[4]
     if not (isinstance(loaded, tuple) and len(loaded) == 4):
         raise ConfigError(f"dataset={cfg.dataset!r} must return (train, train_labels, holdout, holdout_labels), "
                           f"but returned {type(loaded).__name__}.")
+    channel_classes = int(meta.get("channel_classes", 0))
     train = _images(loaded[0], cfg.image_size, "train")
     holdout = _images(loaded[2], cfg.image_size, "held-out")
     if train.shape[1:] != holdout.shape[1:] or len(train) < 2 or len(holdout) < 2:
@@ -242,7 +280,7 @@ def load_data(cfg: TrainConfig, device: torch.device | str = "cpu") -> ImageData
         digest.update(part.detach().cpu().numpy().tobytes() if isinstance(part, torch.Tensor)
                       else np.ascontiguousarray(part).tobytes())
     digest.update(str(cfg.image_size).encode())
-    data = ImageData(train, ytr, holdout, yte, digest.hexdigest()[:16])
+    data = ImageData(train, ytr, holdout, yte, digest.hexdigest()[:16], channel_classes)
     check_labels(cfg, data)
     log.info("dataset %s: %d train / %d held-out images of shape %s", cfg.dataset, len(data.train),
              len(data.holdout), data.shape)

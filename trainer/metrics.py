@@ -37,7 +37,7 @@ from trainer.config import TrainConfig
 from trainer.data import ImageData
 from trainer.errors import ConfigError, DataError
 from trainer.io import cache_dir
-from trainer.step import SampleFn
+from trainer.noise import SampleFn
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +135,63 @@ def domain_net(data: ImageData, seed: int = DOMAIN_SEED, cache: Path | None = No
     save_cached(net.state_dict(), path, {"holdout_accuracy": str(acc), "seed": str(seed)})
     log.info("domain network held-out accuracy %.4f", acc)
     return net.eval(), acc
+
+
+class ChannelNet(nn.Module):
+    """The domain classifier applied to each channel alone (Stacked MNIST: one digit per channel). Its features are
+    the channels' features side by side (C x 128); ``codes`` reads each channel's class and returns the base-K code
+    of the tuple (the mode), as the papers' mode count does with a pretrained MNIST classifier."""
+
+    def __init__(self, net: DomainNet, channels: int) -> None:
+        super().__init__()
+        self.net, self.channels = net, channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.net(x[:, c:c + 1]) for c in range(self.channels)], dim=1)
+
+    def codes(self, feats: torch.Tensor) -> torch.Tensor:
+        head = self.net.head
+        with torch.no_grad():
+            parts = feats.to(head.weight.device, head.weight.dtype).split(DOMAIN_FEATURES, dim=1)
+            classes = [head(p).argmax(1) for p in parts]
+        code = torch.zeros_like(classes[0])
+        for c in classes:
+            code = code * head.out_features + c
+        return code
+
+
+def channel_data(data: ImageData) -> ImageData:
+    """Each channel of ``data`` as a 1-channel image with its own class (what ``ChannelNet``'s classifier learns)."""
+    k, c = data.channel_classes, data.shape[0]
+
+    def split(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        digits = [(y // k ** (c - 1 - i)) % k for i in range(c)]
+        return torch.cat([x[:, i:i + 1] for i in range(c)]), torch.cat(digits)
+
+    (xtr, ytr), (xte, yte) = split(data.train.cpu(), data.train_labels.cpu()), split(data.holdout.cpu(),
+                                                                                      data.holdout_labels.cpu())
+    return ImageData(xtr, ytr, xte, yte, f"{data.fingerprint}-channels")
+
+
+def mode_prior(data: ImageData) -> torch.Tensor:
+    """The data's distribution over modes: the product of each channel's class frequencies in the training split
+    (channels are drawn independently), shape (K ** C,)."""
+    k, c = data.channel_classes, data.shape[0]
+    y = data.train_labels.cpu()
+    prior = torch.ones(1, dtype=torch.float64)
+    for i in range(c):
+        freq = torch.bincount((y // k ** (c - 1 - i)) % k, minlength=k).double()
+        prior = (prior[:, None] * (freq / freq.sum())[None, :]).flatten()
+    return prior
+
+
+def mode_metrics(codes: torch.Tensor, prior: torch.Tensor) -> dict[str, float]:
+    """``modes``: distinct modes among the samples; ``mode_kl``: KL(samples' mode histogram || the data's)."""
+    q = torch.bincount(codes.cpu().long(), minlength=len(prior)).double()
+    q = q / q.sum()
+    seen = q > 0
+    kl = float((q[seen] * (q[seen] / prior[seen].clamp_min(1e-12)).log()).sum())
+    return {"modes": float(int(seen.sum())), "mode_kl": max(kl, 0.0)}
 
 
 class InceptionFeatures(nn.Module):
@@ -245,13 +302,14 @@ class Evaluator:
     real_stats: tuple[torch.Tensor, torch.Tensor]
     samples: int
     metric: str
-    share_samples: int = 0  # class shares over this many generated images (the first ``samples`` score the rest)
+    share_samples: int = 0  # class shares (modes) over this many generated images (the first ``samples`` score the rest)
+    prior: torch.Tensor | None = None  # the data's mode distribution, where the feature network reads modes
 
     def __call__(self, sample: SampleFn) -> dict[str, float]:
         """The metric (fid or kid), precision/recall/density/coverage and, with the domain classifier, the
         class shares, all from one set of generated features (shares from ``share_samples`` where larger: the
         smallest of 10 shares counted on 2000 images reads ~1 point low, one count's noise being ~0.67)."""
-        domain = self.net if isinstance(self.net, DomainNet) else None
+        domain = self.net if isinstance(self.net, (DomainNet, ChannelNet)) else None
         every = features(self.net, sampled(sample, max(self.samples, self.share_samples if domain else 0)))
         fake = every[:self.samples]
         if self.metric == "kid":
@@ -259,7 +317,9 @@ class Evaluator:
         else:
             out = {"fid": frechet_distance(self.real_stats, statistics(fake))}
         out |= manifold_metrics(self.real_feats, fake)
-        if domain is not None:
+        if isinstance(domain, ChannelNet) and self.prior is not None:
+            out |= mode_metrics(domain.codes(every), self.prior)
+        elif isinstance(domain, DomainNet):
             out |= share_metrics(shares_of(domain, every))
         return out
 
@@ -271,6 +331,9 @@ def feature_network(cfg: TrainConfig, data: ImageData, device: torch.device | st
         key = "inception-" + (hashlib.sha256(Path(cfg.feature_weights).read_bytes()).hexdigest()[:12]
                               if cfg.feature_weights else "pt_inception-2015-12-05")
         return InceptionFeatures(cfg.feature_weights).to(device), key
+    if data.channel_classes:  # one class per channel: the classifier of single channels, applied to each
+        single, _ = domain_net(channel_data(data), cache=cache)
+        return ChannelNet(single, data.shape[0]).to(device), f"channels-{data.fingerprint}-v{DOMAIN_VERSION}-s{DOMAIN_SEED}"
     net, _ = domain_net(data, cache=cache)
     return net.to(device), f"domain-{data.fingerprint}-v{DOMAIN_VERSION}-s{DOMAIN_SEED}"
 
@@ -305,11 +368,13 @@ def make_evaluator(cfg: TrainConfig, data: ImageData, device: torch.device | str
     real = real_features(net, key, data, cfg.eval_samples, cache)
     if cfg.eval_metric == "fid":
         check_samples(cfg, real)
-    return Evaluator(net, key, real, statistics(real), cfg.eval_samples, cfg.eval_metric, cfg.share_samples)
+    prior = mode_prior(data) if isinstance(net, ChannelNet) else None
+    return Evaluator(net, key, real, statistics(real), cfg.eval_samples, cfg.eval_metric, cfg.share_samples, prior)
 
 
 def class_shares(net: nn.Module, feats: torch.Tensor) -> list[float]:
     """Share of the images (their features) that the domain classifier assigns to each class (mode coverage)."""
     if not isinstance(net, DomainNet):
-        raise ConfigError("metric 'classes' needs feature_net='domain' (a classifier of the dataset's labels).")
+        raise ConfigError("metric 'classes' needs feature_net='domain' (a classifier of the dataset's labels, one class "
+                          "per image).")
     return [round(p, 4) for p in shares_of(net, feats)]

@@ -79,7 +79,7 @@ def _dcgan_plan(size: int) -> tuple[int, int]:
 class DCGANGenerator(Generator):
     """Transposed convs from a projected z. With ``classes`` it is class-conditional: the class as a one-hot vector
     is concatenated to z (a learned class embedding there let G ignore z: its samples of one class hardly varied,
-    recall 0.0 on MNIST, BENCHMARKS.md "Discriminator options", session 15). The class is an argument in training;
+    recall 0.0 on MNIST, BENCHMARKS-HISTORY-2026-12-05.md "Discriminator options"). The class is an argument in training;
     where it is not given (sampling, evaluation, an exported generator) it is read from z's first coordinate
     through the class prior (``label_of``), so ``G(z)`` draws the classes in the training split's proportions and
     a fixed noise stream fixes the classes too."""

@@ -25,7 +25,6 @@ member: such members train like their single runs in distribution, not bit for b
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import time
@@ -37,19 +36,22 @@ from typing import Any
 import torch
 from torch.func import functional_call
 
+from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.config import TrainConfig
 from trainer.data import ImageData
+from trainer.ema import ema_weight
 from trainer.io import CHECKPOINT_FILE
-from trainer.loop import TrainResult, load_checkpoint, save_checkpoint, save_outputs
+from trainer.loop import TrainResult, save_outputs
+from trainer.noise import Evaluator, fixed_sampler
 from trainer.precision import FP32, MARGIN, Mode
 from trainer.precision import resolve as resolve_mode
-from trainer.step import EMA, Callback, Evaluator, Modules, RunState, SingleNets, ema_weight, fixed_sampler, gan_step
+from trainer.stacked import Stacked, Tensors
+from trainer.step import Callback, Modules, RunState, SingleNets, gan_step
 
 log = logging.getLogger(__name__)
 
 PER_MEMBER = ("lr_g", "lr_d", "beta1", "beta2", "loss", "gp_weight", "r1_weight", "ema_decay", "seed",
               "budget_images", "eval_every_images", "schedules")  # what may differ between members of one pack
-Tensors = dict[str, torch.Tensor]
 
 
 def pack_key(cfg: TrainConfig) -> str:
@@ -110,18 +112,7 @@ class Pack:
         self.key: str | None = None
         self.members: list[_Member] = []
         self._next_id = 0
-        self.g_base: torch.nn.Module | None = None
-        self.d_base: torch.nn.Module | None = None
-        # stacked state, first dimension = member
-        self.gp: Tensors = {}
-        self.gb: Tensors = {}
-        self.dp: Tensors = {}
-        self.db: Tensors = {}
-        self.ema_p: Tensors = {}
-        self.ema_b: Tensors = {}
-        self.adam: dict[str, Tensors] = {"mg": {}, "vg": {}, "md": {}, "vd": {}}
-        self.steps_g = torch.zeros(0, dtype=torch.float64)
-        self.steps_d = torch.zeros(0, dtype=torch.float64)
+        self.stack = Stacked(self.device)  # the members' networks, EMA and Adam state (trainer/stacked.py)
 
     def __len__(self) -> int:
         return len(self.members)
@@ -160,11 +151,10 @@ class Pack:
             member.ema_updates = nets.ema.updates if nets.ema is not None else 0
         if member.out is not None:
             member.out.mkdir(parents=True, exist_ok=True)
-        if self.g_base is None:
+        if self.key is None:
             self.key = key
-            self.g_base, self.d_base = copy.deepcopy(nets.g), copy.deepcopy(nets.d)
             self.mode, _ = resolve_mode(cfg, self.data.shape, self.device)  # bf16 autocast if measured faster
-        self._insert(nets)
+        self.stack.insert(nets)
         self.members.append(member)
         self._next_id += 1
         return member.id
@@ -174,7 +164,7 @@ class Pack:
 
         ``on``: vmap where it works; ``off``: in turn; ``auto``: vmap only where it works and a timed forward
         and backward pass of G and D (on copies of the weights) is at least 5% faster than in turn. On CPUs
-        the grouped convolutions vmap produces were measured slower than separate ones (benchmarks/packing.py).
+        the grouped convolutions vmap produces were measured slower than separate ones (benchmarks/speed/packing.py).
         """
         works = self.want_vmap != "off" and self._vmap_works()
         if self.want_vmap == "auto" and works:
@@ -183,86 +173,39 @@ class Pack:
         log.info("pack of %d: %s", len(self.members), "vectorised (torch.vmap)" if works else "members run in turn")
         return works
 
-    def _insert(self, nets: Modules) -> None:
-        gen, disc, ema, opt_g, opt_d = nets.g, nets.d, nets.ema, nets.opt_g, nets.opt_d
-
-        def put(stack: Tensors, name: str, value: torch.Tensor, grad: bool = False) -> None:
-            value = value.detach().to(self.device).unsqueeze(0)
-            joined = torch.cat([stack[name].detach(), value]) if name in stack else value.clone()
-            stack[name] = joined.requires_grad_(grad)
-
-        ema_module = ema.module if ema is not None else gen
-        for name, p in gen.named_parameters():
-            put(self.gp, name, p, grad=True)
-            state = opt_g.state.get(p, {})
-            put(self.adam["mg"], name, state.get("exp_avg", torch.zeros_like(p)))
-            put(self.adam["vg"], name, state.get("exp_avg_sq", torch.zeros_like(p)))
-        for name, b in gen.named_buffers():
-            put(self.gb, name, b)
-        for name, p in ema_module.named_parameters():
-            put(self.ema_p, name, p)
-        for name, b in ema_module.named_buffers():
-            put(self.ema_b, name, b)
-        for name, p in disc.named_parameters():
-            put(self.dp, name, p, grad=True)
-            state = opt_d.state.get(p, {})
-            put(self.adam["md"], name, state.get("exp_avg", torch.zeros_like(p)))
-            put(self.adam["vd"], name, state.get("exp_avg_sq", torch.zeros_like(p)))
-        for name, b in disc.named_buffers():
-            put(self.db, name, b)
-
-        def step_of(opt: torch.optim.Optimizer) -> float:
-            states = list(opt.state.values())
-            return float(states[0]["step"]) if states else 0.0
-
-        self.steps_g = torch.cat([self.steps_g, torch.tensor([step_of(opt_g)], dtype=torch.float64)])
-        self.steps_d = torch.cat([self.steps_d, torch.tensor([step_of(opt_d)], dtype=torch.float64)])
-
-    def _remove(self, index: int) -> None:
-        keep = [i for i in range(len(self.members)) if i != index]
-        idx = torch.tensor(keep, dtype=torch.long, device=self.device)
-        for stack in (self.gp, self.dp):
-            for name, t in stack.items():
-                stack[name] = t.detach().index_select(0, idx).requires_grad_(True)
-        for stack in (self.gb, self.db, self.ema_p, self.ema_b, *self.adam.values()):
-            for name, t in stack.items():
-                stack[name] = t.index_select(0, idx)
-        self.steps_g, self.steps_d = self.steps_g[keep], self.steps_d[keep]
-        del self.members[index]
-
     # ------------------------------------------------------------ the step's view of the pack (trainer.step.Nets)
     # a pack's members are never class-conditional (``refuses``): the labels ``y`` are always None here
     def gen(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if y is not None:
             raise ValueError("a pack's members take no labels (class-conditional runs train alone).")
-        return self._call(self.g_base, self.gp, self.gb, z)
+        return self._call(self.stack.g_base, self.stack.gp, self.stack.gb, z)
 
     def disc(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self._call(self.d_base, self.dp, self.db, x)
+        return self._call(self.stack.d_base, self.stack.dp, self.stack.db, x)
 
     def disc_of(self, k: int, y: torch.Tensor | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
         """Member k's discriminator as a function (gradient penalties call it)."""
         def disc(x: torch.Tensor) -> torch.Tensor:
-            return functional_call(self.d_base, ({n: v[k] for n, v in self.dp.items()},  # type: ignore[arg-type]
-                                                 {n: v[k] for n, v in self.db.items()}), (self._layout(x),))
+            return functional_call(self.stack.d_base, ({n: v[k] for n, v in self.stack.dp.items()},  # type: ignore[arg-type]
+                                                 {n: v[k] for n, v in self.stack.db.items()}), (self._layout(x),))
         return disc
 
     def zero_grad(self) -> None:
-        for p in (*self.gp.values(), *self.dp.values()):
+        for p in (*self.stack.gp.values(), *self.stack.dp.values()):
             p.grad = None
 
     def step_d(self, runs: Sequence[RunState]) -> None:
-        self._adam(self.dp, self.adam["md"], self.adam["vd"], self.steps_d, [r.hp.lr_d for r in runs])
+        self.stack.adam_d([r.hp.lr_d for r in runs], [r.hp.beta1 for r in runs], [r.hp.beta2 for r in runs])
 
     def step_g(self, runs: Sequence[RunState]) -> None:
-        self._adam(self.gp, self.adam["mg"], self.adam["vg"], self.steps_g, [r.hp.lr_g for r in runs])
+        self.stack.adam_g([r.hp.lr_g for r in runs], [r.hp.beta1 for r in runs], [r.hp.beta2 for r in runs])
         self._ema_update()
 
     @property
     def channels_last(self) -> bool:
         """channels_last where the members run in turn (a member's slice is an ordinary 4-D batch)."""
-        return self.mode.channels_last and not self.vectorised and self.d_base is not None and \
-            any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in self.d_base.modules())
+        return self.mode.channels_last and not self.vectorised and self.stack.d_base is not None and \
+            any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in self.stack.d_base.modules())
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
@@ -283,15 +226,15 @@ class Pack:
         try:
             k, cfg = len(self.members), self.members[0].cfg
             z = torch.zeros(k, cfg.batch_size, cfg.latent_dim, device=self.device)
-            gp = {n: v.detach().clone().requires_grad_(True) for n, v in self.gp.items()}
-            dp = {n: v.detach().clone().requires_grad_(True) for n, v in self.dp.items()}
-            gb, db = {n: v.clone() for n, v in self.gb.items()}, {n: v.clone() for n, v in self.db.items()}
+            gp = {n: v.detach().clone().requires_grad_(True) for n, v in self.stack.gp.items()}
+            dp = {n: v.detach().clone().requires_grad_(True) for n, v in self.stack.dp.items()}
+            gb, db = {n: v.clone() for n, v in self.stack.gb.items()}, {n: v.clone() for n, v in self.stack.db.items()}
             seconds = 0.0
             for i in range(passes + 1):  # the first pass warms up
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 t0 = time.perf_counter()
-                self._call(self.d_base, dp, db, self._call(self.g_base, gp, gb, z)).float().sum().backward()
+                self._call(self.stack.d_base, dp, db, self._call(self.stack.g_base, gp, gb, z)).float().sum().backward()
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 seconds += (time.perf_counter() - t0) if i else 0.0
@@ -303,13 +246,13 @@ class Pack:
         """Try one vmapped forward of G and D on copies (buffers included), falling back if it fails."""
         try:
             z = torch.zeros(len(self.members), 2, self.members[0].cfg.latent_dim, device=self.device)
-            gp = {n: v.detach().clone() for n, v in self.gp.items()}
-            gb = {n: v.clone() for n, v in self.gb.items()}
-            dp = {n: v.detach().clone() for n, v in self.dp.items()}
-            db = {n: v.clone() for n, v in self.db.items()}
+            gp = {n: v.detach().clone() for n, v in self.stack.gp.items()}
+            gb = {n: v.clone() for n, v in self.stack.gb.items()}
+            dp = {n: v.detach().clone() for n, v in self.stack.dp.items()}
+            db = {n: v.clone() for n, v in self.stack.db.items()}
             self.vectorised = True
             with torch.no_grad():
-                self._call(self.d_base, dp, db, self._call(self.g_base, gp, gb, z))
+                self._call(self.stack.d_base, dp, db, self._call(self.stack.g_base, gp, gb, z))
             return True
         except Exception as exc:  # noqa: BLE001 - any failure means: run the members in turn
             log.info("pack: vmap unavailable for this architecture (%s: %s)", type(exc).__name__, exc)
@@ -318,31 +261,9 @@ class Pack:
             self.vectorised = None
 
     # ------------------------------------------------------------ optimisation
-    def _adam(self, params: Tensors, m: Tensors, v: Tensors, steps: torch.Tensor, lrs: list[float]) -> None:
-        """torch.optim.Adam's arithmetic (single-tensor path), with each member's lr, betas and step count."""
-        b1 = torch.tensor([c.hp.beta1 for c in self.members], dtype=torch.float64)
-        b2 = torch.tensor([c.hp.beta2 for c in self.members], dtype=torch.float64)
-        steps += 1
-        bc1, bc2 = 1 - b1**steps, 1 - b2**steps
-        step_size = (torch.tensor(lrs, dtype=torch.float64) / bc1)
-        with torch.no_grad():
-            for name, p in params.items():
-                if p.grad is None:
-                    continue
-                shape = (-1,) + (1,) * (p.dim() - 1)
-
-                def per_member(t: torch.Tensor, like: torch.Tensor = p, shape: tuple[int, ...] = shape) -> torch.Tensor:
-                    return t.to(dtype=like.dtype, device=like.device).view(shape)
-
-                g = p.grad
-                m[name].lerp_(g, per_member(1 - b1))
-                v[name].mul_(per_member(b2)).addcmul_(g, g * per_member(1 - b2))
-                denom = (v[name].sqrt() / per_member(bc2.sqrt())).add_(1e-8)
-                p.addcdiv_(m[name] * per_member(-step_size), denom)
-                p.grad = None
-
     @torch.no_grad()
     def _ema_update(self) -> None:
+
         weights = []
         for c in self.members:
             if c.cfg.ema_decay > 0:
@@ -350,11 +271,7 @@ class Pack:
                 c.ema_updates += 1
             else:
                 weights.append(1.0)  # no EMA: the "average" is the generator itself
-        w = torch.tensor(weights, device=self.device)
-        for name, p in self.gp.items():
-            self.ema_p[name].lerp_(p.detach(), w.to(p.dtype).view((-1,) + (1,) * (p.dim() - 1)))
-        for name, b in self.gb.items():
-            self.ema_b[name].copy_(b)
+        self.stack.ema_update(weights)
 
     # ------------------------------------------------------------ one step of every member
     def step(self) -> list[Outcome]:
@@ -400,52 +317,24 @@ class Pack:
                     raise
                 outcome = Outcome(c.id, c.cfg, error=exc)
             if outcome is not None:
-                self._remove(k)
+                self.stack.remove(k)
+                del self.members[k]
                 left.append(outcome)
             else:
                 k += 1
         return left
 
-    def member_modules(self, k: int) -> tuple[torch.nn.Module, torch.nn.Module, EMA | None]:
-        """Member k as ordinary modules (generator, discriminator, EMA), e.g. to sample or to save."""
-        c = self.members[k]
-        assert self.g_base is not None and self.d_base is not None
-        gen, disc = copy.deepcopy(self.g_base), copy.deepcopy(self.d_base)
-        gen.load_state_dict({**{n: v[k].detach() for n, v in self.gp.items()}, **{n: v[k] for n, v in self.gb.items()}})
-        disc.load_state_dict({**{n: v[k].detach() for n, v in self.dp.items()}, **{n: v[k] for n, v in self.db.items()}})
-        ema = None
-        if c.cfg.ema_decay > 0:
-            ema = EMA(gen, c.cfg.ema_decay)
-            ema.module.load_state_dict({**{n: v[k] for n, v in self.ema_p.items()},
-                                        **{n: v[k] for n, v in self.ema_b.items()}})
-            ema.updates = c.ema_updates
-        return gen, disc, ema
-
-    def _optimisers(self, k: int, gen: torch.nn.Module, disc: torch.nn.Module) -> tuple[Any, Any]:
-        """Member k's Adam states as torch.optim.Adam objects (what ``train`` checkpoints)."""
-        c = self.members[k]
-        out = []
-        for net, lr, m, v, steps in ((gen, c.hp.lr_g, self.adam["mg"], self.adam["vg"], self.steps_g),
-                                     (disc, c.hp.lr_d, self.adam["md"], self.adam["vd"], self.steps_d)):
-            opt = torch.optim.Adam(net.parameters(), lr=lr, betas=(c.hp.beta1, c.hp.beta2))
-            if float(steps[k]) > 0:
-                for name, p in net.named_parameters():
-                    opt.state[p] = {"step": torch.tensor(float(steps[k])), "exp_avg": m[name][k].clone(),
-                                    "exp_avg_sq": v[name][k].clone()}
-            out.append(opt)
-        return out[0], out[1]
-
     def _evaluate(self, k: int) -> TrainResult | None:
         """Member k's evaluation (``RunState.evaluate``, as in ``train``); its result when its budget is done."""
         c = self.members[k]
         cfg = c.cfg
-        gen, disc, ema = self.member_modules(k)
+        gen, disc, ema = self.stack.modules(k, c.cfg.ema_decay, c.ema_updates)
         sampler_net: Any = ema.module if ema is not None else gen
 
         def save() -> Path | None:
             if c.out is None:
                 return None
-            opt_g, opt_d = self._optimisers(k, gen, disc)
+            opt_g, opt_d = self.stack.optimisers(k, gen, disc, c.hp.lr_g, c.hp.lr_d, (c.hp.beta1, c.hp.beta2))
             save_checkpoint(c.out / CHECKPOINT_FILE, c, Modules(gen, disc, ema, opt_g, opt_d))  # type: ignore[arg-type]
             return c.out / CHECKPOINT_FILE
 

@@ -29,7 +29,7 @@ from trainer.metrics import (
     sampled,
     statistics,
 )
-from trainer.step import Evaluator, fixed_sampler
+from trainer.noise import Evaluator, fixed_sampler
 
 
 @dataclass(frozen=True)

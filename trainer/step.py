@@ -6,14 +6,12 @@ current (scheduled) values and loss; ``nets`` holds their networks and optimiser
 (``Nets``): stacked inputs in, stacked outputs out, first dimension = run. ``train()`` steps one run through
 ``SingleNets`` (plain modules and ``torch.optim.Adam``), ``trainer.pack.Pack`` steps K runs through its stacked
 parameters (vmapped, or in turn), and the precision probe times ``gan_step`` itself, so the three cannot drift.
-A single run through this path was timed against the loop it replaced: ``python benchmarks/throughput.py
+A single run through this path was timed against the loop it replaced: ``python -m benchmarks.speed.throughput
 --compare-with <old checkout>`` (BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
-import copy
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,58 +21,11 @@ import torch
 from torch import nn
 
 from trainer.config import TrainConfig
+from trainer.ema import EMA
 from trainer.errors import Diverged
 from trainer.losses import build_loss, r1_penalty
 from trainer.models import Generator, build_models, has_conv
-
-
-class SampleFn(Protocol):
-    """``(n, start)`` -> images ``start .. start + n - 1`` of an evaluation's noise stream, (n, C, H, W) in [-1, 1].
-    Callers stream a large count in chunks (``trainer.metrics.sampled``) by advancing ``start``; a sampler that
-    ignored ``start`` would score one chunk over and over."""
-
-    def __call__(self, n: int, start: int = 0) -> torch.Tensor: ...
-
-
-Evaluator = Callable[[SampleFn], dict[str, float]]
-NOISE_BLOCK = 256  # images per seeded noise block of ``fixed_sampler``
-
-
-def block_seed(seed: int, block: int) -> int:
-    """The 32-bit seed of noise block ``block`` of stream ``seed``, hashed from both. Not ``seed << 32 | block``: the
-    CPU generator (mt19937) keeps only the low 32 bits of its seed, so every stream got the same noise."""
-    return int.from_bytes(hashlib.blake2b(f"{seed}:{block}".encode(), digest_size=4).digest(), "little")
-
-
-def fixed_sampler(net: nn.Module, seed: int, device: torch.device | str | None = None,
-                  latent_dim: int | None = None) -> SampleFn:
-    """A generator's ``SampleFn`` over a fixed noise stream: image i gets the same noise at every call (each
-    evaluation scores the same latents, so marks compare like with like), distinct images get distinct noise,
-    the result does not depend on how the caller chunks the stream, and no training RNG stream is touched.
-    Noise comes in blocks of ``NOISE_BLOCK`` latents, block b seeded by (seed, b). ``latent_dim``: the net's own
-    ``latent_dim`` unless given (a plain module that maps (N, latent_dim) noise to images)."""
-    dim = int(net.latent_dim if latent_dim is None else latent_dim)  # type: ignore[arg-type]
-
-    def noise(block: int, dev: torch.device) -> torch.Tensor:
-        g = torch.Generator(device=dev).manual_seed(block_seed(seed, block))
-        return torch.randn(NOISE_BLOCK, dim, device=dev, generator=g)
-
-    @torch.no_grad()
-    def sample(n: int, start: int = 0) -> torch.Tensor:
-        if n < 1 or start < 0:
-            raise ValueError(f"sample needs n >= 1 and start >= 0, but got {n=} and {start=}.")
-        dev = torch.device(device) if device is not None else next(net.parameters()).device
-        first, last = start // NOISE_BLOCK, (start + n - 1) // NOISE_BLOCK
-        offset = start - first * NOISE_BLOCK
-        z = torch.cat([noise(b, dev) for b in range(first, last + 1)])[offset:offset + n]
-        was_training = net.training
-        net.eval()
-        try:
-            return torch.cat([net(z[i:i + NOISE_BLOCK]).float() for i in range(0, n, NOISE_BLOCK)])
-        finally:
-            net.train(was_training)
-
-    return sample
+from trainer.noise import Evaluator, SampleFn, fixed_sampler
 
 
 @dataclass
@@ -94,52 +45,6 @@ class EvalEvent:
 
 
 Callback = Callable[[EvalEvent], None]
-
-
-def ema_decay_at(decay: float, updates: int) -> float:
-    """The EMA decay at update ``updates`` (0-based): ``min(decay, (1 + t) / (10 + t))`` (the warm-up)."""
-    return min(decay, (1 + updates) / (10 + updates))
-
-
-def ema_weight(decay: float, updates: int) -> float:
-    """The weight of the new value at EMA update ``updates``: ``1 - ema_decay_at(decay, updates)``."""
-    return 1.0 - ema_decay_at(decay, updates)
-
-
-class EMA:
-    """Exponential moving average of the generator's weights, with a warm-up.
-
-    The decay at update ``t`` (0-based) is ``min(decay, (1 + t) / (10 + t))``: the average follows the
-    generator closely at first and reaches ``decay`` only after about ``10 / (1 - decay)`` updates, so an
-    EMA generator is never judged on its initial weights (a plain EMA with decay 0.999 still holds ~37%
-    of the initial weights after 1,000 steps).
-    """
-
-    def __init__(self, model: torch.nn.Module, decay: float) -> None:
-        if not 0.0 < decay < 1.0:
-            raise ValueError(f"EMA decay must be in (0, 1), but got {decay=}.")
-        self.decay = decay
-        self.module = copy.deepcopy(model).requires_grad_(False)
-        self.updates = 0
-
-    def current_decay(self) -> float:
-        return ema_decay_at(self.decay, self.updates)
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        ema_params: list[torch.Tensor] = list(self.module.parameters())
-        params: list[torch.Tensor] = list(model.parameters())
-        torch._foreach_lerp_(ema_params, params, ema_weight(self.decay, self.updates))
-        for ema_buf, buf in zip(self.module.buffers(), model.buffers(), strict=True):
-            ema_buf.copy_(buf)
-        self.updates += 1
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"module": self.module.state_dict(), "updates": self.updates}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.module.load_state_dict(state["module"])
-        self.updates = int(state["updates"])
 
 
 @dataclass
@@ -358,6 +263,4 @@ class SingleNets(Modules):
         return fixed_sampler(self.ema.module if self.ema is not None and not raw else self.g, seed)
 
 
-__all__ = ["EMA", "NOISE_BLOCK", "Callback", "EvalEvent", "Evaluator", "Modules", "Nets", "RunState", "SampleFn", "SingleNets",
-           "ema_weight", "fixed_sampler",
-           "gan_step"]
+__all__ = ["Callback", "EvalEvent", "Modules", "Nets", "RunState", "SingleNets", "gan_step"]

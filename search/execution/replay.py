@@ -8,10 +8,10 @@ real one ends (``record_outcome``). A retry of a killed replay trial resumes fro
 checkpoint artifact, as a real retry does. The only difference: instead of training, each evaluation sleeps
 ``trial_seconds / evaluations / compress`` and takes its value from the recorded curve nearest to the
 trial's parameters (``Curves``), e.g. the MNIST search benchmark's 137 trials in
-``benchmarks/results/search-mnist.json``.
+``benchmarks/results/search-mnist-2026-11-26.json``.
 
 Nothing here imports torch (``tests/search/execution/test_replay.py`` checks it), so 256 of them fit on a small
-machine. ``benchmarks/cluster.py`` runs them as threads (``search.execution.launch.replay_workers``), each with its own
+machine. ``benchmarks/scale/cluster.py`` runs them as threads (``search.execution.launch.replay_workers``), each with its own
 storage client (engine, connections, ``Study`` and sampler objects): the database sees 256 independent clients,
 as it would from 256 machines. What threads do not reproduce is CPU: samplers of one process share its
 interpreter lock, so the sampler's compute is serialised within a process (the benchmark spreads threads over

@@ -23,9 +23,9 @@ from search.spec.study_file import StudySpec, apply_params, suggest_values
 from search.strategy.pruners import guard_reason
 from search.strategy.schedulers import scheduler_for
 from trainer import Diverged, EvalEvent, TrainConfig, TrainResult, prepare, train
+from trainer.checkpoint import read_checkpoint
 from trainer.errors import ConfigError
 from trainer.io import CHECKPOINT_FILE, GENERATOR_FILE, save_generator
-from trainer.loop import read_checkpoint
 from trainer.metrics import CLASS_SHARE
 from trainer.precision import resolve as resolve_mode
 

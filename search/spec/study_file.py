@@ -16,14 +16,14 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from search import attrs
 from search.errors import SpecError
 from search.registries import PRUNERS, SAMPLERS, WARM_STARTS
-from trainer.config import COVERAGE_METRICS, TrainConfig
+from trainer.config import COVERAGE_METRICS, MODE_METRICS, TrainConfig
 from trainer.errors import ConfigError
 from trainer.registry import is_import_path
 
 # What an evaluation measures (trainer.metrics) and which way is better; any of these can be an objective or
-# a constraint. fid/kid need eval_metric fid/kid; the class metrics need the domain classifier.
-MINIMIZED = ("fid", "kid", "g_loss")
-MAXIMIZED = COVERAGE_METRICS  # precision, recall, density, coverage, class_min_share, class_entropy
+# a constraint. fid/kid need eval_metric fid/kid; the class and mode metrics need the domain classifier.
+MINIMIZED = ("fid", "kid", "g_loss", "mode_kl")
+MAXIMIZED = tuple(m for m in COVERAGE_METRICS if m not in MINIMIZED)  # precision, recall, ..., class_min_share, modes
 OBJECTIVES = MINIMIZED + MAXIMIZED
 OPERATORS = (">=", "<=")
 PARAM_TYPES = ("float", "int", "categorical")
@@ -36,6 +36,7 @@ REPORTS = ("last", "best")  # what a trial reports to the pruner at each evaluat
 NOT_SEARCHABLE = ("dataset", "data_root", "download", "image_size", "holdout_fraction", "eval_metric", "eval_samples",
                   "share_samples", "feature_net", "feature_weights", "device", "budget_images", "eval_every_images",
                   "classes")  # classes: the data's label count, checked against the data before storage
+CHANNEL_CLASS_DATASETS = ("stacked-mnist",)  # built-ins whose labels code one class per channel (trainer/data.py)
 EXTRA = "extra."  # space keys under this prefix search a plug-in's own settings (TrainConfig.extra)
 DEFAULT_STORAGE = "sqlite:///runs/gan-search.db"
 DEFAULT_ARTIFACTS = "runs/artifacts"
@@ -334,6 +335,12 @@ def _measurable(spec: StudySpec, measured: set[str], err: Any) -> None:
     if classes and spec.train.feature_net != "domain":
         raise err("objective" if classes[0] in spec.objectives else f"constraints.{classes[0]}",
                   "class shares need feature_net: domain (a classifier of the dataset's labels).")
+    modes = sorted(m for m in measured if m in MODE_METRICS)
+    if modes and (spec.train.feature_net != "domain" or not (spec.train.dataset in CHANNEL_CLASS_DATASETS
+                                                               or is_import_path(spec.train.dataset))):
+        raise err("objective" if modes[0] in spec.objectives else f"constraints.{modes[0]}",
+                  f"modes and mode_kl need feature_net: domain and a dataset whose channels each hold a class "
+                  f"({', '.join(CHANNEL_CLASS_DATASETS)}), but got dataset {spec.train.dataset!r}.")
     if len(spec.objectives) > 1 and spec.pruner["name"] != "none":
         raise err("pruner.name", "must be none with several objectives: Optuna's pruners judge one value "
                                  f"(the loss guard still stops diverged trials), but got {spec.pruner['name']!r}.")

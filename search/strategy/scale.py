@@ -1,4 +1,4 @@
-"""Defaults that depend on how many workers run a study at once, set from the simulation (benchmarks/simulate.py,
+"""Defaults that depend on how many workers run a study at once, set from the simulation (benchmarks/scale/simulate.py,
 BENCHMARKS.md "The search at scale") and applied only where the study file leaves them unset.
 
 With N workers, the first N trials are proposed before any has ended. TPE's startup (random) trials and the
@@ -17,7 +17,7 @@ from search.spec.study_file import StudySpec
 
 log = logging.getLogger(__name__)
 
-# From benchmarks/simulate.py (BENCHMARKS.md, "The search at scale"): one random startup trial per worker (256 at
+# From benchmarks/scale/simulate.py (BENCHMARKS.md, "The search at scale"): one random startup trial per worker (256 at
 # 256 workers) or 0.25 (64) never reached the target FID in 300 trials; 0.1 and 0.05 reached it in the second wave
 # of trials at 64 and 256 workers, as the file's constant 6 did. TPE's constant liar already spreads concurrent
 # trials, so the startup grows slowly with N: max(10, N/10).

@@ -37,6 +37,7 @@ def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "search.cli", *args], cwd=cwd, env=env, capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_plugin_gan_study_export_train_and_load(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["run", str(study_file(tmp_path)), "--export", str(tmp_path / "best")])
     assert result.exit_code == 0, result.output

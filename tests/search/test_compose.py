@@ -62,6 +62,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_compose_commands_against_postgres(compose: dict[str, Any], postgres_url: str, tmp_path: Path) -> None:
     study = small_study("compose", tmp_path, budget={"n_trials": 2})
     study_file = write_study(tmp_path, study)

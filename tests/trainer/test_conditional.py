@@ -76,6 +76,7 @@ def test_a_step_needs_labels_and_packs_refuse_conditional_runs(digits: ImageData
     assert Pack.refuses(cfg) is not None and "class-conditional" in str(Pack.refuses(cfg))
 
 
+@pytest.mark.slow
 def test_a_short_run_learns_the_classes_and_the_export_keeps_the_prior(digits: ImageData, tmp_path: Path) -> None:
     """After 20k images on digits, the domain classifier reads the asked-for class on most samples (1 in 10 by
     chance), and the classes of unlabelled samples come in the training split's proportions."""

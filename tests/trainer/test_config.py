@@ -62,6 +62,7 @@ def test_cli_train_rejects_bad_config_with_exit_2_and_writes_nothing(tmp_path: P
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_shipped_article_config_trains(tmp_path: Path, mnist_dir: Path) -> None:
     root = Path(__file__).resolve().parents[2]
     result = CliRunner().invoke(app, ["train", "--config", str(root / "configs" / "article-mlp.yaml"), "--out",

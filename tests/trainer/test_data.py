@@ -111,3 +111,53 @@ def test_download_path_fetches_made_files_over_http(tmp_path: Path, monkeypatch:
         server.shutdown()
     assert len(data.train) == 20 and len(data.holdout) == 6
     assert (tmp_path / "root" / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file()
+
+
+def _write_idx(folder: Path, name: str, arr: np.ndarray) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+    with gzip.open(folder / f"{name}.gz", "wb") as fh:
+        fh.write(header + arr.astype(np.uint8).tobytes())
+
+
+def test_fashion_mnist_is_found_where_the_system_package_installs_it(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a data_root, fashion-mnist reads the folder Debian's dataset-fashion-mnist installs (here one the test
+    makes in that layout: gzipped IDX files, both official splits); a data_root given still wins."""
+    import trainer.data
+
+    system = tmp_path / "usr-share-datasets-fashion-mnist"
+    rng = np.random.default_rng(2)
+    _write_idx(system, "train-images-idx3-ubyte", rng.integers(0, 255, (40, 28, 28)))
+    _write_idx(system, "train-labels-idx1-ubyte", rng.integers(0, 10, (40,)))
+    _write_idx(system, "t10k-images-idx3-ubyte", rng.integers(0, 255, (9, 28, 28)))
+    _write_idx(system, "t10k-labels-idx1-ubyte", rng.integers(0, 10, (9,)))
+    monkeypatch.setitem(trainer.data.SYSTEM_FOLDERS, "fashion-mnist", [tmp_path / "absent", system])
+    data = load_data(TrainConfig(dataset="fashion-mnist"))
+    assert len(data.train) == 40 and len(data.holdout) == 9  # the official split, not a holdout_fraction split
+    with pytest.raises(DataError, match="not found under"):  # an explicit data_root is not second-guessed
+        load_data(TrainConfig(dataset="fashion-mnist", data_root=str(tmp_path / "empty")))
+
+
+def test_stacked_mnist_stacks_three_digits_of_one_split_deterministically(tmp_path: Path) -> None:
+    """Each stacked image's channels are digits of its own split, and its label is their triple's code."""
+    rng = np.random.default_rng(3)
+    train_x, train_y = rng.integers(0, 255, (50, 28, 28)), np.arange(50) % 10
+    test_x, test_y = rng.integers(0, 255, (20, 28, 28)), (np.arange(20) * 3) % 10
+    for name, arr in (("train-images-idx3-ubyte", train_x), ("train-labels-idx1-ubyte", train_y),
+                      ("t10k-images-idx3-ubyte", test_x), ("t10k-labels-idx1-ubyte", test_y)):
+        _write_idx(tmp_path, name, arr)
+    cfg = TrainConfig(dataset="stacked-mnist", data_root=str(tmp_path))
+    data = load_data(cfg)
+    assert data.shape == (3, 28, 28) and data.channel_classes == 10
+    assert len(data.train) == 30000 and len(data.holdout) == 10000
+    assert load_data(cfg).fingerprint == data.fingerprint  # deterministic
+    for images, labels, src_x, src_y in ((data.train, data.train_labels, train_x, train_y),
+                                         (data.holdout, data.holdout_labels, test_x, test_y)):
+        source = torch.from_numpy(src_x).float().div(127.5).sub(1)
+        for i in (0, 1, 777):
+            code = int(labels[i])
+            for c, digit in enumerate((code // 100, code // 10 % 10, code % 10)):
+                match = [j for j in range(len(source)) if torch.equal(images[i, c], source[j])]
+                assert match and src_y[match[0]] == digit
+    assert len(set(data.train_labels.tolist())) > 900  # ~all 1000 triples among 30000 draws

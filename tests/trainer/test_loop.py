@@ -19,6 +19,7 @@ def digits() -> ImageData:
     return load_data(TrainConfig())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["mlp", "dcgan"])
 @pytest.mark.parametrize("loss", LOSSES.names())
 def test_each_loss_and_architecture_takes_a_step(digits: ImageData, arch: str, loss: str) -> None:
@@ -85,7 +86,7 @@ def test_cpu_bf16_autocast_and_channels_last_train(digits: ImageData) -> None:
 
 
 def test_ema_decay_warms_up() -> None:
-    from trainer.loop import EMA
+    from trainer.ema import EMA
 
     ema = EMA(torch.nn.Linear(2, 2), 0.999)
     decays = []
@@ -98,6 +99,7 @@ def test_ema_decay_warms_up() -> None:
         EMA(torch.nn.Linear(2, 2), 1.0)
 
 
+@pytest.mark.slow
 def test_an_ema_generator_is_not_judged_on_its_initial_weights(digits: ImageData) -> None:
     """The first evaluation (100 steps) of an EMA-0.999 run is within 1.5x the FID of the same run without EMA.
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from trainer.metrics import (
     sampled,
     statistics,
 )
-from trainer.step import fixed_sampler
+from trainer.noise import fixed_sampler
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +31,7 @@ def digits() -> ImageData:
     return load_data(TrainConfig())
 
 
+@pytest.mark.slow
 def test_domain_network_accuracy_thresholds(mnist: ImageData, digits: ImageData) -> None:
     _, acc_mnist = domain_net(mnist)
     _, acc_digits = domain_net(digits)
@@ -44,6 +46,7 @@ def test_domain_network_is_cached_and_deterministic(digits: ImageData) -> None:
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values(), strict=True))
 
 
+@pytest.mark.slow
 def test_real_halves_score_far_lower_than_an_untrained_generator(mnist: ImageData) -> None:
     net, _ = domain_net(mnist)
     half_a, half_b = mnist.holdout[:1000], mnist.holdout[1000:2000]
@@ -55,6 +58,7 @@ def test_real_halves_score_far_lower_than_an_untrained_generator(mnist: ImageDat
     assert kernel_distance(fa, fb) * 20 < kernel_distance(fa, fg)
 
 
+@pytest.mark.slow
 def test_longer_training_scores_better(digits: ImageData) -> None:
     cfg = TrainConfig(arch="dcgan", g_width=16, d_width=16, latent_dim=16, batch_size=64, ema_decay=0.99,
                       budget_images=24_000, eval_every_images=3_000, eval_samples=500)
@@ -64,6 +68,7 @@ def test_longer_training_scores_better(digits: ImageData) -> None:
     assert fids[-1] < 0.5 * fids[0], fids
 
 
+@pytest.mark.slow
 def test_kid_metric_and_real_statistics_cache(digits: ImageData, tmp_path: Path) -> None:
     cfg = TrainConfig(eval_metric="kid", eval_samples=200)
     evaluator = make_evaluator(cfg, digits, cache=tmp_path)
@@ -80,6 +85,7 @@ def test_too_few_samples_for_the_feature_dimension(digits: ImageData) -> None:
         make_evaluator(TrainConfig(eval_samples=100), digits)
 
 
+@pytest.mark.slow
 def test_inception_loads_a_weights_file(tmp_path: Path) -> None:
     from torchvision.models import inception_v3
 
@@ -96,6 +102,7 @@ def test_inception_loads_a_weights_file(tmp_path: Path) -> None:
         InceptionFeatures(str(tmp_path / "other.pth"))
 
 
+@pytest.mark.slow
 def test_cli_evaluate_scores_a_trained_folder(digits: ImageData, tmp_path: Path) -> None:
     import json
 
@@ -196,3 +203,27 @@ def test_class_shares_count_share_samples_and_the_rest_scores_eval_samples(digit
     assert mixed["fid"] == pytest.approx(only_sevens["fid"]) and mixed["recall"] == only_sevens["recall"]
     with pytest.raises(ConfigError, match="share_samples must be 0 .eval_samples. or >= eval_samples=100"):
         TrainConfig(eval_samples=100, share_samples=50)
+
+
+@pytest.mark.slow
+def test_modes_and_mode_kl_on_known_cases(mnist_dir: Path) -> None:
+    """Stacked MNIST's mode count under the per-channel digit classifier: real stacked images cover ~all 1000 modes
+    with a small KL; a generator repeating one image covers 1; one with a fixed first channel covers at most 100."""
+    cfg = TrainConfig(dataset="stacked-mnist", data_root=str(mnist_dir), eval_samples=2000, share_samples=10000)
+    data = load_data(cfg)
+    evaluator = make_evaluator(cfg, data)
+    assert evaluator is not None and evaluator.prior is not None and abs(float(evaluator.prior.sum()) - 1) < 1e-9
+    real = data.holdout  # 10000 held-out stacked images
+
+    def stream(images: torch.Tensor) -> Callable[[int, int], torch.Tensor]:
+        return lambda n, start=0: images[start:start + n]
+
+    every = evaluator(stream(real))
+    assert every["modes"] >= 990 and every["mode_kl"] < 0.1, every
+    one = evaluator(stream(real[:1].expand(len(real), -1, -1, -1)))
+    assert one["modes"] == 1 and one["mode_kl"] > 5  # log(1 / p(that triple)) ~ log(1000)
+    fixed = real.clone()
+    fixed[:, 0] = real[0, 0]  # the red digit is always the same image
+    hundred = evaluator(stream(fixed))
+    assert 90 <= hundred["modes"] <= 100 and hundred["mode_kl"] > 2  # ~log(10): one tenth of the modes, evenly
+    assert "class_min_share" not in every  # 1000 "classes" are modes here, not class shares

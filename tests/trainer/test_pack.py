@@ -49,6 +49,7 @@ def _same_run(single, packed) -> None:  # type: ignore[no-untyped-def]
     assert packed.steps == single.steps and packed.images_seen == single.images_seen
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("vectorise", ["on", "off"])
 def test_each_member_trains_as_it_would_alone(data, singles, vectorise: str) -> None:  # type: ignore[no-untyped-def]
     outcomes = train_pack(MEMBERS, data, vectorise=vectorise)
@@ -69,6 +70,7 @@ def test_the_dcgan_vectorises_and_spectral_norm_falls_back(data) -> None:  # typ
     assert auto.decide() is False
 
 
+@pytest.mark.slow
 def test_spectral_norm_members_run_in_turn_and_match(data) -> None:  # type: ignore[no-untyped-def]
     cfgs = [BASE.replace(spectral_norm=True, seed=s, budget_images=32 * 10) for s in (0, 1)]
     for cfg, outcome in zip(cfgs, train_pack(cfgs, data), strict=True):
@@ -76,6 +78,7 @@ def test_spectral_norm_members_run_in_turn_and_match(data) -> None:  # type: ign
         _same_run(train(cfg, data=data), outcome.result)
 
 
+@pytest.mark.slow
 def test_a_pruned_member_leaves_without_disturbing_the_others(data, singles) -> None:  # type: ignore[no-untyped-def]
     class Pruned(Exception):
         pass
@@ -91,6 +94,7 @@ def test_a_pruned_member_leaves_without_disturbing_the_others(data, singles) -> 
         _same_run(singles[i], outcomes[i].result)
 
 
+@pytest.mark.slow
 def test_a_new_member_takes_a_freed_slot_mid_run(data, singles) -> None:  # type: ignore[no-untyped-def]
     pack = Pack(data, "cpu", vectorise="on")
     first = pack.add(MEMBERS[2])  # the shortest budget: leaves after 20 steps
@@ -106,6 +110,7 @@ def test_a_new_member_takes_a_freed_slot_mid_run(data, singles) -> None:  # type
     _same_run(singles[1], results[late])
 
 
+@pytest.mark.slow
 def test_checkpoints_resume_alone_or_in_a_pack(data, singles, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """A member's checkpoint is train()'s: a killed pack's members resume alone, and a single run resumes in a pack."""
     stop_after_first = [tmp_path / f"m{i}" for i in range(2)]
@@ -136,6 +141,7 @@ def test_members_must_share_the_networks(data) -> None:  # type: ignore[no-untyp
         pack.add(BASE.replace(batch_size=64))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("vectorise", ["on", "off"])
 def test_a_member_with_a_schedule_and_channels_last_matches_its_single_run(data, vectorise: str) -> None:  # type: ignore[no-untyped-def]
     """Packs run the same step as train(): schedules (rates, betas, R1 weight) move per member at the same image
@@ -165,6 +171,7 @@ def test_a_scheduled_n_critic_is_refused_with_its_reason(data) -> None:  # type:
         Pack(data, "cpu").add(cfg)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("vectorise", ["on", "off"])
 def test_members_with_a_normalised_discriminator_match_their_single_runs(data, vectorise: str) -> None:  # type: ignore[no-untyped-def]
     """d_norm (batch as pytorch/examples' DCGAN, or layer) and the minibatch-std channel in a pack: each member

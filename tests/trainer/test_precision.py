@@ -35,6 +35,7 @@ def test_candidates_follow_the_switches_and_the_architecture() -> None:
     assert resolve(SMALL.replace(amp="on", channels_last="off"), shape, CPU) == (Mode(True, False), None)
 
 
+@pytest.mark.slow
 def test_the_decision_is_measured_once_cached_on_disk_and_keyed_by_shape(tmp_path: Path) -> None:
     clear_memo()
     first = choose(SMALL, (1, 8, 8), CPU, cache=tmp_path)
@@ -62,6 +63,7 @@ def test_a_run_records_the_mode_it_used() -> None:
     assert train(SMALL.replace(amp="off", channels_last="off")).precision == "fp32"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_bf16_trains_digits_to_the_fp32_fid_within_20_percent(seed: int) -> None:
     """bf16 autocast is the only reduced precision `auto` may choose. Bound: 20% of the fp32 FID after 12k images.

@@ -7,8 +7,8 @@ import torch
 
 from trainer import TrainConfig, build_generator, load_data, train
 from trainer.metrics import sampled
+from trainer.noise import NOISE_BLOCK, SampleFn, fixed_sampler
 from trainer.pack import train_pack
-from trainer.step import NOISE_BLOCK, SampleFn, fixed_sampler
 
 CFG = TrainConfig(dataset="digits", arch="dcgan", g_width=8, d_width=8, latent_dim=8, batch_size=32, device="cpu",
                   budget_images=64, eval_every_images=64, eval_metric="none", amp="off", channels_last="off")

@@ -37,6 +37,7 @@ def assert_exact(url: str, name: str, n: int) -> list[optuna.trial.FrozenTrial]:
     return trials
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("db", ["postgres", "mariadb"])
 def test_four_workers_run_exactly_n_trials(tmp_path: Path, db: str, request: pytest.FixtureRequest) -> None:
     url = request.getfixturevalue("postgres_url" if db == "postgres" else "mysql_url")
@@ -47,6 +48,7 @@ def test_four_workers_run_exactly_n_trials(tmp_path: Path, db: str, request: pyt
     assert [t.number for t in trials] == list(range(10))
 
 
+@pytest.mark.slow
 def test_sixteen_workers_share_postgres_without_connection_errors(tmp_path: Path, postgres_url: str) -> None:
     spec = make_study(tmp_path, postgres_url, "sixteen", budget={"n_trials": 32, "trial_images": 64,
                                                                  "eval_every_images": 64})
@@ -55,6 +57,7 @@ def test_sixteen_workers_share_postgres_without_connection_errors(tmp_path: Path
     assert_exact(postgres_url, spec.name, 32)
 
 
+@pytest.mark.slow
 def test_killed_worker_trial_is_retried_from_its_checkpoint(tmp_path: Path, postgres_url: str) -> None:
     make_study(tmp_path, postgres_url, "kill", budget={"n_trials": 2, "trial_images": 16000, "eval_every_images": 1600})
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
@@ -86,6 +89,7 @@ def test_killed_worker_trial_is_retried_from_its_checkpoint(tmp_path: Path, post
     assert not list((tmp_path / "artifacts").glob("checkpoint-*"))  # resume checkpoints are removed when done
 
 
+@pytest.mark.slow
 def test_dask_backend_on_a_local_cluster(tmp_path: Path, postgres_url: str) -> None:
     spec = make_study(tmp_path, postgres_url, "dask", budget={"n_trials": 4})
     reports = run_workers(spec.name, postgres_url, 2, backend="dask")
@@ -103,6 +107,7 @@ def test_password_is_never_printed() -> None:
     assert result.exit_code != 0 and "s3cret" not in result.output
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_a_worker_cleanly_and_requeues_its_trial(tmp_path: Path, postgres_url: str) -> None:
     make_study(tmp_path, postgres_url, "sigint", budget={"n_trials": 1, "trial_images": 48000, "eval_every_images": 1600})
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}

@@ -27,6 +27,7 @@ def _study(tmp: Path, name: str) -> Path:
         pruner={"name": "median", "args": {"n_startup_trials": 2}}))
 
 
+@pytest.mark.slow
 def test_a_packed_worker_records_and_prunes_trials_as_single_trials(tmp_path: Path) -> None:
     """Random sampler, seeded per trial number: the same trials run alone and in packs of 3, side by side."""
     for sub in ("alone", "packed"):
@@ -48,6 +49,7 @@ def test_a_packed_worker_records_and_prunes_trials_as_single_trials(tmp_path: Pa
             assert tp.user_attrs["generator_artifact"] and tp.user_attrs["shape"] == [1, 8, 8]
 
 
+@pytest.mark.slow
 def test_a_searched_arch_trains_in_packs_grouped_by_arch(tmp_path: Path) -> None:
     """space: {arch: [dcgan, mlp]}: a packed worker packs the dcgan trials (pack_key holds the arch), trains the
     MLP's alone (its dropout draws from torch's global generator), and every trial ends as it does alone."""
@@ -69,6 +71,7 @@ def test_a_searched_arch_trains_in_packs_grouped_by_arch(tmp_path: Path) -> None
         assert tp.value == pytest.approx(ta.value, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_a_killed_packed_worker_has_each_member_retried_from_its_checkpoint(tmp_path: Path, postgres_url: str) -> None:
     make_study(tmp_path, postgres_url, "packkill", budget={"n_trials": 2, "trial_images": 16000,
                                                             "eval_every_images": 1600}, train=FP32)
@@ -101,6 +104,7 @@ def test_a_killed_packed_worker_has_each_member_retried_from_its_checkpoint(tmp_
     assert not list((tmp_path / "artifacts").glob("checkpoint-*"))
 
 
+@pytest.mark.slow
 def test_workers_per_device_and_pack_are_validated_before_anything_is_written(tmp_path: Path) -> None:
     study_file = write_study(tmp_path, small_study("bad", tmp_path))
     for args, message in ((["--pack", "0"], "pack must be >= 1"),

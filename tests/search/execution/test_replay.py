@@ -80,6 +80,7 @@ def _proxy(url: str) -> tuple[subprocess.Popen[str], str]:
     raise AssertionError("the proxy did not start")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ["direct", "proxy"])
 def test_32_replay_workers_lose_and_duplicate_nothing_when_some_are_killed(tmp_path: Path, postgres_url: str,
                                                                            path: str) -> None:

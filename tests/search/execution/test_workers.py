@@ -43,6 +43,7 @@ def test_workers_propose_distinct_parameters(tmp_path: Path, db: str, sampler: s
     assert len(params) == 9 and len(set(params)) == 9, params
 
 
+@pytest.mark.slow
 def test_one_worker_study_is_reproducible(tmp_path: Path) -> None:
     """The same seeded study file proposes the same parameters in the same order (one worker)."""
     proposed = []
@@ -58,6 +59,7 @@ def test_one_worker_study_is_reproducible(tmp_path: Path) -> None:
     assert proposed[0] == proposed[1]
 
 
+@pytest.mark.slow
 def test_warm_start_configs_run_first(tmp_path: Path) -> None:
     warm = [{"lr_g": 2e-4, "loss": "bce"}, {"lr_g": 5e-4}]
     raw = small_study("warm", tmp_path, warm_start=warm, budget={"n_trials": 4})
@@ -91,6 +93,7 @@ def test_bad_warm_start_exits_2_and_creates_nothing(tmp_path: Path, warm: object
     assert not (tmp_path / "study.db").exists() and not (tmp_path / "artifacts").exists()
 
 
+@pytest.mark.slow
 def test_a_timed_out_study_leaves_a_readable_plan_and_resumes(tmp_path: Path) -> None:
     """A stop leaves no unstarted rows; status says what is done and what is left; a re-run finishes the plan."""
     raw = small_study("stopped", tmp_path, budget={"n_trials": 12, "trial_images": 640, "eval_every_images": 320})

@@ -69,6 +69,7 @@ def dashboard(finished: dict[str, Any]) -> Iterator[str]:
         proc.wait(timeout=10)
 
 
+@pytest.mark.slow
 def test_each_evaluation_stores_a_grid_and_the_best_trials_keep_them_all(finished: dict[str, Any]) -> None:
     study: optuna.Study = finished["study"]
     trials = sorted(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)), key=lambda t: float(t.value or 0))
@@ -123,6 +124,7 @@ def _rendered(browser: str, url: str) -> str:
     return out.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(_chromium() is None, reason="needs Chromium (Debian package `chromium`; .ci/run installs it)")
 def test_a_browser_renders_the_trial_page_and_the_report(finished: dict[str, Any], dashboard: str) -> None:
     browser = _chromium()

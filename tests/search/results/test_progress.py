@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 
 from search import api
 from search.results.progress import Snapshot, render, snapshot, watch
@@ -25,6 +26,7 @@ def _env() -> dict[str, str]:
     return {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
 
 
+@pytest.mark.slow
 def test_run_on_a_terminal_draws_one_progress_bar(tmp_path: Path) -> None:
     study_file = write_study(tmp_path, small_study("bar", tmp_path, budget={"n_trials": 4}))
     leader, follower = pty.openpty()
@@ -54,6 +56,7 @@ def test_run_on_a_terminal_draws_one_progress_bar(tmp_path: Path) -> None:
     assert "4/4 trials done" in stdout  # the summary table still goes to stdout
 
 
+@pytest.mark.slow
 def test_run_off_a_terminal_logs_plain_lines(tmp_path: Path) -> None:
     study_file = write_study(tmp_path, small_study("lines", tmp_path))
     proc = subprocess.run([sys.executable, "-m", "search.cli", "run", str(study_file)], cwd=ROOT, env=_env(),
@@ -72,6 +75,7 @@ def test_render_and_eta() -> None:
     assert not s.finished
 
 
+@pytest.mark.slow
 def test_status_watch_follows_a_study_running_elsewhere(tmp_path: Path) -> None:
     spec = api.load_spec(write_study(tmp_path, small_study("watched", tmp_path, budget={"n_trials": 3})))
     api.create(spec)

@@ -72,6 +72,7 @@ def _run(tmp_path: Path, name: str, **overrides: object) -> tuple[optuna.Study, 
     return optuna.load_study(study_name=name, storage=storage), storage
 
 
+@pytest.mark.slow
 def test_a_constrained_study_records_coverage_and_exports_a_feasible_trial(tmp_path: Path) -> None:
     """constraints: {class_min_share: ">= 0.02"}: every evaluation stores precision/recall/density/coverage and
     the class shares; Optuna's sampler sees the constraint values; export takes the best feasible trial."""
@@ -106,6 +107,7 @@ def test_a_constrained_study_records_coverage_and_exports_a_feasible_trial(tmp_p
     assert "prec  rec   cov   min%" in table.output
 
 
+@pytest.mark.slow
 def test_a_study_judging_its_constraint_at_export_exports_the_best_config_that_holds_on_every_seed(
         tmp_path: Path) -> None:
     """constraints_at: export on digits: the sampler is not told the constraint (trial.constraints stays empty,
@@ -188,7 +190,7 @@ def test_a_confirmation_ranks_first_the_configs_whose_constraints_hold_for_every
     assert confirmation_table(study, [0, 1], StudySpec.from_dict(small_study("c", tmp_path, objective="fid")),
                               960)[0]["trial"] == 0  # without the constraint: the best mean
     # no config holds on every seed: misses by Pareto front on (worst-seed violation, mean), nearest the ideal
-    # (session 11's MNIST run: worst shares 6.6/6.4/6.1% at mean FID 6.04/3.23/2.95 picked the 6.04 by violation
+    # (an MNIST run at commit a925322: worst shares 6.6/6.4/6.1% at mean FID 6.04/3.23/2.95 picked the 6.04 by violation
     # alone); here (0.004, 6.04), (0.006, 3.23), (0.008, 2.95) -> the middle one, (0.014, 3.72) is dominated
     spec = StudySpec.from_dict(small_study("m", tmp_path, objective="fid", constraints={"class_min_share": ">= 0.07"}))
     missed = optuna.create_study(direction="minimize")

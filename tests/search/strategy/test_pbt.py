@@ -42,6 +42,7 @@ def segments(study: optuna.Study) -> dict[tuple[int, int], optuna.trial.FrozenTr
             if t.state == TrialState.COMPLETE}
 
 
+@pytest.mark.slow
 def test_a_population_of_4_runs_to_completion_with_2_workers(tmp_path: Path) -> None:
     result = api.run(write_study(tmp_path, pbt_study(tmp_path, "pbt2")), workers=2)
     study = result.study
@@ -73,6 +74,7 @@ def test_a_population_of_4_runs_to_completion_with_2_workers(tmp_path: Path) -> 
     assert not list((tmp_path / "artifacts").glob("pbt-*"))  # lineage checkpoints are removed when done
 
 
+@pytest.mark.slow
 def test_exploit_copies_the_source_weights_and_the_schedule_replays_them(tmp_path: Path) -> None:
     """The exported schedule round-trips through `gan-search train`: replayed from scratch in a fresh process, it
     lands on the best member's weights up to float rounding. Exact equality holds where the kernels are the
@@ -106,6 +108,7 @@ def _lineage(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> list[int]:
     return numbers
 
 
+@pytest.mark.slow
 def test_a_killed_workers_segment_is_retried_from_its_checkpoint(tmp_path: Path, postgres_url: str) -> None:
     study = pbt_study(tmp_path, "pbtkill", budget={"trial_images": 32000, "eval_every_images": 1600},
                       scheduler={"population": 2, "interval_images": 16000})
@@ -142,6 +145,7 @@ def test_a_killed_workers_segment_is_retried_from_its_checkpoint(tmp_path: Path,
     ({"scheduler": {"name": "pbt", "quantile": 0.9}}, "scheduler.quantile: must be a number in (0, 0.5]"),
     ({"scheduler": {"name": "asha"}}, "scheduler.name: must be pbt"),
 ])
+@pytest.mark.slow
 def test_bad_scheduler_exits_2_and_writes_nothing(tmp_path: Path, change: dict[str, Any], message: str) -> None:
     study = pbt_study(tmp_path, "badpbt")
     for key, value in change.items():

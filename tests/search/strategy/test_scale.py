@@ -45,6 +45,7 @@ def test_pbt_population_grows_to_the_workers_where_the_file_sets_none(tmp_path: 
     assert for_workers(StudySpec.from_dict(raw), 16).scheduler.population == 3  # type: ignore[union-attr]
 
 
+@pytest.mark.slow
 def test_create_for_many_workers_stores_the_scaled_defaults(tmp_path: Path) -> None:
     path = write_study(tmp_path, small_study("c", tmp_path, sampler={"name": "tpe", "seed": 0}, pruner={"name": "median"}))
     out = subprocess.run([sys.executable, "-m", "search.cli", "create", str(path), "--workers", "64"], cwd=ROOT,

@@ -147,6 +147,7 @@ def test_export_retrain_and_seed_confirmation(tmp_path: Path) -> None:
     assert json.loads(result.stdout.strip().splitlines()[-1])["trial"] == table[0]["export_run"]
 
 
+@pytest.mark.slow
 def test_export_confirms_at_the_production_budget_and_exports_that_run(tmp_path: Path) -> None:
     """The study file's ``export: {confirm: 2, seeds: 2, images: 960}``: four fresh-seed runs at 960 images (the
     trials trained 640), recorded in the study; the export is the winning config's run itself (its generator, its
@@ -225,6 +226,7 @@ def test_run_export_follows_the_study_files_export_rule(tmp_path: Path) -> None:
     assert sum("confirm_of" in t.user_attrs for t in study.trials) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [3])
 def test_sqlite_with_several_local_workers(tmp_path: Path, workers: int) -> None:
     study_file = write_study(tmp_path, small_study("sqlite-many", tmp_path, budget={"n_trials": 9}))
@@ -248,6 +250,7 @@ def _claim_all(url: str, study_file: str) -> list[int]:
     return claimed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("db", ["sqlite", "postgres", "mariadb"])
 def test_concurrent_claims_never_take_a_trial_twice(tmp_path: Path, db: str, request: pytest.FixtureRequest) -> None:
     """4 processes claim 30 enqueued trials and create 30 more: each is taken once, and no more are created."""

@@ -1,16 +1,16 @@
 """CPU time of one evaluation on MNIST-sized images: sampling, features and distance measured separately.
 
-    python benchmarks/evaluation.py --samples 10000 --data-root ../shared/data/mnist
+    python -m benchmarks.speed.evaluation --samples 10000 --data-root ../shared/data/mnist
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
 import torch
 
+from benchmarks._common import parser as bench_parser
 from trainer import TrainConfig, build_generator, load_data
 from trainer.metrics import (
     domain_net,
@@ -23,7 +23,7 @@ from trainer.metrics import (
     shares_of,
     statistics,
 )
-from trainer.step import fixed_sampler
+from trainer.noise import fixed_sampler
 
 
 def timed(fn):  # type: ignore[no-untyped-def]
@@ -33,7 +33,7 @@ def timed(fn):  # type: ignore[no-untyped-def]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = bench_parser(__doc__, "evaluation")
     ap.add_argument("--samples", type=int, default=10_000)
     ap.add_argument("--data-root", default="../shared/data/mnist")
     args = ap.parse_args()

@@ -1,7 +1,7 @@
 """The search at cluster scale, simulated in virtual time with the service's own sampler, pruner and scheduler.
 
-    python benchmarks/simulate.py --workers 1 4 16 64 256 --seeds 0 1 2 --target 8.0
-    python benchmarks/simulate.py --loo          # how well the surrogate predicts recorded trials it was not fitted on
+    python -m benchmarks.scale.simulate --workers 1 4 16 64 256 --seeds 0 1 2 --target 8.0
+    python -m benchmarks.scale.simulate --loo          # how well the surrogate predicts recorded trials it was not fitted on
 
 N simulated workers share one in-memory Optuna study built from the study file (``studies/mnist-dcgan.yaml``):
 each free worker takes a waiting trial or lets the study's scheduler make the next one (``search.strategy.study.take_waiting``,
@@ -11,7 +11,7 @@ constant liar seeing the trials still running), draws its parameters (``search.s
 evaluation reports to the study's pruner (``search.strategy.pruners.build_pruner``: the loss guard around the median,
 successive-halving... pruner) and is pruned or completed exactly as a real trial. No training: each evaluation
 takes ``trial_seconds / evaluations`` of virtual time, and its FID comes from a surrogate of the MNIST trials
-recorded with the real trainer (``benchmarks/results/search-mnist.json``: 137 trials, 92 complete, 4 evaluations
+recorded with the real trainer (``benchmarks/results/search-mnist-2026-11-26.json``: 137 trials, 92 complete, 4 evaluations
 each at 16k-64k images): the inverse-distance-weighted mean, in log FID, of the 5 nearest recorded curves in the
 searched space (log-scaled rates, a differing category counts 1), times a per-trial seed factor
 exp(N(0, sigma)) with sigma = the spread of one config over seeds (0.12: the StyleGAN2 preset gave 5.2-6.7).
@@ -24,7 +24,6 @@ PBT runs through the service's ``PopulationBased`` scheduler (see ``simulate``: 
 
 from __future__ import annotations
 
-import argparse
 import heapq
 import json
 import math
@@ -37,6 +36,8 @@ import numpy as np
 import optuna
 import yaml
 
+from benchmarks._common import parser as bench_parser
+from benchmarks._common import write_result
 from search.execution.replay import Curves
 from search.execution.worker import open_trial
 from search.spec.study_file import StudySpec, suggest_values
@@ -45,7 +46,7 @@ from search.strategy.scale import for_workers
 from search.strategy.schedulers import scheduler_for
 from search.strategy.study import take_waiting
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STRATEGIES: dict[str, dict[str, Any]] = {
     "tpe+median": {},
     "random+median": {"sampler": {"name": "random"}},
@@ -188,7 +189,7 @@ def leave_one_out(curves: Curves, spec: StudySpec) -> dict[str, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = bench_parser(__doc__, "simulate")
     ap.add_argument("--workers", type=int, nargs="*", default=[1, 4, 16, 64, 256])
     ap.add_argument("--strategies", nargs="*", default=list(STRATEGIES))
     ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
@@ -198,14 +199,13 @@ def main() -> None:
     ap.add_argument("--sigma", type=float, default=0.12, help="seed-to-seed spread of log FID")
     ap.add_argument("--target", type=float, default=8.0)
     ap.add_argument("--study", type=Path, default=ROOT / "studies" / "mnist-dcgan.yaml")
-    ap.add_argument("--curves", type=Path, default=ROOT / "benchmarks" / "results" / "search-mnist.json")
+    ap.add_argument("--curves", type=Path, default=ROOT / "benchmarks" / "results" / "search-mnist-2026-11-26.json")
     ap.add_argument("--defaults", nargs="*", default=["file", "scaled"], choices=["file", "scaled"],
                     help="startup counts: the study file's, or search.strategy.scale.for_workers(N)'s")
     ap.add_argument("--rates", type=float, nargs=2, action="append", default=None, metavar=("TPE", "PRUNER"),
                     help="with scaled defaults: startup trials per worker for TPE and the pruner (repeatable; "
                          "default search.strategy.scale's)")
     ap.add_argument("--loo", action="store_true")
-    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     curves = Curves.load(args.curves)
@@ -240,8 +240,7 @@ def main() -> None:
                    and math.isfinite(base_hours) else None}
             print(json.dumps(row), flush=True)
             rows.append(row)
-    if args.out:
-        args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=1))
+    write_result(args, {"rows": rows})
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Training throughput (images/s) of the shared trainer, fp32 vs bf16+channels_last, measured side by side.
 
-    python benchmarks/throughput.py --arch dcgan --size 28 --batch 64 --steps 200
-    python benchmarks/throughput.py --compare-with ../old-checkout --rounds 5   # this tree against another, interleaved
+    python -m benchmarks.speed.throughput --arch dcgan --size 28 --batch 64 --steps 200
+    python -m benchmarks.speed.throughput --compare-with ../old-checkout --rounds 5   # this tree against another, interleaved
 
 ``--compare-with DIR`` times ``train()`` of this tree and of the checkout in DIR (another commit of gan-search) in
 alternating subprocesses, round after round, so that machine drift hits both alike, and prints each side's median
@@ -40,7 +40,7 @@ def measure(arch: str, size: int, batch: int, steps: int, device: str) -> dict[s
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", default="dcgan")
     ap.add_argument("--size", type=int, default=28)
     ap.add_argument("--batch", type=int, default=64)
@@ -49,6 +49,8 @@ def main() -> None:
     ap.add_argument("--compare-with", default=None, help="another gan-search checkout to time against, interleaved")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a child: one measurement, JSON out
+    ap.add_argument("--out", default=None, help="JSON results; auto: benchmarks/results/throughput-DATE.json")
+    ap.set_defaults(benchmark="throughput")
     args = ap.parse_args()
     if args.compare_with is None:
         import torch
@@ -62,7 +64,10 @@ def main() -> None:
     if args.one:
         print(json.dumps(measure(args.arch, args.size, args.batch, args.steps, args.device)))
         return
-    trees = {"this": Path(__file__).resolve().parents[1], "other": Path(args.compare_with).resolve()}
+    # the child runs this file under the other tree's PYTHONPATH, so this module imports nothing of this tree at the top
+    from benchmarks._common import write_result
+
+    trees = {"this": Path(__file__).resolve().parents[2], "other": Path(args.compare_with).resolve()}
     child = [sys.executable, str(Path(__file__).resolve()), "--one", "--compare-with", "-", "--arch", args.arch,
              "--size", str(args.size), "--batch", str(args.batch), "--steps", str(args.steps), "--device", args.device]
     seen: dict[str, dict[str, list[float]]] = {t: {m: [] for m, _, _ in MODES} for t in trees}
@@ -79,6 +84,7 @@ def main() -> None:
         result[mode] = {"this": round(this, 1), "other": round(other, 1), "ratio": round(this / other, 3),
                         "this_all": [round(v) for v in seen["this"][mode]], "other_all": [round(v) for v in seen["other"][mode]]}
     print(json.dumps(result))
+    write_result(args, result)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Several trials per device: trials/hour and images/s of K-member packs against one trial per device.
 
-    python benchmarks/packing.py --study studies/mnist-dcgan.yaml --data-root ../shared/data/mnist
-    python benchmarks/packing.py --study studies/mnist-dcgan.yaml --data-root DATA --device cuda --packs 1 2 4 8 16 32
+    python -m benchmarks.speed.packing --study studies/mnist-dcgan.yaml --data-root ../shared/data/mnist
+    python -m benchmarks.speed.packing --study studies/mnist-dcgan.yaml --data-root DATA --device cuda --packs 1 2 4 8 16 32
 
 The trial config is the study's first warm start (for mnist-dcgan: pytorch/examples' DCGAN settings) on the
 study's data. Rows, measured side by side in one run:
@@ -18,7 +18,6 @@ table (images/s per mode on this machine, and the mode `auto` picks).
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
@@ -27,6 +26,8 @@ from typing import Any
 
 import torch
 
+from benchmarks._common import parser as bench_parser
+from benchmarks._common import write_result
 from search.spec.study_file import StudySpec, apply_params
 from trainer import TrainConfig, load_data, train
 from trainer.pack import Pack
@@ -50,13 +51,12 @@ def _pack_rate(cfg: TrainConfig, data: Any, k: int, steps: int, vectorise: str) 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = bench_parser(__doc__, "packing")
     ap.add_argument("--study", default="studies/mnist-dcgan.yaml")
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--packs", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--steps", type=int, default=60, help="timed generator steps per row")
-    ap.add_argument("--out", default=None, help="JSON results")
     args = ap.parse_args()
 
     spec = StudySpec.from_file(args.study)
@@ -97,9 +97,7 @@ def main() -> None:
     fp32 = decision.table.get("fp32")
     if fp32:
         print("ratios to fp32: " + ", ".join(f"{k} x{v / fp32:.2f}" for k, v in decision.table.items()))
-    if args.out:
-        Path(args.out).write_text(json.dumps({"args": vars(args), "device": device_name, "rows": rows,
-                                              "precision": decision.to_dict()}, indent=1))
+    write_result(args, {"device": device_name, "rows": rows, "precision": decision.to_dict()})
 
 
 if __name__ == "__main__":

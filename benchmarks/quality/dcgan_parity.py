@@ -1,6 +1,6 @@
 """The ``pytorch-dcgan`` preset through ``gan-search train`` against a plain pytorch/examples DCGAN loop.
 
-    python benchmarks/dcgan_parity.py --data-root ../shared/data/mnist --images 96000 --seeds 0 1
+    python -m benchmarks.quality.dcgan_parity --data-root ../shared/data/mnist --images 96000 --seeds 0 1
 
 Both train on the same training split (MNIST here, [-1, 1]) with the preset's hyperparameters (BCE, Adam 2e-4,
 beta1 0.5, batch 64) for the same number of images and seeds, and are scored by the same evaluator (FID of
@@ -13,19 +13,18 @@ three-pass step (D on real, D on the detached fake, G on the same fake). Printed
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from benchmarks._common import parser as bench_parser
+from benchmarks._common import write_result
 from search.spec.presets import WARM_STARTS
 from trainer import TrainConfig, load_data, make_evaluator, train
-from trainer.step import fixed_sampler
+from trainer.noise import fixed_sampler
 
 
 class ExamplesGenerator(nn.Module):
@@ -99,14 +98,13 @@ def plain_loop(cfg: TrainConfig, data: Any, evaluator: Any) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__, "dcgan-parity", out="auto")
     parser.add_argument("--data-root", default="../shared/data/mnist")
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--images", type=int, default=96_000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--width", type=int, default=32, help="ngf = ndf = g_width = d_width")
     parser.add_argument("--latent", type=int, default=64)
-    parser.add_argument("--out", default="benchmarks/results/dcgan-parity.json")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     preset = dict(WARM_STARTS.get("pytorch-dcgan"))
@@ -131,8 +129,7 @@ def main() -> None:
     for name, runs in rows.items():
         fids = [r["fid"] for r in runs]
         print(f"{name:<42} FID {', '.join(f'{f:.2f}' for f in fids)}  (mean {statistics.fmean(fids):.2f})")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"args": vars(args), "preset": preset, "rows": rows}, indent=1))
+    write_result(args, {"preset": preset, "rows": rows})
 
 
 if __name__ == "__main__":

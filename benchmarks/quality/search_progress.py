@@ -1,7 +1,7 @@
 """Search progress per wall-clock minute: gan-search's default study against what a user would write by hand.
 
-    python benchmarks/search_progress.py --study studies/digits-quick.yaml --minutes 3 --seeds 0 1 2 --workers 1 2 4
-    python benchmarks/search_progress.py --study studies/mnist-dcgan.yaml --data-root ../shared/data/mnist \
+    python -m benchmarks.quality.search_progress --study studies/digits-quick.yaml --minutes 3 --seeds 0 1 2 --workers 1 2 4
+    python -m benchmarks.quality.search_progress --study studies/mnist-dcgan.yaml --data-root ../shared/data/mnist \
         --minutes 15 --seeds 0 --workers 1 2 4
 
 Arms, side by side on this machine, each with the same wall-clock budget (trials are not started after it;
@@ -17,13 +17,11 @@ a trial counts once it has completed, and only if it completed within the budget
 Printed: the best value against wall-clock (also written as HTML), the minutes each arm needs to reach the
 hand-written script's best at the full budget, and each arm's best config retrained with fresh seeds
 (mean and spread). Results go to ``--out`` as JSON (the complete per-trial curves too, which
-``benchmarks/pruning.py --curves`` replays).
+``benchmarks/quality/pruning.py --curves`` replays).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
 import statistics
@@ -37,6 +35,8 @@ import optuna
 import torch
 from joblib import Parallel, delayed
 
+from benchmarks._common import parser as bench_parser
+from benchmarks._common import write_result
 from search import StudySpec, create_or_load_study, run_workers, suggest_config
 from search.strategy.schedulers import scheduler_for
 from trainer import TrainConfig, load_data, make_evaluator, train
@@ -209,7 +209,7 @@ def write_html(results: dict[str, Any], path: Path, title: str) -> None:
 
 # ---------------------------------------------------------------- main
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__, "search-progress")
     parser.add_argument("--study", default="studies/digits-quick.yaml")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--minutes", type=float, default=3.0, help="wall-clock budget per arm")
@@ -220,7 +220,6 @@ def main() -> None:
     parser.add_argument("--pbt-workers", type=int, default=2)
     parser.add_argument("--arms", nargs="+", default=None,
                         help="run only these arms (gan-search-Kw, handwritten, random, pbt); default: all")
-    parser.add_argument("--out", default=None, help="JSON results (and .html beside it)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     log.setLevel(logging.INFO)
@@ -270,10 +269,8 @@ def main() -> None:
     print(f"study {spec.name} ({args.study}), {spec.objective}, {os.cpu_count()} CPU cores, torch "
           f"{torch.__version__}, seeds {args.seeds}")
     print_table(rows, args.minutes)
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"args": vars(args), "summary": rows, "results": results}, indent=1))
+    out = write_result(args, {"summary": rows, "results": results})
+    if out is not None:
         write_html(results, out.with_suffix(".html"), f"{spec.name}: best {spec.objective} against wall-clock")
         print(f"wrote {out} and {out.with_suffix('.html')}")
 

@@ -1,6 +1,6 @@
 """Each warm-start preset, resolved in a study's space, trained at the study's trial budget: which to start from.
 
-    python benchmarks/warm_starts.py --study studies/mnist-dcgan.yaml --data-root ../shared/data/mnist --seeds 0 1 2
+    python -m benchmarks.quality.warm_starts --study studies/mnist-dcgan.yaml --data-root ../shared/data/mnist --seeds 0 1 2
 
 Prints, per preset (``search/spec/presets.py``), the values the study would enqueue, the FID at each evaluation
 and the final FID per training seed; presets whose values fall outside the study's space are listed as such.
@@ -9,13 +9,12 @@ This is how the shipped MNIST study's warm starts were chosen (BENCHMARKS.md, "W
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
+from benchmarks._common import parser as bench_parser
+from benchmarks._common import write_result
 from search import SpecError, StudySpec
 from search.spec.presets import WARM_STARTS
 from search.spec.study_file import apply_params
@@ -23,12 +22,11 @@ from trainer import load_data, make_evaluator, train
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__, "warm-starts")
     parser.add_argument("--study", default="studies/mnist-dcgan.yaml")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--presets", nargs="+", default=None, help="default: every registered preset")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
     spec = StudySpec.from_file(args.study)
@@ -65,8 +63,7 @@ def main() -> None:
         spread = statistics.pstdev(finals) if len(finals) > 1 else 0.0
         print(f"{name:14s} {params}\n{'':14s} mean {statistics.fmean(finals):.2f} +- {spread:.2f}")
         report[name] = {"params": params, "runs": runs}
-    if args.out:
-        args.out.write_text(json.dumps(report, indent=1))
+    write_result(args, report)
 
 
 if __name__ == "__main__":

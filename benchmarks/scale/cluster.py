@@ -1,9 +1,9 @@
 """Coordination at cluster scale: N replay workers on one PostgreSQL, side by side, no training (no torch).
 
-    python benchmarks/cluster.py --workers 1 16 64 256 --trial-seconds 60 --trials-per-worker 3
-    python benchmarks/cluster.py --workers 256 --trial-seconds 60 30 15 8 --trials-per-worker 2   # shortest trial
-    python benchmarks/cluster.py --ask-sizes 100 1000 5000                                            # TPE ask time
-    python benchmarks/cluster.py --workers 64 --trial-seconds 60 --kill 0.1 --restart-db 90             # faults
+    python -m benchmarks.scale.cluster --workers 1 16 64 256 --trial-seconds 60 --trials-per-worker 3
+    python -m benchmarks.scale.cluster --workers 256 --trial-seconds 60 30 15 8 --trials-per-worker 2   # shortest trial
+    python -m benchmarks.scale.cluster --ask-sizes 100 1000 5000                                            # TPE ask time
+    python -m benchmarks.scale.cluster --workers 64 --trial-seconds 60 --kill 0.1 --restart-db 90             # faults
 
 Each run gets a new database on the server (random name, dropped after), the MNIST study file
 (``studies/mnist-dcgan.yaml``: TPE with constant liar, median pruner on the best FID so far) with
@@ -46,7 +46,10 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks._common import parser as bench_parser
+from benchmarks._common import write_result
+
+ROOT = Path(__file__).resolve().parents[2]
 ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 
 
@@ -344,14 +347,14 @@ def ask_times(sizes: list[int], study_file: Path) -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = bench_parser(__doc__, "cluster")
     ap.add_argument("--workers", type=int, nargs="*", default=[1, 16, 64, 256])
     ap.add_argument("--trial-seconds", type=float, nargs="+", default=[60.0])
     ap.add_argument("--compress", type=float, default=1.0)
     ap.add_argument("--trials-per-worker", type=int, default=3)
     ap.add_argument("--processes", type=int, default=8, help="processes the replay threads are spread over")
     ap.add_argument("--study", type=Path, default=ROOT / "studies" / "mnist-dcgan.yaml")
-    ap.add_argument("--curves", type=Path, default=ROOT / "benchmarks" / "results" / "search-mnist.json")
+    ap.add_argument("--curves", type=Path, default=ROOT / "benchmarks" / "results" / "search-mnist-2026-11-26.json")
     ap.add_argument("--ask-sizes", type=int, nargs="*", default=[])
     ap.add_argument("--paths", nargs="+", default=["direct"], choices=["direct", "proxy"])
     ap.add_argument("--proxy-threads", type=int, default=16)
@@ -361,7 +364,6 @@ def main() -> None:
     ap.add_argument("--kill-after", type=float, default=20.0, help="seconds after every worker is busy")
     ap.add_argument("--restart-db", type=float, default=None, help="restart PostgreSQL this many seconds in")
     ap.add_argument("--restart-command", default="pg_ctlcluster 15 main restart -m fast")
-    ap.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
     args = ap.parse_args()
     rows: list[dict[str, Any]] = []
     for seconds in args.trial_seconds:
@@ -373,8 +375,7 @@ def main() -> None:
     for row in ask_times(args.ask_sizes, args.study):
         print(json.dumps(row), flush=True)
         rows.append(row)
-    if args.out:
-        args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=1))
+    write_result(args, {"rows": rows})
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Coverage against FID alone: two study files at equal wall-clock, each export confirmed at the production budget.
 
-    python benchmarks/coverage.py --data-root ../shared/data/mnist --minutes 10 \
+    python -m benchmarks.quality.coverage --data-root ../shared/data/mnist --minutes 10 \
         --studies studies/mnist-dcgan.yaml studies/mnist-coverage.yaml --seeds 3 --images 192000
 
 Each arm runs its study file as shipped (only storage, clock, sampler seed and ``share_samples``, the number of
@@ -26,6 +26,8 @@ from typing import Any
 
 import optuna
 
+from benchmarks._common import parser as bench_parser
+from benchmarks._common import write_result
 from search import StudySpec, api, create_or_load_study, run_workers
 from search.strategy.schedulers import scheduler_for
 from trainer import load_data
@@ -46,7 +48,7 @@ def search(path: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     study = create_or_load_study(spec)
     scheduler_for(spec).plan(study, spec.n_trials)
     # every arm probes precision afresh: with the first arm's decisions cached, the second skipped ~5 probes of
-    # ~25 s (session 13: 15 search trials against 12 in the same 15 minutes, the same trials otherwise)
+    # ~25 s (commit 5abd5de: 15 search trials against 12 in the same 15 minutes, the same trials otherwise)
     shutil.rmtree(cache_dir() / "precision", ignore_errors=True)
     clear_memo()
     t0 = time.perf_counter()
@@ -109,7 +111,7 @@ def show(results: list[dict[str, Any]], real: list[float], images: int, seeds: i
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__, "coverage-mnist", out="auto")
     parser.add_argument("--studies", nargs="+", default=["studies/mnist-dcgan.yaml", "studies/mnist-coverage.yaml"])
     parser.add_argument("--data-root", default="../shared/data/mnist")
     parser.add_argument("--minutes", type=float, default=10.0)
@@ -123,7 +125,6 @@ def main() -> None:
     parser.add_argument("--confirm-workers", type=int, default=2)
     parser.add_argument("--share-samples", type=int, default=10_000,
                         help="generated images the class shares are counted on, in every arm (the measurement)")
-    parser.add_argument("--out", default="benchmarks/results/coverage-mnist.json")
     args = parser.parse_args()
     if args.confirm is None:
         top_ks = [StudySpec.from_file(path).export.confirm or 2 for path in args.studies]
@@ -144,10 +145,8 @@ def main() -> None:
     finally:
         for tmp in tmps:
             shutil.rmtree(tmp, ignore_errors=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"args": vars(args), "real_shares": real, "arms": results}, indent=1,
-                                         default=str))
-    print(f"\nwritten: {args.out}")
+    written = write_result(args, {"real_shares": real, "arms": results})
+    print(f"\nwritten: {written}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The origin article's MLP GAN: which budget gives every digit, and what searching its settings gains.
 
-    python benchmarks/article_mlp.py --data-root ../shared/data/mnist --budgets 128000 768000 1536000 3072000 \
+    python -m benchmarks.quality.article_mlp --data-root ../shared/data/mnist --budgets 128000 768000 1536000 3072000 \
         --seeds 0 1 2 --search-trials 24 --final-budget 1536000
 
 1. The article's own settings (``configs/article-mlp.yaml``: BCE, Adam 2e-4, beta1 0.5, batch 256) trained for
@@ -12,19 +12,18 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
+from benchmarks._common import parser as bench_parser
+from benchmarks._common import write_result
 from search import StudySpec, create_or_load_study, plan, run_workers
 from search.results.export import best_trial
 from trainer import TrainConfig, load_data, make_evaluator, resolve_device, train
 from trainer.metrics import class_shares, feature_network, features, sampled
-from trainer.step import fixed_sampler
+from trainer.noise import fixed_sampler
 
 
 def score(cfg: TrainConfig, data: Any) -> dict[str, Any]:
@@ -45,7 +44,7 @@ def summary(rows: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__, "article-mlp")
     parser.add_argument("--config", default="configs/article-mlp.yaml")
     parser.add_argument("--study", default="studies/seed-mlp.yaml")
     parser.add_argument("--data-root", default="../shared/data/mnist")
@@ -55,7 +54,6 @@ def main() -> None:
     parser.add_argument("--search-trials", type=int, default=24)
     parser.add_argument("--final-budget", type=int, default=1_536_000)
     parser.add_argument("--trial-images", type=int, default=None, help="override the study's per-trial budget")
-    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
     device = resolve_device(args.device)
@@ -97,8 +95,7 @@ def main() -> None:
     print(f"at {args.final_budget} images (equal compute), seeds {args.seeds}:")
     print(f"  article settings: {summary(same)}")
     print(f"  searched config:  {summary(rows)}")
-    if args.out:
-        args.out.write_text(json.dumps(report, indent=1))
+    write_result(args, report)
 
 
 if __name__ == "__main__":

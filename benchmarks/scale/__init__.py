@@ -1,0 +1,1 @@
+"""Benchmarks: scale (see benchmarks/__init__.py)."""
