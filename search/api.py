@@ -33,6 +33,7 @@ from search.store.storage import artifact_store, check_url, load_study, make_sto
 from search.strategy.scale import for_workers
 from search.strategy.schedulers import scheduler_for
 from search.strategy.study import create_or_load_study, progress, stored_spec, trials_summary
+from search.strategy.transfer import resolve as resolve_warm_from
 from trainer import load_data
 from trainer.errors import ConfigError
 from trainer.models import check_models
@@ -62,6 +63,7 @@ def load_spec(study_file: str | os.PathLike[str], *, storage: str | None = None,
         raise ConfigError(f"n_trials is population x segments under PBT ({spec.n_trials} here); "
                           f"change budget.trial_images or scheduler.population instead, but got {n_trials=}.")
     spec = spec.with_overrides(storage=storage, artifacts=artifacts, n_trials=n_trials, timeout=timeout)
+    spec = resolve_warm_from(spec)  # another study's best configs, read now: an unknown study fails before any write
     return for_workers(spec, workers) if workers > 1 else spec
 
 
@@ -72,6 +74,7 @@ def create(spec: StudySpec) -> tuple[optuna.Study, int]:
     study and the number of warm-start trials enqueued now.
     """
     check_url(spec.storage)
+    spec = resolve_warm_from(spec)  # (a spec from load_spec has none left)
     data = load_data(spec.train.replace(device="cpu"))  # missing or unreadable data fails here
     check_models(spec.train, data.shape)  # so does a plug-in arch or loss that fails to import, build or fit
     study = create_or_load_study(spec)

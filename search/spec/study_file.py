@@ -64,6 +64,16 @@ class Param:
 
 
 @dataclass(frozen=True)
+class WarmFrom:
+    """``warm_start: [{study: NAME, storage: URL, top: K}]``: another study's K best configs, read before this study
+    is created (``search.strategy.transfer``); ``storage`` defaults to this study's."""
+
+    study: str
+    storage: str | None = None
+    top: int = 3
+
+
+@dataclass(frozen=True)
 class Constraint:
     """``metric >= bound`` or ``metric <= bound`` on a trial's last evaluation (``constraints:`` in a study file).
 
@@ -122,6 +132,7 @@ class StudySpec:
     train: TrainConfig  # the fixed part (with the per-trial budget and evaluation interval applied)
     space: tuple[Param, ...]
     warm_start: tuple[Mapping[str, Any], ...] = ()  # known-good parameter sets, enqueued before the search
+    warm_from: tuple[tuple[int, WarmFrom], ...] = ()  # (index in the file's warm_start list, another study) to read
     objective: str = "fid"  # the first (or only) objective: what pruning, curves and the export's confirmation use
     direction: str = "minimize"
     objectives: tuple[str, ...] = ("fid",)  # several: an Optuna multi-objective study (a Pareto front)
@@ -202,7 +213,9 @@ class StudySpec:
         if not isinstance(warm_raw, list):
             raise err("warm_start", f"must be a list of parameter mappings or preset names, but got "
                                     f"{type(warm_raw).__name__}.")
-        warm_start = tuple(_warm_start(i, w, space, train, err) for i, w in enumerate(warm_raw))
+        warm_from = tuple((i, _warm_from(i, w, err)) for i, w in enumerate(warm_raw) if isinstance(w, Mapping) and "study" in w)
+        refs = {i for i, _ in warm_from}
+        warm_start = tuple(_warm_start(i, w, space, train, err) for i, w in enumerate(warm_raw) if i not in refs)
 
         sampler = dict(_mapping(raw.get("sampler", {"name": "tpe"}), "sampler", err))
         _only(sampler, ("name", "seed", "args"), "sampler", err)
@@ -255,7 +268,8 @@ class StudySpec:
         if "images" in export_raw and not export_raw.get("confirm"):
             raise err("export.images", "needs export.confirm >= 1 (the re-runs it sets the budget of).")
         spec = cls(
-            name=name, train=train, space=space, warm_start=warm_start, objective=objective, direction=direction,
+            name=name, train=train, space=space, warm_start=warm_start, warm_from=warm_from, objective=objective,
+            direction=direction,
             sampler=sampler, pruner=pruner, guard=guard, n_trials=n_trials, timeout=timeout,
             storage=os.environ.get("GAN_SEARCH_STORAGE") or storage_raw.get("url", DEFAULT_STORAGE),
             artifacts=storage_raw.get("artifacts", DEFAULT_ARTIFACTS),
@@ -278,6 +292,15 @@ class StudySpec:
 
     def with_overrides(self, **changes: Any) -> StudySpec:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def with_warm_start(self, entries: list[Any]) -> StudySpec:
+        """This spec with its ``warm_start`` list replaced by ``entries`` (values or presets, no study references),
+        each checked as the file's own entries are; the stored file (``raw``) says the same."""
+        def err(key: str, message: str) -> SpecError:
+            return SpecError(f"study {self.name}: {key}: {message}")
+
+        warm = tuple(_warm_start(i, w, self.space, self.train, err) for i, w in enumerate(entries))
+        return dataclasses.replace(self, warm_start=warm, warm_from=(), raw={**self.raw, "warm_start": list(entries)})
 
 
 # ---------------------------------------------------------------- helpers
@@ -444,10 +467,27 @@ def _build_check(spec: StudySpec, err: Any) -> None:
                                       f"{str(exc).splitlines()[0]}") from None
 
 
+def _warm_from(index: int, raw: Mapping[str, Any], err: Any) -> WarmFrom:
+    """``{study: NAME, storage: URL, top: K}`` (storage: this study's, top: 3 unless given)."""
+    key = f"warm_start[{index}]"
+    _only(raw, ("study", "storage", "top"), key, err)
+    study, storage, top = raw["study"], raw.get("storage"), raw.get("top", 3)
+    if not isinstance(study, str) or not study.strip():
+        raise err(f"{key}.study", f"must be the name of a finished study, but got {study!r}.")
+    if storage is not None and (not isinstance(storage, str) or not storage.strip()):
+        raise err(f"{key}.storage", f"must be a storage URL, but got {storage!r}.")
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise err(f"{key}.top", f"must be an int >= 1 (how many of its best configs), but got {top!r}.")
+    return WarmFrom(study, storage, top)
+
+
 def _warm_start(index: int, raw: Any, space: tuple[Param, ...], train: TrainConfig, err: Any) -> Mapping[str, Any]:
-    """One warm-start entry: searched keys only, each value allowed by its space entry."""
+    """One warm-start entry: searched keys only, each value allowed by its space entry (``from``: a note of where
+    the values came from, e.g. another study's trial, not a value)."""
     key = f"warm_start[{index}]"
     params = {p.name: p for p in space}
+    if isinstance(raw, Mapping) and isinstance(raw.get("from"), str):
+        raw = {k: v for k, v in raw.items() if k != "from"}
     raw, origin = _preset(raw, key, params, err)
     for name, value in raw.items():
         p = params.get(name)
