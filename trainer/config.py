@@ -47,6 +47,7 @@ class TrainConfig:
     d_norm: DNorm = "none"  # dcgan discriminator normalisation after each conv but the first: batch (pytorch/examples), layer
     d_mbstd: bool = False  # dcgan D sees its batch's spread (minibatch std, Karras et al. 2018): against dropped modes
     classes: int = 0  # > 0: class-conditional dcgan over labels 0..classes-1 (G: one-hot beside z, D: projection); 0: off
+    augment: str = ""  # DiffAugment for D's inputs, real and fake alike: any of color, translation, cutout ("": off)
     # --- objective ---
     loss: str = "bce"  # bce (non-saturating), hinge, wgan-gp, lsgan, or a plug-in 'pkg.module:LossClass'
     gp_weight: float = 10.0  # gradient-penalty weight (wgan-gp only)
@@ -122,6 +123,12 @@ class TrainConfig:
             raise ConfigError("d_norm='batch' mixes a batch's samples, so a gradient penalty (loss='wgan-gp', "
                               f"r1_weight > 0) is no longer per-sample: use d_norm='layer' or 'none', but got "
                               f"d_norm='batch' with loss={self.loss!r}, r1_weight={self.r1_weight!r}.")
+        from trainer.augment import POLICIES, parse
+
+        unknown = [p for p in parse(self.augment) if p not in POLICIES]
+        if unknown or len(set(parse(self.augment))) != len(parse(self.augment)):
+            raise ConfigError(f"augment must be '' or a comma-separated list of {', '.join(POLICIES)} (each once), but "
+                              f"got augment={self.augment!r}.")
         if self.eval_samples < 2:
             raise ConfigError(f"eval_samples must be >= 2, but got eval_samples={self.eval_samples}.")
         if self.share_samples and self.share_samples < self.eval_samples:

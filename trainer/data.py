@@ -135,7 +135,7 @@ def _load_torchvision(cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndar
     return (np.asarray(train.data), np.asarray(train.targets), np.asarray(test.data), np.asarray(test.targets))
 
 
-STACKED_TRAIN, STACKED_HOLDOUT = 30000, 10000  # stacked images built per split (each from 3 digits of that split)
+STACKED_TRAIN, STACKED_HOLDOUT = 25600, 10000  # per split, each image from 3 digits of that split (25,600: VEEGAN/PacGAN)
 
 
 @DATASETS.register("stacked-mnist")

@@ -50,7 +50,7 @@ from trainer.step import Callback, Modules, RunState, SingleNets, gan_step
 
 log = logging.getLogger(__name__)
 
-PER_MEMBER = ("lr_g", "lr_d", "beta1", "beta2", "loss", "gp_weight", "r1_weight", "ema_decay", "seed",
+PER_MEMBER = ("lr_g", "lr_d", "beta1", "beta2", "loss", "gp_weight", "r1_weight", "ema_decay", "seed", "augment",
               "budget_images", "eval_every_images", "schedules")  # what may differ between members of one pack
 
 

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from trainer.augment import augment
 from trainer.config import TrainConfig
 from trainer.ema import EMA
 from trainer.errors import Diverged
@@ -52,7 +53,7 @@ class RunState:
     """One run's progress outside its tensors: config and its values now, loss, RNG stream, counters, history."""
 
     cfg: TrainConfig
-    rng: torch.Generator  # batches, noise, gradient-penalty interpolation (drawn in that order each D step)
+    rng: torch.Generator  # batches, noise, augmentation (real, then fake), gradient-penalty interpolation, in that order
     step: int = 0  # generator steps done
     images_seen: int = 0
     eval_index: int = 0
@@ -132,6 +133,13 @@ def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
     return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
 
 
+def _augmented(images: torch.Tensor, runs: Sequence[RunState]) -> torch.Tensor:
+    """(K, B, C, H, W) images through each run's DiffAugment policy, drawn from its own stream (none: as given)."""
+    if not any(r.hp.augment for r in runs):
+        return images
+    return _stack([augment(images[k], r.hp.augment, r.rng) if r.hp.augment else images[k] for k, r in enumerate(runs)])
+
+
 def gan_step(nets: Nets, runs: Sequence[RunState], train_images: torch.Tensor, amp: bool,
              train_labels: torch.Tensor | None = None) -> None:
     """One generator step (after ``n_critic`` discriminator steps) of every run; counters and losses accumulate.
@@ -161,10 +169,12 @@ def gan_step(nets: Nets, runs: Sequence[RunState], train_images: torch.Tensor, a
             real.requires_grad_(True)
         d_losses = []
         with autocast:
-            real_logits, fake_logits = nets.disc(real, y), nets.disc(fake, y)
+            seen_real, seen_fake = _augmented(real, runs), _augmented(fake, runs)  # DiffAugment: both, alike
+            real_logits, fake_logits = nets.disc(seen_real, y), nets.disc(seen_fake, y)
             for k, run in enumerate(runs):
                 d_loss = run.loss.d_loss(real_logits[k].float(), fake_logits[k].float())
-                penalty = run.loss.penalty(nets.disc_of(k, None if y is None else y[k]), real[k], fake[k], run.rng)
+                penalty = run.loss.penalty(nets.disc_of(k, None if y is None else y[k]), seen_real[k], seen_fake[k],
+                                           run.rng)
                 if penalty is not None:
                     d_loss = d_loss + penalty
                 if run.hp.r1_weight > 0:
@@ -180,7 +190,7 @@ def gan_step(nets: Nets, runs: Sequence[RunState], train_images: torch.Tensor, a
         y = train_labels[_stack([torch.randint(n_train, (bsz,), device=device, generator=r.rng)  # type: ignore[index]
                                  for r in runs])]
     with autocast:
-        fake_logits = nets.disc(nets.gen(z, y), y)
+        fake_logits = nets.disc(_augmented(nets.gen(z, y), runs), y)
         g_losses = [run.loss.g_loss(fake_logits[k].float()) for k, run in enumerate(runs)]
     nets.zero_grad()
     _stack(g_losses).sum().backward()

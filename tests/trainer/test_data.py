@@ -150,7 +150,7 @@ def test_stacked_mnist_stacks_three_digits_of_one_split_deterministically(tmp_pa
     cfg = TrainConfig(dataset="stacked-mnist", data_root=str(tmp_path))
     data = load_data(cfg)
     assert data.shape == (3, 28, 28) and data.channel_classes == 10
-    assert len(data.train) == 30000 and len(data.holdout) == 10000
+    assert len(data.train) == 25600 and len(data.holdout) == 10000
     assert load_data(cfg).fingerprint == data.fingerprint  # deterministic
     for images, labels, src_x, src_y in ((data.train, data.train_labels, train_x, train_y),
                                          (data.holdout, data.holdout_labels, test_x, test_y)):
@@ -160,4 +160,4 @@ def test_stacked_mnist_stacks_three_digits_of_one_split_deterministically(tmp_pa
             for c, digit in enumerate((code // 100, code // 10 % 10, code % 10)):
                 match = [j for j in range(len(source)) if torch.equal(images[i, c], source[j])]
                 assert match and src_y[match[0]] == digit
-    assert len(set(data.train_labels.tolist())) > 900  # ~all 1000 triples among 30000 draws
+    assert len(set(data.train_labels.tolist())) > 900  # ~all 1000 triples among 25600 draws

@@ -51,7 +51,7 @@ def test_the_registry_checks_what_it_receives() -> None:
 
 def test_the_shipped_studies_start_from_presets() -> None:
     """Every shipped DCGAN study starts from pytorch/examples' DCGAN settings, resolved within its space."""
-    for name in ("mnist-dcgan", "fashion-dcgan", "cifar10-dcgan"):
+    for name in ("mnist-dcgan", "fashion-mnist", "fashion-mnist-gpu", "stacked-mnist", "stacked-mnist-gpu", "cifar10-dcgan"):
         spec = StudySpec.from_file(Path(__file__).parents[3] / "studies" / f"{name}.yaml")
         first = spec.warm_start[0]
         assert first["lr_g"] == first["lr_d"] == 2e-4 and first["beta1"] == 0.5 and first["loss"] == "bce", name
