@@ -4,7 +4,7 @@
     python -m benchmarks.quality.pruning --curves runs/bench/search-mnist-2026-11-26.json                   # reuses a benchmark's
 
 Curves come from trials that were never pruned (random search, full budget): either trained here, or the
-``random`` arm of ``benchmarks/quality/search_progress.py``. Each candidate setting is replayed through a real
+``random`` arm of ``benchmarks/quality/suite.py``. Each candidate setting is replayed through a real
 Optuna study (in memory) over many random orders of the same curves; for each it prints the share of
 training images saved, how often the best trial (by final value) survived, how many of the top quarter
 were pruned, and the best final value the study kept (mean over orders). A setting is good when it saves
@@ -117,7 +117,7 @@ def main() -> None:
     parser.add_argument("--study", default="studies/digits-quick.yaml")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--trials", type=int, default=30, help="curves to train (without --curves)")
-    parser.add_argument("--curves", type=Path, default=None, help="a benchmarks/quality/search_progress.py JSON")
+    parser.add_argument("--curves", type=Path, default=None, help="a benchmarks/quality/suite.py --study JSON")
     parser.add_argument("--orders", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", type=Path, default=None, help="write the curves here (JSON)")

@@ -1,23 +1,34 @@
-"""Search progress per wall-clock minute: gan-search's default study against what a user would write by hand.
+"""The search benchmark: on several GAN problems, does the shipped study find a better config than the
+alternatives, at equal wall-clock, judged at the production budget by a scorer the search never saw?
 
-    python -m benchmarks.quality.search_progress --study studies/digits-quick.yaml --minutes 3 --seeds 0 1 2 --workers 1 2 4
-    python -m benchmarks.quality.search_progress --study studies/mnist-dcgan.yaml --data-root ../shared/data/mnist \
-        --minutes 15 --seeds 0 --workers 1 2 4
+    python -m benchmarks.quality.suite --problems digits --minutes 2 --seeds 0 1          # minutes on 2 cores
+    python -m benchmarks.quality.suite --problems digits mnist fashion-mnist stacked-mnist \
+        --data-root ../shared/data/mnist --minutes 15 --seeds 0 1 --out auto             # hours
+    python -m benchmarks.quality.suite --study studies/mnist-dcgan.yaml --data-root ../shared/data/mnist \
+        --minutes 15 --seeds 0 --workers 1 2 4                                           # search progress only
 
-Arms, side by side on this machine, each with the same wall-clock budget (trials are not started after it;
-a trial counts once it has completed, and only if it completed within the budget):
+Problems (``--problems``; each with its shipped study file, ``PROBLEMS``): digits (scikit-learn 8x8), MNIST,
+Fashion-MNIST (Debian's dataset-fashion-mnist) and Stacked MNIST (1000 modes). Arms, each given the same
+wall-clock (``--minutes``) to choose its config, one after another:
 
-- ``gan-search-Kw``: the study file as shipped (warm start, pruner, guard, sampler), K local workers;
-- ``handwritten``: the Optuna script a user writes by hand: ``TPESampler(seed)`` + ``MedianPruner()``
-  calling the same trainer on the same space and trial budget, one process, in-memory storage;
-- ``random``: ``RandomSampler(seed)``, no pruning, otherwise as ``handwritten``;
-- ``pbt`` (with ``--pbt-study``): population-based training, ``--pbt-workers`` local workers; its best
-  config is the best member's whole schedule (what ``export`` writes), retrained from scratch like the others.
+- ``shipped``: the problem's study file as a user gets it (warm starts, pruner, guard, TPE), one worker;
+- ``plain``: Optuna as a user scripts it: ``TPESampler(seed)`` + ``MedianPruner()`` (Optuna's defaults), the same
+  trainer, space and trial budget, no warm starts, no loss guard, its best trial retrained;
+- ``random``: ``RandomSampler(seed)``, no pruning;
+- ``preset``: no search: each literature preset the study file names, trained once per production seed at the
+  production budget; the row is the best preset by the independent FID (an oracle pick, outside the clock);
+- ``transfer``: the shipped study with ``warm_start: [{study: the previous problem's shipped study, top: 3}]``.
 
-Printed: the best value against wall-clock (also written as HTML), the minutes each arm needs to reach the
-hand-written script's best at the full budget, and each arm's best config retrained with fresh seeds
-(mean and spread). Results go to ``--out`` as JSON (the complete per-trial curves too, which
-``benchmarks/quality/pruning.py --curves`` replays).
+Every chosen config is then trained at the production budget (the study file's ``export.images``, or
+``--production-images``) with ``--production-seeds`` fresh training seeds (1000, 1001, ...), outside the clock,
+and scored by ``benchmarks/quality/_scorer.py``: FID, recall and coverage under a second classifier (another
+architecture and seed, trained on the training split; reference: the held-out split), plus the service's own
+FID and, on Stacked MNIST, modes and mode KL (26,000 samples). "min to preset": the first minute at which the
+arm's best trial (service FID at the trial budget) is at least as good as the best preset's service FID at the
+production budget. The table: problems x arms, mean +- std over sampler seeds x production seeds.
+
+``--study FILE`` keeps the older comparison of search progress only (``--workers``: gan-search with K workers,
+``handwritten`` = plain, ``random``; each winner retrained at the trial budget; ``--pbt-study`` adds PBT).
 """
 
 from __future__ import annotations
@@ -38,10 +49,12 @@ from joblib import Parallel, delayed
 from benchmarks._common import parser as bench_parser
 from benchmarks._common import write_result
 from search import StudySpec, create_or_load_study, run_workers, suggest_config
+from search.spec.study_file import apply_params
 from search.strategy.schedulers import scheduler_for
+from search.strategy.transfer import resolve as resolve_warm_from
 from trainer import TrainConfig, load_data, make_evaluator, train
 
-log = logging.getLogger("benchmarks.search")
+log = logging.getLogger("benchmarks.suite")
 
 
 # ---------------------------------------------------------------- arms
@@ -51,10 +64,13 @@ def gan_search_arm(spec: StudySpec, seed: int, workers: int, budget_s: float, tm
     raw["storage"] = {**raw.get("storage", {}), "url": f"sqlite:///{tmp / 'study.db'}", "artifacts": str(tmp / "art")}
     arm_spec = StudySpec.from_dict(raw, source="benchmark").with_overrides(n_trials=100_000, timeout=budget_s)
     start = datetime.now()
+    arm_spec = resolve_warm_from(arm_spec)  # (the transfer arm: another problem's study, read inside the clock)
     study = create_or_load_study(arm_spec)
     scheduler_for(arm_spec).plan(study, arm_spec.n_trials)
     run_workers(arm_spec.name, arm_spec.storage, workers, artifacts=arm_spec.artifacts, timeout=budget_s)
-    return _record(study, start, budget_s)
+    record = _record(study, start, budget_s)
+    record["storage"], record["study"] = arm_spec.storage, arm_spec.name
+    return record
 
 
 def pbt_arm(spec: StudySpec, seed: int, workers: int, budget_s: float, tmp: Path) -> dict[str, Any]:
@@ -207,10 +223,171 @@ def write_html(results: dict[str, Any], path: Path, title: str) -> None:
     path.write_text(fig.to_html(include_plotlyjs=True))
 
 
+# ---------------------------------------------------------------- the suite: problems x arms at production budget
+PROBLEMS = {  # problem -> (its shipped study file, whether it reads the MNIST files under --data-root)
+    "digits": ("studies/digits-quick.yaml", False),
+    "mnist": ("studies/mnist-dcgan.yaml", True),
+    "fashion-mnist": ("studies/fashion-mnist.yaml", False),
+    "stacked-mnist": ("studies/stacked-mnist.yaml", True),
+}
+SUITE_ARMS = ("shipped", "plain", "random", "preset", "transfer")
+
+
+def problem_spec(problem: str, data_root: str | None) -> StudySpec:
+    path, mnist_files = PROBLEMS[problem] if problem in PROBLEMS else (problem, False)
+    spec = StudySpec.from_file(path)
+    if data_root and mnist_files:
+        spec = StudySpec.from_dict({**spec.raw, "train": {**spec.raw["train"], "data_root": data_root}}, source=path)
+    return spec
+
+
+def production_images(spec: StudySpec, override: int | None) -> int:
+    """The production budget: ``--production-images``, else the file's export budget, else 3x the trial budget."""
+    return override or spec.export.images or 3 * spec.train.budget_images
+
+
+def _production_run(config: dict[str, Any], seed: int, images: int, scorer: Any) -> dict[str, float]:
+    torch.set_num_threads(1)
+    cfg = TrainConfig.from_dict({**config, "seed": seed, "device": "cpu", "budget_images": images,
+                                 "eval_every_images": images, "schedules": config.get("schedules", {})})
+    data = load_data(cfg)
+    result = train(cfg, data=data, evaluator=make_evaluator(cfg, data))
+    metrics = result.final_metrics
+    out = {"seed": seed, "fid": float(metrics["fid"]), **scorer(lambda n, start=0: _sample(result.generator, n, start))}
+    out |= {k: float(metrics[k]) for k in ("modes", "mode_kl") if k in metrics}
+    return out
+
+
+def _sample(generator: Any, n: int, start: int) -> torch.Tensor:
+    from trainer.noise import fixed_sampler
+
+    return fixed_sampler(generator, 424242)(n, start)  # a noise stream no evaluation of the search used
+
+
+def production(configs: dict[str, dict[str, Any]], seeds: int, images: int, scorer: Any, jobs: int) -> dict[str, Any]:
+    """Each config trained at ``images`` with ``seeds`` fresh seeds (1000, ...) and scored; keyed as ``configs``."""
+    tasks = [(key, cfg, 1000 + i) for key, cfg in configs.items() for i in range(seeds)]
+    runs = Parallel(n_jobs=jobs)(delayed(_production_run)(cfg, s, images, scorer) for _, cfg, s in tasks)
+    out: dict[str, Any] = {}
+    for (key, _, _), run in zip(tasks, runs, strict=True):
+        out.setdefault(key, []).append(run)
+    return out
+
+
+def preset_configs(spec: StudySpec) -> dict[str, dict[str, Any]]:
+    """The study file's warm starts (literature presets, or values it lists) as whole configs: the study's ``train:``
+    with the entry's searched values."""
+    def name(i: int, entry: Any) -> str:
+        return entry if isinstance(entry, str) else str(entry.get("preset") or entry.get("from") or f"warm_start[{i}]")
+
+    return {name(i, entry): apply_params(spec.train, dict(values)).to_dict()
+            for i, (entry, values) in enumerate(zip(spec.raw.get("warm_start", []), spec.warm_start, strict=True))}
+
+
+def _stats(values: list[float]) -> tuple[float | None, float | None]:
+    return (statistics.fmean(values) if values else None, statistics.pstdev(values) if len(values) > 1 else None)
+
+
+def suite_rows(problem: str, runs: dict[str, Any], arms: dict[str, Any], preset_fid: float | None) -> list[dict[str, Any]]:
+    rows = []
+    for arm in SUITE_ARMS:
+        keys = [k for k in runs if k.split("/")[0] == arm]
+        if not keys:
+            continue
+        every = [r for k in keys for r in runs[k]]
+        row: dict[str, Any] = {"problem": problem, "arm": arm, "runs": len(every)}
+        for metric in ("fid_alt", "recall_alt", "coverage_alt", "fid", "modes", "mode_kl"):
+            values = [float(r[metric]) for r in every if metric in r]
+            row[metric], row[f"{metric}_std"] = _stats(values)
+        reach = [minutes_to_reach(arms[k]["steps"], preset_fid, 1.0) for k in keys if k in arms]
+        row["min_to_preset"] = reach
+        rows.append(row)
+    return rows
+
+
+def print_suite(rows: list[dict[str, Any]]) -> None:
+    def pm(r: dict[str, Any], m: str, fmt: str = ".2f") -> str:
+        if r.get(m) is None:
+            return "-"
+        return f"{r[m]:{fmt}}" + (f" +- {r[m + '_std']:{fmt}}" if r.get(m + "_std") is not None else "")
+
+    print(f"{'problem':<14} {'arm':<9} {'runs':>4} {'FID (scorer)':>16} {'recall':>14} {'coverage':>14} "
+          f"{'FID (service)':>16} {'modes':>16} {'mode KL':>14} {'min to preset':>14}")
+    for r in rows:
+        reach = ", ".join("never" if m is None else f"{m:.1f}" for m in r["min_to_preset"]) or "-"
+        print(f"{r['problem']:<14} {r['arm']:<9} {r['runs']:>4} {pm(r, 'fid_alt'):>16} {pm(r, 'recall_alt', '.3f'):>14} "
+              f"{pm(r, 'coverage_alt', '.3f'):>14} {pm(r, 'fid'):>16} {pm(r, 'modes', '.0f'):>16} "
+              f"{pm(r, 'mode_kl', '.3f'):>14} {reach:>14}")
+
+
+def run_suite(args: Any) -> dict[str, Any]:
+    from benchmarks.quality._scorer import make_scorer
+
+    budget_s = args.minutes * 60
+    jobs = min(2, os.cpu_count() or 1)
+    keep = Path(tempfile.mkdtemp(prefix="bench-suite-"))  # the shipped studies, read by the next problem's transfer arm
+    results: dict[str, Any] = {}
+    rows: list[dict[str, Any]] = []
+    previous: dict[str, Any] | None = None
+    for problem in args.problems:
+        spec = problem_spec(problem, args.data_root)
+        base = spec.train.replace(device="cpu")
+        data = load_data(base)
+        make_evaluator(base, data)  # the feature network and real statistics are cached before any arm's clock
+        scorer = make_scorer(data)
+        images = production_images(spec, args.production_images)
+        log.info("%s: scorer accuracy %.4f on the held-out split; production budget %d images", problem,
+                 scorer.accuracy, images)
+        arms: dict[str, Any] = {}
+        for seed in args.seeds:
+            for arm in ("shipped", "plain", "random", "transfer"):
+                if arm not in args.arms or (arm == "random" and seed != args.seeds[0]):
+                    continue
+                if arm == "transfer" and previous is None:
+                    continue
+                t0 = time.perf_counter()
+                if arm in ("shipped", "transfer"):
+                    arm_spec = spec
+                    if arm == "transfer":
+                        assert previous is not None
+                        raw = {**spec.raw, "warm_start": [{"study": previous["study"], "storage": previous["storage"],
+                                                            "top": 3}]}
+                        arm_spec = StudySpec.from_dict(raw, source=f"{problem} transfer")
+                    folder = keep / f"{Path(problem).stem}-{arm}-{seed}"
+                    folder.mkdir()
+                    r = gan_search_arm(arm_spec, seed, 1, budget_s, folder)
+                else:
+                    r = optuna_arm(spec, seed, budget_s, random_search=arm == "random")
+                r["wall_minutes"] = round((time.perf_counter() - t0) / 60, 2)
+                arms[f"{arm}/seed{seed}"] = r
+                log.info("%s %s seed %d: best %s, %d complete / %d pruned (%.1f min)", problem, arm, seed, r["best"],
+                         r["states"]["COMPLETE"], r["states"]["PRUNED"], r["wall_minutes"])
+        configs = {k: r["best_config"] for k, r in arms.items() if r["best_config"]}
+        if "preset" in args.arms:
+            configs |= {f"preset/{name}": cfg for name, cfg in preset_configs(spec).items()}
+        log.info("%s: %d configs x %d seeds at %d images", problem, len(configs), args.production_seeds, images)
+        runs = production(configs, args.production_seeds, images, scorer, jobs)
+        presets = {k: v for k, v in runs.items() if k.startswith("preset/")}
+        best_preset = min(presets, key=lambda k: statistics.fmean(r["fid_alt"] for r in presets[k]), default=None)
+        if best_preset is not None:  # the preset row is the best preset (an oracle pick by the scorer)
+            runs = {k: v for k, v in runs.items() if not k.startswith("preset/") or k == best_preset}
+        preset_fid = statistics.fmean(r["fid"] for r in runs[best_preset]) if best_preset else None
+        rows += suite_rows(problem, runs, arms, preset_fid)
+        results[problem] = {"study": spec.name, "production_images": images, "scorer_accuracy": scorer.accuracy,
+                            "best_preset": best_preset, "arms": arms, "production": runs}
+        shipped = next((r for k, r in arms.items() if k.startswith("shipped/")), None)
+        previous = shipped if shipped is not None else previous
+        print_suite([r for r in rows if r["problem"] == problem])
+    return {"rows": rows, "results": results}
+
+
 # ---------------------------------------------------------------- main
 def main() -> None:
-    parser = bench_parser(__doc__, "search-progress")
-    parser.add_argument("--study", default="studies/digits-quick.yaml")
+    parser = bench_parser(__doc__, "suite")
+    parser.add_argument("--problems", nargs="+", default=["digits"], help=f"of {', '.join(PROBLEMS)} (or study files)")
+    parser.add_argument("--production-images", type=int, default=None, help="default: each file's export.images")
+    parser.add_argument("--production-seeds", type=int, default=3)
+    parser.add_argument("--study", default=None, help="search progress of this study file only (the older mode)")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--minutes", type=float, default=3.0, help="wall-clock budget per arm")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampler seeds")
@@ -219,11 +396,20 @@ def main() -> None:
     parser.add_argument("--pbt-study", default=None, help="also run this PBT study file as the arm 'pbt'")
     parser.add_argument("--pbt-workers", type=int, default=2)
     parser.add_argument("--arms", nargs="+", default=None,
-                        help="run only these arms (gan-search-Kw, handwritten, random, pbt); default: all")
+                        help=f"run only these arms (suite: {', '.join(SUITE_ARMS)}; --study: gan-search-Kw, handwritten, "
+                             "random, pbt); default: all")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     log.setLevel(logging.INFO)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if args.study is None:
+        args.arms = args.arms or list(SUITE_ARMS)
+        print(f"{os.cpu_count()} CPU cores, torch {torch.__version__}, sampler seeds {args.seeds}, "
+              f"{args.minutes:g} min per arm")
+        suite = run_suite(args)
+        print_suite(suite["rows"])
+        write_result(args, suite)
+        return
 
     spec = StudySpec.from_file(args.study)
     if args.data_root:
