@@ -158,7 +158,7 @@ def make_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
     By default connections are not pooled (NullPool): dozens of workers then hold at most one connection each, and
     only while they talk to the database. With ``pool=K`` (a proxy: one per serving thread; a worker: the study
     file's ``storage.connections``) K connections stay open: a new connection per call costs a server process and
-    a login each time, which on a small server becomes the limit (BENCHMARKS.md, "Cluster scale").
+    a login each time, which on a small server becomes the limit (BENCHMARKS.md, "Many workers on one PostgreSQL").
     """
     if is_proxy_url(url):  # a storage proxy (search/store/proxy.py) holds the database connections
         return proxy_client(url)  # type: ignore[no-any-return]

@@ -72,7 +72,7 @@ def _counts(state: TrialState, number: int, surplus: bool, confirm: bool, retrie
 def _trial_rows(study: optuna.Study, state: TrialState | None = None) -> list[int] | None:
     """The ids of the study's trials (in ``state``), by number, read from the trials table alone (no params,
     attributes or values): the claim runs under the study lock, and loading every running trial there made
-    each claim cost O(running trials) with 256 workers (BENCHMARKS.md, "Cluster scale"). None without an RDB."""
+    each claim cost O(running trials) with 256 workers (BENCHMARKS.md, "Many workers on one PostgreSQL"). None without an RDB."""
     rdb = _rdb(study)
     if rdb is None:
         return None
