@@ -16,6 +16,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from trainer.config import AUGMENTS, augment_policy
+
 
 def _uniform(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return torch.rand(x.shape[0], 1, 1, 1, device=x.device, generator=g, dtype=torch.float32).to(x.dtype)
@@ -69,19 +71,15 @@ POLICIES: dict[str, list[Callable[[torch.Tensor, torch.Generator], torch.Tensor]
     "translation": [translation],
     "cutout": [cutout],
 }
-
-
-def parse(policy: str) -> tuple[str, ...]:
-    """``"color,translation"`` -> ("color", "translation"); "" -> () (no augmentation)."""
-    return tuple(p.strip() for p in policy.split(",") if p.strip())
+assert tuple(POLICIES) == AUGMENTS, "TrainConfig's AUGMENTS names these transforms"
 
 
 def augment(x: torch.Tensor, policy: str, g: torch.Generator) -> torch.Tensor:
     """``x`` (B, C, H, W) through the transforms of ``policy`` in its order, drawing from ``g``."""
-    for name in parse(policy):
+    for name in augment_policy(policy):
         for fn in POLICIES[name]:
             x = fn(x, g)
     return x
 
 
-__all__ = ["POLICIES", "augment", "brightness", "contrast", "cutout", "parse", "saturation", "translation"]
+__all__ = ["POLICIES", "augment", "brightness", "contrast", "cutout", "saturation", "translation"]

@@ -28,6 +28,12 @@ DNorm = Literal["none", "batch", "layer"]
 SWITCHES = ("amp", "channels_last")  # the Switch fields
 
 DCGAN_SIZES = (8, 16, 28, 32, 64)
+AUGMENTS = ("color", "translation", "cutout")  # DiffAugment's transforms (trainer/augment.py)
+
+
+def augment_policy(augment: str) -> tuple[str, ...]:
+    """``"color,translation"`` -> ("color", "translation"); "" -> () (no augmentation)."""
+    return tuple(p.strip() for p in augment.split(",") if p.strip())
 
 
 @dataclass(frozen=True)
@@ -123,11 +129,9 @@ class TrainConfig:
             raise ConfigError("d_norm='batch' mixes a batch's samples, so a gradient penalty (loss='wgan-gp', "
                               f"r1_weight > 0) is no longer per-sample: use d_norm='layer' or 'none', but got "
                               f"d_norm='batch' with loss={self.loss!r}, r1_weight={self.r1_weight!r}.")
-        from trainer.augment import POLICIES, parse
-
-        unknown = [p for p in parse(self.augment) if p not in POLICIES]
-        if unknown or len(set(parse(self.augment))) != len(parse(self.augment)):
-            raise ConfigError(f"augment must be '' or a comma-separated list of {', '.join(POLICIES)} (each once), but "
+        policy = augment_policy(self.augment)
+        if any(p not in AUGMENTS for p in policy) or len(set(policy)) != len(policy):
+            raise ConfigError(f"augment must be '' or a comma-separated list of {', '.join(AUGMENTS)} (each once), but "
                               f"got augment={self.augment!r}.")
         if self.eval_samples < 2:
             raise ConfigError(f"eval_samples must be >= 2, but got eval_samples={self.eval_samples}.")

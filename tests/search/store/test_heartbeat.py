@@ -63,5 +63,6 @@ def test_one_heartbeat_beats_on_a_database_and_through_attributes_alike(tmp_path
     assert later > first
     fail_stale(memory, 60, 1)
     assert memory.trials[0].state == TrialState.RUNNING
-    fail_stale(memory, 0.1, 1)  # the beats stopped: stale, failed and re-enqueued once
+    time.sleep(0.3)
+    fail_stale(memory, 0.25, 1)  # the beats stopped over 0.25 s ago: stale, failed and re-enqueued once
     assert [t.state for t in memory.trials] == [TrialState.FAIL, TrialState.WAITING]
