@@ -111,3 +111,13 @@ def test_the_trainer_knows_nothing_of_optuna_or_the_service() -> None:
         names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
         names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
         assert not [n for n in names if n.split(".")[0] in ("optuna", "search")], path.name
+
+
+def test_every_package_offers_what_its_init_names() -> None:
+    """Each role package's ``__init__`` lists what it offers; every listed name loads (no stale entry)."""
+    import importlib
+
+    for pkg in ("search", "search.store", "search.spec", "search.strategy", "search.results", "search.execution"):
+        module = importlib.import_module(pkg)
+        missing = [name for name in module.__all__ if getattr(module, name, None) is None]
+        assert not missing, f"{pkg} names what it does not offer: {missing}"
