@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainer.data import ImageData
-from trainer.metrics import ChannelNet, channel_data, features, frechet_distance, manifold_metrics, sampled, statistics
+from trainer.metrics import channel_data, features, frechet_distance, manifold_metrics, sampled, statistics
 from trainer.noise import SampleFn
 
 SCORER_SEED = 7
@@ -94,4 +94,4 @@ def make_scorer(data: ImageData, samples: int = 5000) -> Scorer:
     return Scorer(net.eval(), real, acc, n)
 
 
-__all__ = ["AltNet", "ChannelNet", "Scorer", "make_scorer", "train_alt"]
+__all__ = ["AltNet", "Scorer", "make_scorer", "train_alt"]
