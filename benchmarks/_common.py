@@ -43,6 +43,8 @@ def machine() -> dict[str, Any]:
     except (OSError, StopIteration):
         pass
     info: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "date": datetime.date.today().isoformat()}
+    if hasattr(os, "sched_getaffinity"):
+        info["cores_usable"] = len(os.sched_getaffinity(0))  # fewer than cores under taskset
     try:
         import torch
 

@@ -4,6 +4,8 @@ alternatives, at equal wall-clock, judged at the production budget by a scorer t
     python -m benchmarks.quality.suite --problems digits --minutes 2 --seeds 0 1          # minutes on 2 cores
     python -m benchmarks.quality.suite --problems digits mnist fashion-mnist stacked-mnist \
         --data-root ../shared/data/mnist --minutes 15 --seeds 0 1 --out auto             # hours
+    taskset -c 0 python -m benchmarks.quality.suite --problems fashion-mnist --minutes 15 --seeds 0 1 \
+        --out benchmarks/results/suite-fashion.json --resume    # one core, the other free; resumable
     python -m benchmarks.quality.suite --study studies/mnist-dcgan.yaml --data-root ../shared/data/mnist \
         --minutes 15 --seeds 0 --workers 1 2 4                                           # search progress only
 
@@ -27,14 +29,20 @@ FID and, on Stacked MNIST, modes and mode KL (26,000 samples). "min to preset": 
 arm's best trial (service FID at the trial budget) is at least as good as the best preset's service FID at the
 production budget. The table: problems x arms, mean +- std over sampler seeds x production seeds.
 
+With ``--out``, the JSON is rewritten after every arm and production run and ``--resume`` carries on from it; the
+shipped studies' databases are kept beside it (``NAME-studies/``), where a later run's transfer arm finds them
+(``--transfer-from PROBLEM`` for the first problem of a run). Torch uses the cores the process may run on.
+
 ``--study FILE`` keeps the older comparison of search progress only (``--workers``: gan-search with K workers,
 ``handwritten`` = plain, ``random``; each winner retrained at the trial budget; ``--pbt-study`` adds PBT).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -47,7 +55,7 @@ import torch
 from joblib import Parallel, delayed
 
 from benchmarks._common import parser as bench_parser
-from benchmarks._common import write_result
+from benchmarks._common import out_path, write_result
 from search import StudySpec, create_or_load_study, run_workers, suggest_config
 from search.spec.study_file import apply_params
 from search.strategy.schedulers import scheduler_for
@@ -58,10 +66,12 @@ log = logging.getLogger("benchmarks.suite")
 
 
 # ---------------------------------------------------------------- arms
-def gan_search_arm(spec: StudySpec, seed: int, workers: int, budget_s: float, tmp: Path) -> dict[str, Any]:
+def gan_search_arm(spec: StudySpec, seed: int, workers: int, budget_s: float, tmp: Path,
+                   artifacts: Path | None = None) -> dict[str, Any]:
     """The shipped study file, only the sampler seed, the storage and the clock changed."""
     raw = {**spec.raw, "sampler": {**spec.raw.get("sampler", {}), "seed": seed}}
-    raw["storage"] = {**raw.get("storage", {}), "url": f"sqlite:///{tmp / 'study.db'}", "artifacts": str(tmp / "art")}
+    raw["storage"] = {**raw.get("storage", {}), "url": f"sqlite:///{tmp / 'study.db'}",
+                      "artifacts": str(artifacts or tmp / "art")}
     arm_spec = StudySpec.from_dict(raw, source="benchmark").with_overrides(n_trials=100_000, timeout=budget_s)
     start = datetime.now()
     arm_spec = resolve_warm_from(arm_spec)  # (the transfer arm: another problem's study, read inside the clock)
@@ -320,16 +330,43 @@ def print_suite(rows: list[dict[str, Any]]) -> None:
               f"{pm(r, 'mode_kl', '.3f'):>14} {reach:>14}")
 
 
-def run_suite(args: Any) -> dict[str, Any]:
+def problem_rows(problem: str, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """One problem's rows; the preset row is the best preset by the independent FID (an oracle pick)."""
+    runs = {k: v for k, v in record["production"].items() if k in record["configs"]}
+    presets = {k: v for k, v in runs.items() if k.startswith("preset/")}
+    best_preset = min(presets, key=lambda k: statistics.fmean(r["fid_alt"] for r in presets[k]), default=None)
+    record["best_preset"] = best_preset
+    runs = {k: v for k, v in runs.items() if not k.startswith("preset/") or k == best_preset}
+    preset_fid = statistics.fmean(r["fid"] for r in runs[best_preset]) if best_preset else None
+    return suite_rows(problem, runs, record["arms"], preset_fid)
+
+
+def run_suite(args: Any, out: Path | None) -> dict[str, Any]:
+    """Problems x arms, then production runs; with ``out``, the JSON is rewritten after every arm and every
+    production run, and ``--resume`` carries on from it (an arm or a run already there is not run again)."""
     from benchmarks.quality._scorer import make_scorer
 
     budget_s = args.minutes * 60
-    jobs = min(2, os.cpu_count() or 1)
-    keep = Path(tempfile.mkdtemp(prefix="bench-suite-"))  # the shipped studies, read by the next problem's transfer arm
-    results: dict[str, Any] = {}
-    rows: list[dict[str, Any]] = []
-    previous: dict[str, Any] | None = None
-    for problem in args.problems:
+    jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    state: dict[str, Any] = {"results": {}}
+    if out is not None and args.resume and out.exists():
+        state = json.loads(out.read_text())
+        log.info("resuming from %s", out)
+    results: dict[str, Any] = state["results"]
+    # the shipped studies' databases, kept beside the results: the next problem's transfer arm reads them
+    keep = out.with_name(out.stem + "-studies") if out is not None else Path(tempfile.mkdtemp(prefix="bench-suite-"))
+    scratch = Path(tempfile.mkdtemp(prefix="bench-suite-art-"))  # artifacts (generators, grids) are not kept
+
+    def save() -> None:
+        rows = [row for problem, record in results.items() for row in problem_rows(problem, record)]
+        state.update(rows=rows)
+        if out is not None:
+            write_result(args, {"rows": rows, "results": results})
+
+    def shipped_db(problem: str) -> Path:
+        return keep / f"{problem}-shipped-{args.seeds[0]}" / "study.db"
+
+    for i, problem in enumerate(args.problems):
         spec = problem_spec(problem, args.data_root)
         base = spec.train.replace(device="cpu")
         data = load_data(base)
@@ -338,47 +375,58 @@ def run_suite(args: Any) -> dict[str, Any]:
         images = production_images(spec, args.production_images)
         log.info("%s: scorer accuracy %.4f on the held-out split; production budget %d images", problem,
                  scorer.accuracy, images)
-        arms: dict[str, Any] = {}
+        record = results.setdefault(problem, {"study": spec.name, "production_images": images, "arms": {},
+                                              "configs": {}, "production": {}})
+        record["scorer_accuracy"] = scorer.accuracy
+        arms: dict[str, Any] = record["arms"]
+        source = args.problems[i - 1] if i > 0 else args.transfer_from
         for seed in args.seeds:
             for arm in ("shipped", "plain", "random", "transfer"):
-                if arm not in args.arms or (arm == "random" and seed != args.seeds[0]):
+                key = f"{arm}/seed{seed}"
+                if arm not in args.arms or (arm == "random" and seed != args.seeds[0]) or key in arms:
                     continue
-                if arm == "transfer" and previous is None:
+                if arm == "transfer" and (source is None or not shipped_db(source).exists()):
+                    log.info("%s: no transfer arm (no finished shipped study of %s)", problem, source)
                     continue
                 t0 = time.perf_counter()
                 if arm in ("shipped", "transfer"):
                     arm_spec = spec
                     if arm == "transfer":
-                        assert previous is not None
-                        raw = {**spec.raw, "warm_start": [{"study": previous["study"], "storage": previous["storage"],
-                                                            "top": 3}]}
-                        arm_spec = StudySpec.from_dict(raw, source=f"{problem} transfer")
-                    folder = keep / f"{Path(problem).stem}-{arm}-{seed}"
-                    folder.mkdir()
-                    r = gan_search_arm(arm_spec, seed, 1, budget_s, folder)
+                        assert source is not None
+                        raw = {**spec.raw, "warm_start": [{"study": problem_spec(source, args.data_root).name,
+                                                           "storage": f"sqlite:///{shipped_db(source)}", "top": 3}]}
+                        arm_spec = StudySpec.from_dict(raw, source=f"{problem} transfer from {source}")
+                    folder = keep / f"{problem}-{arm}-{seed}"
+                    if folder.exists():  # an arm cut off before it finished: run it again from scratch
+                        shutil.rmtree(folder)
+                    folder.mkdir(parents=True)
+                    r = gan_search_arm(arm_spec, seed, 1, budget_s, folder, scratch / f"{problem}-{arm}-{seed}")
+                    r["storage"] = f"{folder.name}/study.db"
                 else:
                     r = optuna_arm(spec, seed, budget_s, random_search=arm == "random")
                 r["wall_minutes"] = round((time.perf_counter() - t0) / 60, 2)
-                arms[f"{arm}/seed{seed}"] = r
+                arms[key] = r
                 log.info("%s %s seed %d: best %s, %d complete / %d pruned (%.1f min)", problem, arm, seed, r["best"],
                          r["states"]["COMPLETE"], r["states"]["PRUNED"], r["wall_minutes"])
+                save()
         configs = {k: r["best_config"] for k, r in arms.items() if r["best_config"]}
         if "preset" in args.arms:
             configs |= {f"preset/{name}": cfg for name, cfg in preset_configs(spec).items()}
-        log.info("%s: %d configs x %d seeds at %d images", problem, len(configs), args.production_seeds, images)
-        runs = production(configs, args.production_seeds, images, scorer, jobs)
-        presets = {k: v for k, v in runs.items() if k.startswith("preset/")}
-        best_preset = min(presets, key=lambda k: statistics.fmean(r["fid_alt"] for r in presets[k]), default=None)
-        if best_preset is not None:  # the preset row is the best preset (an oracle pick by the scorer)
-            runs = {k: v for k, v in runs.items() if not k.startswith("preset/") or k == best_preset}
-        preset_fid = statistics.fmean(r["fid"] for r in runs[best_preset]) if best_preset else None
-        rows += suite_rows(problem, runs, arms, preset_fid)
-        results[problem] = {"study": spec.name, "production_images": images, "scorer_accuracy": scorer.accuracy,
-                            "best_preset": best_preset, "arms": arms, "production": runs}
-        shipped = next((r for k, r in arms.items() if k.startswith("shipped/")), None)
-        previous = shipped if shipped is not None else previous
-        print_suite([r for r in rows if r["problem"] == problem])
-    return {"rows": rows, "results": results}
+        record["configs"] = configs
+        tasks = [(key, cfg, 1000 + s) for key, cfg in configs.items() for s in range(args.production_seeds)
+                 if 1000 + s not in {r["seed"] for r in record["production"].get(key, [])}]
+        log.info("%s: %d production runs to go (%d configs x %d seeds at %d images, %d at once)", problem, len(tasks),
+                 len(configs), args.production_seeds, images, jobs)
+        for at in range(0, len(tasks), jobs):
+            chunk = tasks[at:at + jobs]
+            runs = Parallel(n_jobs=len(chunk))(delayed(_production_run)(cfg, s, images, scorer) for _, cfg, s in chunk)
+            for (key, _, _), run in zip(chunk, runs, strict=True):
+                record["production"].setdefault(key, []).append(run)
+            save()
+        save()
+        print_suite(problem_rows(problem, record))
+    shutil.rmtree(scratch, ignore_errors=True)
+    return state
 
 
 # ---------------------------------------------------------------- main
@@ -387,6 +435,9 @@ def main() -> None:
     parser.add_argument("--problems", nargs="+", default=["digits"], help=f"of {', '.join(PROBLEMS)} (or study files)")
     parser.add_argument("--production-images", type=int, default=None, help="default: each file's export.images")
     parser.add_argument("--production-seeds", type=int, default=3)
+    parser.add_argument("--resume", action="store_true", help="carry on from the --out file (suite)")
+    parser.add_argument("--transfer-from", default=None,
+                        help="the first problem's transfer source: a problem whose shipped study a run kept")
     parser.add_argument("--study", default=None, help="search progress of this study file only (the older mode)")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--minutes", type=float, default=3.0, help="wall-clock budget per arm")
@@ -402,13 +453,15 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     log.setLevel(logging.INFO)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if hasattr(os, "sched_getaffinity"):
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
     if args.study is None:
         args.arms = args.arms or list(SUITE_ARMS)
         print(f"{os.cpu_count()} CPU cores, torch {torch.__version__}, sampler seeds {args.seeds}, "
               f"{args.minutes:g} min per arm")
-        suite = run_suite(args)
+        out = out_path(args.out, args.benchmark)
+        suite = run_suite(args, out)
         print_suite(suite["rows"])
-        write_result(args, suite)
         return
 
     spec = StudySpec.from_file(args.study)
