@@ -54,8 +54,8 @@ import optuna
 import torch
 from joblib import Parallel, delayed
 
-from benchmarks._common import parser as bench_parser
 from benchmarks._common import out_path, write_result
+from benchmarks._common import parser as bench_parser
 from search import StudySpec, create_or_load_study, run_workers, suggest_config
 from search.spec.study_file import apply_params
 from search.strategy.schedulers import scheduler_for
