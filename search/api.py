@@ -188,7 +188,39 @@ def status(name: str, storage: str | None = None) -> dict[str, Any]:
             "best_values": best.values if best else None, "best_params": best.params if best else None,
             "best_metrics": best.user_attrs.get(attrs.METRICS) if best else None,
             "best_class_shares": best.user_attrs.get(attrs.CLASS_SHARES) if best else None,
-            "confirmations": study.user_attrs.get(attrs.CONFIRMATIONS, [])}
+            "confirmations": study.user_attrs.get(attrs.CONFIRMATIONS, []),
+            "workers": {t.number: t.user_attrs.get(attrs.WORKER) for t in study.get_trials(deepcopy=False)
+                        if attrs.WORKER in t.user_attrs}}
+
+
+def slurm(study_file: str | os.PathLike[str], workers: int, *, storage: str | None = None,
+          artifacts: str | None = None, n_trials: int | None = None, data_root: str | None = None,
+          gpus_per_worker: int = 0, cpus_per_worker: int = 1, partition: str | None = None, time_limit: str | None = None,
+          sbatch_args: tuple[str, ...] = (), setup: tuple[str, ...] = (), script_only: bool = False) -> dict[str, Any]:
+    """Create the study, write its Slurm job script beside ``study_file`` and (unless ``script_only``) submit it as
+    one job array of ``workers`` ``gan-search worker`` tasks. Returns the study, the script and the job id.
+
+    Everything is checked before anything is written: the study file, the job's options, the storage URL, the data,
+    and (to submit) that ``sbatch`` is on PATH."""
+    from search.execution.slurm import SlurmJob, check_sbatch, script_path, submit, write_script
+
+    spec = load_spec(study_file, storage=storage, artifacts=artifacts, n_trials=n_trials, data_root=data_root,
+                     workers=workers)
+    folder = spec.artifacts
+    job = SlurmJob(study=spec.name, storage=spec.storage, workers=workers,
+                   artifacts=folder if "://" in folder else str(Path(folder).resolve()),
+                   gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker, partition=partition,
+                   time=time_limit, sbatch_args=tuple(sbatch_args), setup=tuple(setup))
+    if not script_only:
+        check_sbatch()
+    if spec.storage.startswith("sqlite"):
+        log.warning("storage %s is SQLite: fine for workers on one node; across nodes use PostgreSQL or MySQL "
+                    "(SQLite's locks do not hold on network filesystems)", redact(spec.storage))
+    create(spec)
+    path = write_script(job, script_path(study_file, spec.name))
+    job_id = None if script_only else submit(job, path)
+    return {"study": spec.name, "storage": redact(spec.storage), "script": str(path), "job_id": job_id,
+            "workers": workers}
 
 
 def export(name: str, out: str | os.PathLike[str], *, storage: str | None = None, retrain: int | None = None,

@@ -16,6 +16,7 @@ CONFIRMATIONS = "confirmations"  # [{"images", "seeds", "rows": [per config: tri
 CONFIG = "config"  # the TrainConfig of the trial, as a mapping
 SEED = "seed"  # the training seed
 DEVICE = "device"  # where it ran
+WORKER = "worker"  # who ran it: "slurm JOB_TASK@host" in a Slurm array, else "host:pid" (search/execution/slurm.py)
 PRECISION = "precision"  # {"mode": fp32|bf16[+channels_last], "table": images/s per mode, "device": name}
 SAMPLER_SEED = "sampler_seed"  # the seed of the sampler that proposed this trial's parameters
 WARM_START = "warm_start"  # index into the study file's warm_start list (an enqueued known-good config)

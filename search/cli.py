@@ -136,9 +136,10 @@ def _summary_table(study: Any) -> str:
         if attrs.CONFIRM in t.user_attrs:
             why = why or f"confirms trial {t.user_attrs[attrs.CONFIRM]} (seed {t.user_attrs.get(attrs.SEED)})"
         params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
+        who = f"  [{t.user_attrs[attrs.WORKER]}]" if attrs.WORKER in t.user_attrs else ""
         lines.append(f"{t.number:>4} {t.state.name:<9} {value:>14} {t.user_attrs.get(attrs.IMAGES_SEEN, 0):>8} "
                      f"{t.user_attrs.get(attrs.IMAGES_PER_S, 0):>8}  {coverage_cells(t):<22}  "
-                     f"{params}{'  <- ' + why if why else ''}")
+                     f"{params}{'  <- ' + why if why else ''}{who}")
     return "\n".join(lines)
 
 
@@ -232,6 +233,39 @@ def worker(
     report = api.work(study_name, storage, artifacts=artifacts, device=device, timeout=timeout, show_progress=True,
                       tensorboard=tensorboard, pack=pack)
     typer.echo(json.dumps(report.__dict__))
+
+
+@app.command()
+@known_errors
+def slurm(
+    study_file: Annotated[Path, typer.Argument(help="A study file (studies/*.yaml).")],
+    workers: Annotated[int, typer.Option(help="Array tasks: one gan-search worker each.")],
+    storage: StorageOpt = None,
+    artifacts: Annotated[str | None, typer.Option(help="Artifact folder every node sees (default: the study "
+                                                  "file's), or s3://bucket/prefix.")] = None,
+    n_trials: Annotated[int | None, typer.Option("--n-trials", help="Study-wide total of trials.")] = None,
+    data_root: Annotated[str | None, typer.Option("--data-root", help="Dataset folder (overrides train.data_root).")] = None,
+    gpus_per_worker: Annotated[int, typer.Option("--gpus-per-worker", help="GPUs per task (--gres=gpu:G).")] = 0,
+    cpus_per_worker: Annotated[int, typer.Option("--cpus-per-worker", help="CPUs per task (torch threads).")] = 1,
+    partition: Annotated[str | None, typer.Option(help="Slurm partition.")] = None,
+    time_limit: Annotated[str | None, typer.Option("--time", help="Time limit per task (Slurm's forms: "
+                                                   "minutes, H:M:S, D-H:M:S).")] = None,
+    sbatch_arg: Annotated[list[str] | None, typer.Option("--sbatch-arg", help="Another #SBATCH option "
+                                                         "(repeatable), e.g. --sbatch-arg=--qos=high.")] = None,
+    setup: Annotated[list[str] | None, typer.Option("--setup", help="A shell line run before the worker "
+                                                    "(repeatable): module load ..., conda activate ...")] = None,
+    script_only: Annotated[bool, typer.Option("--script-only", help="Write the job script (and create the study) "
+                                                                    "but do not submit it.")] = False,
+) -> None:
+    """Run the study's workers as one Slurm job array: the job script is written beside the study file
+    (STUDY_FILE's folder, NAME.slurm.sh; edit and resubmit it with sbatch); prints the job id as JSON."""
+    from search import api
+
+    typer.echo(json.dumps(api.slurm(study_file, workers, storage=storage, artifacts=artifacts, n_trials=n_trials,
+                                    data_root=data_root, gpus_per_worker=gpus_per_worker,
+                                    cpus_per_worker=cpus_per_worker, partition=partition, time_limit=time_limit,
+                                    sbatch_args=tuple(sbatch_arg or ()), setup=tuple(setup or ()),
+                                    script_only=script_only)))
 
 
 @app.command()

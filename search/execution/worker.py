@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 import threading
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from search import attrs
 from search._optuna import refresh_trials, storage_of
 from search._optuna import trial_id as optuna_trial_id
 from search.errors import StudyError
+from search.execution.slurm import worker_name
 from search.spec.study_file import StudySpec
 from search.store.heartbeat import fail_stale, heartbeat
 from search.store.storage import Outage, artifact_store, is_outage, load_study, make_storage, redact, study_lock
@@ -84,6 +86,7 @@ def open_trial(study: optuna.Study, spec: StudySpec, claimed: FrozenTrial) -> op
     workers propose different parameters and a one-worker study replays (search/strategy/samplers.py)."""
     study.sampler = build_sampler(spec, trial_number=claimed.number)
     trial = optuna.Trial(study, optuna_trial_id(claimed))  # relative (multivariate) sampling happens here
+    trial.set_user_attr(attrs.WORKER, worker_name())
     seed = spec.sampler.get("seed")
     if seed is not None and spec.sampler["name"] in PER_TRIAL_SEED:
         trial.set_user_attr(attrs.SAMPLER_SEED, trial_seed(int(seed), claimed.number))
@@ -164,9 +167,29 @@ def work(study_name: str, storage_url: str, *, artifacts: str | None = None, dev
     timer = SqlTimer(getattr(storage, "engine", None))  # through a proxy the SQL runs in the proxy: nothing to time
     slots: _Slots = _Packed(study, spec, runner, pack) if pack > 1 else _Single(study, spec, storage, runner)  # type: ignore[arg-type]
     claims: list[float] = []
-    done = _claim_loop(study, spec, storage, slots, new_trials, store, claims,
-                       lambda: timeout is not None and time.perf_counter() - start >= timeout)
+    with sigterm_interrupts():
+        done = _claim_loop(study, spec, storage, slots, new_trials, store, claims,
+                           lambda: timeout is not None and time.perf_counter() - start >= timeout)
     return WorkerReport(worker, done, time.perf_counter() - start, timer.seconds, timer.statements, claims)
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (Slurm's scancel, preemption and time limit; ``docker stop``; a batch system's kill) acts as Ctrl-C
+    while the worker runs: the running trial is handed back for a retry that resumes from its checkpoint."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        log.warning("SIGTERM: handing the running trial back")
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _claim_loop(study: optuna.Study, spec: StudySpec, storage: Any, slots: _Slots, new_trials: bool, store: Any,
@@ -376,8 +399,9 @@ def record_outcome(study: optuna.Study, trial: optuna.Trial, spec: StudySpec, ou
 
 
 def requeue(study: optuna.Study, trial: optuna.Trial, spec: StudySpec) -> None:
-    """An interrupted trial (Ctrl-C) fails and is re-enqueued; its retry resumes from its checkpoint."""
-    trial.set_user_attr(attrs.FAIL_REASON, "interrupted (Ctrl-C); re-enqueued")
+    """An interrupted trial (Ctrl-C, or SIGTERM: scancel, preemption, docker stop) fails and is re-enqueued; its
+    retry resumes from its checkpoint."""
+    trial.set_user_attr(attrs.FAIL_REASON, "interrupted (Ctrl-C or SIGTERM); re-enqueued")
     frozen = study.tell(trial, state=TrialState.FAIL)
     RetryHeartbeatStaleTrialCallback(max_retry=spec.max_retry, inherit_intermediate_values=True)(study, frozen)
     log.warning("trial %d interrupted; it is re-enqueued and resumes from its checkpoint", trial.number)
