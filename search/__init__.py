@@ -26,7 +26,7 @@ _WHERE = {
     "run_workers": "execution.launch", "TrialRunner": "execution.trial", "suggest_config": "execution.trial",
     "LossGuardPruner": "strategy.pruners", "build_pruner": "strategy.pruners", "guard_reason": "strategy.pruners",
     "PRUNERS": "registries", "SAMPLERS": "registries", "build_sampler": "strategy.samplers", "Guard": "spec.study_file",
-    "Param": "spec.study_file", "StudySpec": "spec.study_file", "artifact_store": "store.storage",
+    "Param": "spec.study_file", "StudySpec": "spec.study_file", "artifact_store": "store.artifacts",
     "make_storage": "store.storage", "redact": "store.storage", "create_or_load_study": "strategy.study",
     "plan": "strategy.study", "progress": "strategy.study", "work": "execution.worker",
 }
@@ -42,7 +42,8 @@ if TYPE_CHECKING:
     from search.results.export import export, write_report
     from search.results.selection import best_trial
     from search.spec.study_file import Guard, Param, StudySpec
-    from search.store.storage import artifact_store, make_storage, redact
+    from search.store.artifacts import artifact_store
+    from search.store.storage import make_storage, redact
     from search.strategy.pruners import LossGuardPruner, build_pruner, guard_reason
     from search.strategy.samplers import build_sampler
     from search.strategy.study import create_or_load_study, plan, progress

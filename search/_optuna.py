@@ -53,9 +53,18 @@ def models() -> ModuleType:
     return rdb_models
 
 
+def contains(distribution: Any, value: Any) -> bool:
+    """Whether ``value`` lies in ``distribution`` (Optuna's own check, ``BaseDistribution._contains``)."""
+    try:
+        return bool(distribution._contains(distribution.to_internal_repr(value)))  # noqa: SLF001
+    except (ValueError, TypeError):
+        return False
+
+
 def start_column(trial_model: Any) -> Any:
     """The trials table's start time column (naive UTC in optuna 5.0)."""
     return trial_model._datetime_start_utc  # noqa: SLF001
 
 
-__all__ = ["backend_of", "models", "rdb_trials", "refresh_trials", "start_column", "storage_of", "study_id", "trial_id"]
+__all__ = ["backend_of", "contains", "models", "rdb_trials", "refresh_trials", "start_column", "storage_of", "study_id",
+           "trial_id"]

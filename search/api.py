@@ -29,7 +29,8 @@ from search.results.export import export as write_export
 from search.results.progress import Monitor
 from search.results.selection import best_trial, primary, ranked
 from search.spec.study_file import DEFAULT_STORAGE, StudySpec
-from search.store.storage import artifact_store, check_url, load_study, make_storage, redact
+from search.store.artifacts import artifact_store, check_artifacts, resolved
+from search.store.storage import check_url, load_study, make_storage, redact
 from search.strategy.scale import for_workers
 from search.strategy.schedulers import scheduler_for
 from search.strategy.study import create_or_load_study, progress, stored_spec, trials_summary
@@ -74,6 +75,7 @@ def create(spec: StudySpec) -> tuple[optuna.Study, int]:
     study and the number of warm-start trials enqueued now.
     """
     check_url(spec.storage)
+    check_artifacts(spec.artifacts, spec.s3)  # an S3 bucket that is missing or out of reach fails here
     spec = resolve_warm_from(spec)  # (a spec from load_spec has none left)
     data = load_data(spec.train.replace(device="cpu"))  # missing or unreadable data fails here
     check_models(spec.train, data.shape)  # so does a plug-in arch or loss that fails to import, build or fit
@@ -206,9 +208,7 @@ def slurm(study_file: str | os.PathLike[str], workers: int, *, storage: str | No
 
     spec = load_spec(study_file, storage=storage, artifacts=artifacts, n_trials=n_trials, data_root=data_root,
                      workers=workers)
-    folder = spec.artifacts
-    job = SlurmJob(study=spec.name, storage=spec.storage, workers=workers,
-                   artifacts=folder if "://" in folder else str(Path(folder).resolve()),
+    job = SlurmJob(study=spec.name, storage=spec.storage, workers=workers, artifacts=resolved(spec.artifacts),
                    gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker, partition=partition,
                    time=time_limit, sbatch_args=tuple(sbatch_args), setup=tuple(setup))
     if not script_only:
@@ -275,7 +275,7 @@ def export_study(study: optuna.Study, spec: StudySpec, out: Path, retrain: int |
                  confirmed: list[dict[str, Any]] | None = None, plotlyjs: str = "inline") -> dict[str, Any]:
     """Write the export into a temporary sibling of ``out``, then rename it: never a partial export."""
     best_trial(study)
-    store = artifact_store(study.user_attrs.get(attrs.ARTIFACTS) or spec.artifacts)
+    store = artifact_store(study.user_attrs.get(attrs.ARTIFACTS) or spec.artifacts, spec.s3)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -291,11 +291,13 @@ def export_study(study: optuna.Study, spec: StudySpec, out: Path, retrain: int |
     return metrics
 
 
-def artifacts_of_any_study(storage: str) -> str | None:
-    """The artifact folder stored with the first study that has one (for the dashboard)."""
+def artifacts_of_any_study(storage: str) -> tuple[str, dict[str, Any]] | None:
+    """The artifact store (folder or S3 URL, and the study file's ``storage.s3``) stored with the first study that
+    has one (for the dashboard)."""
     for summary in optuna.get_all_study_summaries(make_storage(storage), include_best_trial=False):
         if folder := summary.user_attrs.get(attrs.ARTIFACTS):
-            return str(folder)
+            s3 = (summary.user_attrs.get(attrs.SPEC) or {}).get("storage", {}).get("s3") or {}
+            return str(folder), dict(s3)
     return None
 
 

@@ -49,7 +49,7 @@ def known_errors(fn: F) -> F:
 def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("optuna", "distributed", "sqlalchemy", "PIL"):
+    for noisy in ("optuna", "distributed", "sqlalchemy", "PIL", "botocore", "boto3", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -389,20 +389,23 @@ def dashboard(
     storage: StorageOpt = None,
     host: Annotated[str, typer.Option(help="Address to bind (127.0.0.1 unless you mean otherwise).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8080,
-    artifacts: Annotated[str | None, typer.Option(help="Artifact folder (default: the one stored with a study).")] = None,
+    artifacts: Annotated[str | None, typer.Option(help="Artifact folder or s3://bucket/prefix (default: the one stored "
+                                                  "with a study).")] = None,
 ) -> None:
     """optuna-dashboard on the same storage, with the artifact store wired in."""
     from optuna_dashboard import run_server
 
     from search.api import artifacts_of_any_study, storage_url
     from search.spec.study_file import DEFAULT_ARTIFACTS
-    from search.store.storage import artifact_store, make_storage, redact
+    from search.store.artifacts import artifact_store
+    from search.store.storage import make_storage, redact
 
     url = storage_url(storage)
     rdb = make_storage(url)
-    folder = artifacts or artifacts_of_any_study(url) or DEFAULT_ARTIFACTS
-    log.info("dashboard on http://%s:%d for %s", host, port, redact(url))
-    run_server(rdb, host=host, port=port, artifact_store=artifact_store(folder))
+    folder, s3 = (artifacts, {}) if artifacts else artifacts_of_any_study(url) or (DEFAULT_ARTIFACTS, {})
+    store = artifact_store(folder, s3)
+    log.info("dashboard on http://%s:%d for %s (artifacts: %s)", host, port, redact(url), folder)
+    run_server(rdb, host=host, port=port, artifact_store=store)
 
 
 def main() -> None:

@@ -3,6 +3,9 @@
     python -m benchmarks.scale.cluster --workers 1 16 64 256 --trial-seconds 60 --trials-per-worker 3
     python -m benchmarks.scale.cluster --workers 256 --trial-seconds 60 30 15 8 --trials-per-worker 2   # shortest trial
     python -m benchmarks.scale.cluster --ask-sizes 100 1000 5000                                            # TPE ask time
+    python -m benchmarks.scale.cluster --workers 64 256 --trial-seconds 60 --trials-per-worker 2 --processes 16 \
+        --proposals recorded                      # coordination alone: proposals replayed, the samplers' CPU apart
+    python -m benchmarks.scale.cluster --workers --ask-sizes 500 --ask-running 0 64 256     # TPE's cost per worker
     python -m benchmarks.scale.cluster --workers 64 --trial-seconds 60 --kill 0.1 --restart-db 90             # faults
 
 Each run gets a new database on the server (random name, dropped after), the MNIST study file
@@ -23,8 +26,13 @@ host must supply per trial, so ``host_cores / worker_cpu_s_per_trial`` bounds it
 after the run, which must be 0. ``--kill F`` SIGKILLs worker processes holding at least a fraction F of the workers
 once every worker is mid-trial; ``--restart-db S`` restarts the PostgreSQL server (``--restart-command``) S seconds
 into the run: the row then also says how many trials were retried and how long the restart took.
-``steady_of_ideal``: the same ratio while every worker has work (from the N-th trial's start to the last trial's
-start): what a study much longer than the run sustains.
+``--proposals recorded``: trial n takes recorded trial n's parameters (``search.execution.replay.RecordedProposals``,
+no CPU) instead of the study's TPE, through the same claim/suggest/heartbeat/report/record path: on a cluster each
+worker's sampler runs on its own machine, so what the workers share (the database, the study lock) is measured
+apart from the samplers' compute, which ``--ask-sizes N --ask-running R`` measures per ask. Lock figures: each
+claim's time holding the study lock (p50, p95, mean), its busy share, and the worker counts it would serve
+(``lock_figures``). ``steady_of_ideal``: the same ratio while every worker has work (from the N-th trial's start to
+the last trial's start): what a study much longer than the run sustains.
 """
 
 from __future__ import annotations
@@ -102,7 +110,7 @@ class ConnectionPeak:
 
 
 def make_study(url: str, workers: int, trials_per_worker: int, artifacts: str, study_file: Path,
-               connections: int = 0) -> str:
+               connections: int = 0, recorded: Path | None = None) -> str:
     from search.spec.study_file import StudySpec
     from search.strategy.schedulers import scheduler_for
     from search.strategy.study import create_or_load_study
@@ -112,6 +120,8 @@ def make_study(url: str, workers: int, trials_per_worker: int, artifacts: str, s
     raw["budget"] = {**raw["budget"], "n_trials": workers * trials_per_worker}
     raw["storage"] = {**raw.get("storage", {}), "url": url, "artifacts": artifacts, "heartbeat_interval": 10,
                       "grace_period": 60, "connections": connections}
+    if recorded is not None:  # proposals that cost no CPU (a cluster's samplers run on their own machines)
+        raw["sampler"] = {"name": "search.execution.replay:recorded_proposals", "args": {"curves": str(recorded)}}
     spec = StudySpec.from_dict(raw, source="cluster benchmark")
     study = create_or_load_study(spec)
     scheduler_for(spec).plan(study, spec.n_trials)
@@ -156,7 +166,8 @@ def run(workers: int, trial_seconds: float, args: argparse.Namespace, via_proxy:
     database, url = new_database()
     try:
         with tempfile.TemporaryDirectory() as artifacts:
-            name = make_study(url, workers, args.trials_per_worker, artifacts, args.study, args.connections)
+            name = make_study(url, workers, args.trials_per_worker, artifacts, args.study, args.connections,
+                              args.curves if args.proposals == "recorded" else None)
             processes = max(1, min(args.processes, workers))
             sizes = [workers // processes + (1 if i < workers % processes else 0) for i in range(processes)]
             server = None
@@ -210,10 +221,12 @@ def run(workers: int, trial_seconds: float, args: argparse.Namespace, via_proxy:
             span = (max(ends) - min(starts)).total_seconds()  # first trial's start to last trial's end
             steady = steady_state(trials, workers, pause)
             claims = sorted(c for r in reports for c in r["claim_seconds"])
+            holds = sorted(h for r in reports for h in r.get("lock_seconds", []))
             ended = losses["ended"]
             complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
             return {
-                "path": "proxy" if via_proxy else "direct", "workers": workers, "processes": processes,
+                "path": "proxy" if via_proxy else "direct", "proposals": args.proposals, "workers": workers,
+                "processes": processes,
                 "connections": args.connections,
                 "trial_seconds": trial_seconds, "compress": args.compress,
                 "trials": ended, "wall_s": round(wall, 1), "span_s": round(span, 1),
@@ -221,6 +234,7 @@ def run(workers: int, trial_seconds: float, args: argparse.Namespace, via_proxy:
                 "of_ideal": round(ideal_wall / span, 3), **steady,
                 "claim_p50_ms": round(1000 * statistics.median(claims), 1) if claims else None,
                 "claim_p95_ms": round(1000 * claims[int(0.95 * (len(claims) - 1))], 1) if claims else None,
+                **lock_figures(holds, span, trial_seconds / args.compress),
                 "server_transactions_per_trial": round(commits / max(ended, 1), 1),
                 "sql_statements_per_trial": round(sum(r["statements"] for r in reports) / max(ended, 1), 1)
                 if not via_proxy else None,
@@ -298,6 +312,30 @@ class Faults:
                 "db_restart_s": self.restart_s, "retries": retried}
 
 
+def lock_figures(holds: list[float], span: float, trial_s: float, target: float = 0.9) -> dict[str, Any]:
+    """The study lock: how long each claim held it (p50, p95, mean), its busy share of the run, and how many workers
+    it could serve: ``lock_saturates_at`` = trial_s / mean hold (one claim per trial; beyond it the lock is busy all
+    the time), ``lock_max_workers_90``: the largest N whose claims, queued at the lock as one server with a fixed
+    service time (M/D/1: wait = rho h / (2 (1 - rho)), rho = N h / trial_s), still leave trial_s / (trial_s + h +
+    wait) >= ``target`` of the ideal. This bounds what the lock alone allows; the database's other per-trial work
+    (heartbeats, reports) is measured by the run itself, up to the workers it ran."""
+    if not holds:
+        return {}
+    mean = statistics.fmean(holds)
+    n, step = 1, 1
+    while step:  # the largest N meeting the target (efficiency falls as N grows): doubling, then halving
+        rho = (n + step) * mean / trial_s
+        wait = rho * mean / (2 * (1 - rho)) if rho < 1 else math.inf
+        if trial_s / (trial_s + mean + wait) >= target:
+            n, step = n + step, step * 2
+        else:
+            step //= 2
+    return {"lock_hold_p50_ms": round(1000 * statistics.median(holds), 1),
+            "lock_hold_p95_ms": round(1000 * holds[int(0.95 * (len(holds) - 1))], 1),
+            "lock_hold_mean_ms": round(1000 * mean, 1), "lock_busy_share": round(sum(holds) / span, 4),
+            "lock_saturates_at": int(trial_s / mean), "lock_max_workers_90": n}
+
+
 def steady_state(trials: list[Any], workers: int, pause: float) -> dict[str, Any]:
     """Utilisation while every worker has work: from the start of the N-th trial (all N workers busy) to the start
     of the last one (after it, workers run out of trials: the study's tail, not coordination). Each trial counts
@@ -315,8 +353,10 @@ def steady_state(trials: list[Any], workers: int, pause: float) -> dict[str, Any
             "steady_of_ideal": round(busy / (workers * (hi - lo)), 3)}
 
 
-def ask_times(sizes: list[int], study_file: Path) -> list[dict[str, Any]]:
-    """TPE's ask time (constant liar, multivariate, as the MNIST study) in a study already holding n trials."""
+def ask_times(sizes: list[int], study_file: Path, running: list[int]) -> list[dict[str, Any]]:
+    """TPE's ask time (constant liar, multivariate, as the MNIST study) in a study already holding n finished trials
+    and r running ones (constant liar reads and models every running trial): wall and CPU ms per ask, what each
+    worker's own machine spends per trial proposing it."""
     import optuna
 
     from search.spec.study_file import StudySpec
@@ -324,7 +364,7 @@ def ask_times(sizes: list[int], study_file: Path) -> list[dict[str, Any]]:
 
     spec = StudySpec.from_dict({**yaml.safe_load(study_file.read_text()), "name": "ask"}, source="ask benchmark")
     out = []
-    for n in sizes:
+    for n, r in ((n, r) for n in sizes for r in running):
         database, url = new_database()
         try:
             study = optuna.create_study(study_name="ask", storage=url, sampler=build_sampler(spec))
@@ -334,13 +374,18 @@ def ask_times(sizes: list[int], study_file: Path) -> list[dict[str, Any]]:
                 t = filler.ask({p.name: p.distribution() for p in spec.space})
                 filler.tell(t, float(rng._rng.rng.uniform(5, 100)))  # noqa: SLF001 - a value per filler trial
             study.add_trials(filler.get_trials(deepcopy=False))
-            times = []
+            space = {p.name: p.distribution() for p in spec.space}
+            for _ in range(r):  # running trials, each with its parameters (what constant liar reads)
+                study.ask(space)
+            times, cpu = [], []
             for _ in range(5):
-                t0 = time.perf_counter()
-                trial = study.ask({p.name: p.distribution() for p in spec.space})
+                t0, c0 = time.perf_counter(), time.process_time()
+                trial = study.ask(space)
                 times.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
                 study.tell(trial, 50.0)
-            out.append({"trials_in_study": n, "ask_ms_median": round(1000 * statistics.median(times), 1)})
+            out.append({"trials_in_study": n, "running_trials": r, "ask_ms_median": round(1000 * statistics.median(times), 1),
+                        "ask_cpu_ms_median": round(1000 * statistics.median(cpu), 1)})
         finally:
             drop_database(database)
     return out
@@ -356,6 +401,9 @@ def main() -> None:
     ap.add_argument("--study", type=Path, default=ROOT / "studies" / "mnist-dcgan.yaml")
     ap.add_argument("--curves", type=Path, default=ROOT / "benchmarks" / "results" / "search-mnist-2026-11-26.json")
     ap.add_argument("--ask-sizes", type=int, nargs="*", default=[])
+    ap.add_argument("--ask-running", type=int, nargs="*", default=[0], help="running trials beside --ask-sizes")
+    ap.add_argument("--proposals", choices=["sampler", "recorded"], default="sampler",
+                    help="sampler: the study file's (TPE on this host); recorded: recorded trials' parameters, no CPU")
     ap.add_argument("--paths", nargs="+", default=["direct"], choices=["direct", "proxy"])
     ap.add_argument("--proxy-threads", type=int, default=16)
     ap.add_argument("--connections", type=int, default=0,
@@ -372,7 +420,7 @@ def main() -> None:
                 row = run(n, seconds, args, via_proxy=path == "proxy")
                 print(json.dumps(row), flush=True)
                 rows.append(row)
-    for row in ask_times(args.ask_sizes, args.study):
+    for row in ask_times(args.ask_sizes, args.study, args.ask_running):
         print(json.dumps(row), flush=True)
         rows.append(row)
     write_result(args, {"rows": rows})

@@ -45,7 +45,7 @@ def _worker_entry(study_name: str, storage_url: str, artifacts: str | None, devi
     if threading.current_thread() is threading.main_thread():  # Dask runs tasks in a worker thread
         signal.signal(signal.SIGINT, signal.default_int_handler)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker{worker} %(levelname)s %(name)s: %(message)s")
-    for noisy in ("optuna", "distributed", "sqlalchemy"):
+    for noisy in ("optuna", "distributed", "sqlalchemy", "botocore", "boto3", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return work(study_name, storage_url, artifacts=artifacts, device=device, timeout=timeout, worker=worker,
                 threads=threads, new_trials=new_trials, tensorboard=tensorboard, pack=pack)

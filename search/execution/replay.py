@@ -20,6 +20,7 @@ processes and reports the ask time separately).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -36,6 +37,7 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import TrialState
 
 from search import attrs
+from search._optuna import contains
 from search.spec.study_file import Param, StudySpec, apply_params, suggest_values
 
 log = logging.getLogger(__name__)
@@ -209,6 +211,50 @@ class ReplayRunner:
         return mark
 
 
+class RecordedProposals(optuna.samplers.BaseSampler):
+    """Proposals that cost no CPU: trial n takes the parameters of recorded trial n (mod their number).
+
+    For measuring coordination at cluster scale apart from the sampler's own compute: a cluster's workers each run
+    their sampler on their own machine, while one host running 256 replay workers would have to supply 256
+    samplers' CPU (TPE with constant liar reads every running trial). The trial still goes through the real
+    claim, suggest, heartbeat, report, prune and record path. In a study file (a plug-in by import path)::
+
+        sampler: {name: "search.execution.replay:recorded_proposals", args: {curves: results.json}}
+    """
+
+    def __init__(self, curves: str | Path) -> None:
+        self.proposals = _recorded_params(str(curves))
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: Any) -> dict[str, Any]:
+        return {}
+
+    def sample_relative(self, study: optuna.Study, trial: Any, search_space: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def sample_independent(self, study: optuna.Study, trial: Any, param_name: str,
+                           param_distribution: optuna.distributions.BaseDistribution) -> Any:
+        value = self.proposals[trial.number % len(self.proposals)].get(param_name)
+        dist = param_distribution
+        if value is not None and contains(dist, value):
+            return value
+        if isinstance(dist, optuna.distributions.CategoricalDistribution):
+            return dist.choices[trial.number % len(dist.choices)]
+        return dist.low  # type: ignore[attr-defined]  # (float and int distributions)
+
+
+@functools.lru_cache(maxsize=8)
+def _recorded_params(path: str) -> tuple[dict[str, Any], ...]:
+    """The recorded trials' parameters, read once per process (every trial builds its sampler afresh)."""
+    return tuple(c.params for c in Curves.load(path).curves)
+
+
+def recorded_proposals(spec: StudySpec, kwargs: dict[str, Any]) -> RecordedProposals:
+    """The sampler factory a study file names (``args: {curves: PATH}``; a ``seed`` is ignored)."""
+    if "curves" not in kwargs:
+        raise ValueError("sampler.args.curves must name a recorded-curves JSON file for recorded_proposals.")
+    return RecordedProposals(kwargs["curves"])
+
+
 def _bytes(data: dict[str, Any]) -> Any:
     import io
 
@@ -234,4 +280,4 @@ def lost_and_duplicated(study: optuna.Study) -> dict[str, int]:
             "lost": max(0, target - good), "duplicated": max(0, len(ended) - target) + len(chains) - len(set(chains))}
 
 
-__all__ = ["Curve", "Curves", "Replay", "ReplayRunner", "lost_and_duplicated"]
+__all__ = ["Curve", "Curves", "RecordedProposals", "Replay", "ReplayRunner", "lost_and_duplicated", "recorded_proposals"]

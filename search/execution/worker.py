@@ -27,8 +27,9 @@ from search._optuna import trial_id as optuna_trial_id
 from search.errors import StudyError
 from search.execution.slurm import worker_name
 from search.spec.study_file import StudySpec
+from search.store.artifacts import artifact_store
 from search.store.heartbeat import fail_stale, heartbeat
-from search.store.storage import Outage, artifact_store, is_outage, load_study, make_storage, redact, study_lock
+from search.store.storage import Outage, is_outage, load_study, make_storage, redact, study_lock
 from search.strategy.pruners import build_pruner
 from search.strategy.samplers import PER_TRIAL_SEED, build_sampler, trial_seed
 from search.strategy.schedulers import scheduler_for
@@ -53,7 +54,7 @@ class Claimed:
 
 
 def _claim(study: optuna.Study, spec: StudySpec, storage: Any, new_trials: bool,
-           store: Any = None) -> Claimed | None:
+           store: Any = None, holds: list[float] | None = None) -> Claimed | None:
     """Claim a WAITING trial, or let the scheduler make the next one; None when nothing is left.
 
     Runs under the study lock (through a storage proxy: lock-free, see search/store/proxy.py), so concurrent workers
@@ -62,9 +63,12 @@ def _claim(study: optuna.Study, spec: StudySpec, storage: Any, new_trials: bool,
     locked = isinstance(storage, RDBStorage)
     while True:
         with study_lock(storage, study.study_name):
+            held = time.perf_counter()
             trial_id = take_waiting(study)
             if trial_id is None and new_trials:
                 trial_id = scheduler_for(spec).refill(study, store, locked=locked)
+            if holds is not None:  # how long this worker kept every other worker of the study waiting
+                holds.append(time.perf_counter() - held)
         if trial_id is None:
             return None
         claimed = storage_of(study).get_trial(trial_id)  # loaded after the lock is released
@@ -101,6 +105,7 @@ class WorkerReport:
     storage_seconds: float  # time spent executing SQL (all threads of this worker, heartbeats included)
     statements: int  # SQL statements executed
     claim_seconds: list[float] = field(default_factory=list)  # each claim: lock, look for a waiting trial, create one
+    lock_seconds: list[float] = field(default_factory=list)  # each claim's time holding the study lock (its share)
 
 
 class SqlTimer:
@@ -148,7 +153,7 @@ def work(study_name: str, storage_url: str, *, artifacts: str | None = None, dev
                                 grace_period=spec.grace_period, max_retry=spec.max_retry, pool=spec.connections)
     study = optuna.load_study(study_name=study_name, storage=storage, sampler=build_sampler(spec),
                               pruner=build_pruner(spec))
-    store = artifact_store(artifacts or study.user_attrs.get(attrs.ARTIFACTS) or spec.artifacts)
+    store = artifact_store(artifacts or study.user_attrs.get(attrs.ARTIFACTS) or spec.artifacts, spec.s3)
     runner: Callable[[optuna.Trial], list[float]]
     if replay is not None:
         if pack > 1:
@@ -167,10 +172,11 @@ def work(study_name: str, storage_url: str, *, artifacts: str | None = None, dev
     timer = SqlTimer(getattr(storage, "engine", None))  # through a proxy the SQL runs in the proxy: nothing to time
     slots: _Slots = _Packed(study, spec, runner, pack) if pack > 1 else _Single(study, spec, storage, runner)  # type: ignore[arg-type]
     claims: list[float] = []
+    holds: list[float] = []
     with sigterm_interrupts():
-        done = _claim_loop(study, spec, storage, slots, new_trials, store, claims,
+        done = _claim_loop(study, spec, storage, slots, new_trials, store, claims, holds,
                            lambda: timeout is not None and time.perf_counter() - start >= timeout)
-    return WorkerReport(worker, done, time.perf_counter() - start, timer.seconds, timer.statements, claims)
+    return WorkerReport(worker, done, time.perf_counter() - start, timer.seconds, timer.statements, claims, holds)
 
 
 @contextmanager
@@ -193,7 +199,7 @@ def sigterm_interrupts() -> Iterator[None]:
 
 
 def _claim_loop(study: optuna.Study, spec: StudySpec, storage: Any, slots: _Slots, new_trials: bool, store: Any,
-                claims: list[float], out_of_time: Callable[[], bool]) -> int:
+                claims: list[float], holds: list[float], out_of_time: Callable[[], bool]) -> int:
     """The worker's one loop: fail stale trials, claim into free slots, run what is claimed, until the plan is done
     (or ``out_of_time``); the number of trials this worker ended. The database going away waits (``Outage``)."""
     done = 0
@@ -204,7 +210,7 @@ def _claim_loop(study: optuna.Study, spec: StudySpec, storage: Any, slots: _Slot
                 t0 = time.perf_counter()
                 try:
                     fail_stale(study, spec.grace_period, spec.max_retry)
-                    claimed = _claim(study, spec, storage, new_trials, store)
+                    claimed = _claim(study, spec, storage, new_trials, store, holds)
                 except Exception as exc:
                     if not is_outage(exc):
                         raise

@@ -40,6 +40,7 @@ CHANNEL_CLASS_DATASETS = ("stacked-mnist",)  # built-ins whose labels code one c
 EXTRA = "extra."  # space keys under this prefix search a plug-in's own settings (TrainConfig.extra)
 DEFAULT_STORAGE = "sqlite:///runs/gan-search.db"
 DEFAULT_ARTIFACTS = "runs/artifacts"
+S3_KEYS = ("endpoint_url", "region", "profile")  # storage.s3 (credentials come from the AWS environment only)
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,8 @@ class StudySpec:
     n_trials: int = 20  # trials in the whole study, across every worker
     timeout: float | None = None  # seconds a `run` may take before it stops starting trials
     storage: str = DEFAULT_STORAGE
-    artifacts: str = DEFAULT_ARTIFACTS
+    artifacts: str = DEFAULT_ARTIFACTS  # a folder every worker sees, or s3://bucket/prefix (search/store/artifacts.py)
+    s3: Mapping[str, Any] = field(default_factory=dict)  # storage.s3: endpoint_url, region, profile (never keys)
     heartbeat_interval: int = 10  # seconds between heartbeats of a running trial (RDB storage)
     grace_period: int = 30  # a RUNNING trial without heartbeat for this long is failed and retried
     max_retry: int = 2  # retries of a trial whose worker died
@@ -245,9 +247,17 @@ class StudySpec:
         guard = Guard(**guard_raw)
 
         storage_raw = _mapping(raw.get("storage", {}), "storage", err)
-        _only(storage_raw, ("url", "artifacts", "heartbeat_interval", "grace_period", "max_retry", "keep_grids",
+        _only(storage_raw, ("url", "artifacts", "s3", "heartbeat_interval", "grace_period", "max_retry", "keep_grids",
                             "connections"),
               "storage", err)
+        s3 = _mapping(storage_raw.get("s3", {}), "storage.s3", err)
+        if secret := [k for k in s3 if "key" in k or "secret" in k or "token" in k]:
+            raise err(f"storage.s3.{secret[0]}", "is not read from a study file (it is stored in the database): set "
+                      "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile (storage.s3.profile).")
+        _only(s3, S3_KEYS, "storage.s3", err)
+        for key, value in s3.items():
+            if not isinstance(value, str) or not value:
+                raise err(f"storage.s3.{key}", f"must be a non-empty string, but got {value!r}.")
         n_trials = budget.get("n_trials", 20)
         if not isinstance(n_trials, int) or n_trials < 1:
             raise err("budget.n_trials", f"must be an int >= 1, but got {n_trials!r}.")
@@ -272,7 +282,7 @@ class StudySpec:
             direction=direction,
             sampler=sampler, pruner=pruner, guard=guard, n_trials=n_trials, timeout=timeout,
             storage=os.environ.get("GAN_SEARCH_STORAGE") or storage_raw.get("url", DEFAULT_STORAGE),
-            artifacts=storage_raw.get("artifacts", DEFAULT_ARTIFACTS),
+            artifacts=storage_raw.get("artifacts", DEFAULT_ARTIFACTS), s3=dict(s3),
             heartbeat_interval=storage_raw.get("heartbeat_interval", 10),
             grace_period=storage_raw.get("grace_period", 30), max_retry=storage_raw.get("max_retry", 2),
             keep_grids=storage_raw.get("keep_grids", 5), connections=storage_raw.get("connections", 0),

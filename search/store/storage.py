@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import select, text
@@ -297,11 +296,6 @@ class FinishedTrials:
         trials = sorted((t for t in self._trials.values() if t.state in states), key=lambda t: t.number)
         return copy.deepcopy(trials) if deepcopy else trials
 
-
-def artifact_store(path: str | Path) -> FileSystemArtifactStore:
-    folder = Path(path).expanduser().resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    return FileSystemArtifactStore(str(folder))
 
 
 def load_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -21,6 +20,7 @@ from search import attrs
 from search._optuna import models, storage_of, study_id, trial_id
 from search.errors import StudyError
 from search.spec.study_file import StudySpec
+from search.store.artifacts import resolved
 from search.store.storage import lock_connection, make_storage
 from search.store.storage import rdb_backend as _rdb
 from search.strategy.pruners import build_pruner
@@ -40,7 +40,7 @@ def create_or_load_study(spec: StudySpec) -> optuna.Study:
                     spec.name)
     if stored != dict(spec.raw):
         study.set_user_attr(attrs.SPEC, dict(spec.raw))
-    artifacts = str(Path(spec.artifacts).expanduser().resolve())
+    artifacts = resolved(spec.artifacts)
     if study.user_attrs.get(attrs.ARTIFACTS) != artifacts:
         study.set_user_attr(attrs.ARTIFACTS, artifacts)
     return study

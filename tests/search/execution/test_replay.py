@@ -60,6 +60,25 @@ def test_a_replay_worker_never_imports_torch(tmp_path: Path) -> None:
         assert [h["mark"] for h in t.user_attrs[attrs.LOSSES]] == [320, 640] == sorted(t.intermediate_values)
 
 
+def test_recorded_proposals_replay_the_recorded_parameters_in_order(tmp_path: Path) -> None:
+    """Zero-CPU proposals for cluster benchmarks: trial n takes recorded trial n's parameters through the real
+    claim/suggest/report path, and every worker's lock hold is reported."""
+    from search.execution.launch import replay_workers
+    from search.execution.replay import Replay
+
+    curves = write_curves(tmp_path)
+    raw = small_study("recorded", tmp_path, budget={"n_trials": 4, "trial_images": 640, "eval_every_images": 320},
+                      sampler={"name": "search.execution.replay:recorded_proposals", "args": {"curves": str(curves)}})
+    spec = StudySpec.from_file(write_study(tmp_path, raw))
+    scheduler_for(spec).plan(create_or_load_study(spec), spec.n_trials)
+    reports = replay_workers("recorded", spec.storage, Replay(Curves.load(curves), 0.1), 2)
+    recorded = [row["params"] for row in json.loads(curves.read_text())]
+    study = optuna.load_study(study_name="recorded", storage=spec.storage)
+    assert [t.params for t in study.trials] == [recorded[n % 3] for n in range(4)]
+    holds = [h for r in reports for h in r.lock_seconds]
+    assert len(holds) == sum(len(r.claim_seconds) for r in reports) and all(0 <= h < 5 for h in holds)
+
+
 def _proxy(url: str) -> tuple[subprocess.Popen[str], str]:
     """``gan-search proxy`` serving ``url``; its grpc:// URL once it listens."""
     import socket

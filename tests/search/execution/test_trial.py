@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from search import StudySpec, TrialRunner, attrs, create_or_load_study
 from search.cli import app
-from search.store.storage import artifact_store
+from search.store.artifacts import artifact_store
 from tests.search.conftest import small_study, write_study
 from trainer import train
 

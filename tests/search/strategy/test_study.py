@@ -184,7 +184,7 @@ def test_export_confirms_at_the_production_budget_and_exports_that_run(tmp_path:
     assert cfg.budget_images == 960 and cfg.seed == exported.user_attrs["seed"]
     from optuna.artifacts import download_artifact
 
-    from search.store.storage import artifact_store
+    from search.store.artifacts import artifact_store
 
     download_artifact(artifact_store=artifact_store(str(tmp_path / "artifacts")), file_path=str(tmp_path / "g.st"),
                       artifact_id=exported.user_attrs["generator_artifact"])
