@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -34,8 +35,10 @@ def out_path(out: str | Path | None, name: str) -> Path | None:
     return Path(out)
 
 
+@functools.cache
 def machine() -> dict[str, Any]:
-    """The CPU, its cores, torch's threads and build, the accelerator if any, and the commit of this tree."""
+    """The CPU, its cores, torch's threads and build, the accelerator if any, and the commit of this tree, read once
+    per process: a long benchmark rewriting its results is stamped with the commit it started from."""
     cpu = platform.processor() or platform.machine()
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()

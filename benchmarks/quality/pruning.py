@@ -2,6 +2,8 @@
 
     python -m benchmarks.quality.pruning --study studies/digits-quick.yaml --trials 30          # trains the curves
     python -m benchmarks.quality.pruning --curves runs/bench/search-mnist-2026-11-26.json                   # reuses a benchmark's
+    python -m benchmarks.quality.pruning --leave-one-out --curves benchmarks/results/suite-*.json \
+        benchmarks/results/search-mnist-2026-11-26.json          # the setting chosen on the other problems, per problem
 
 Curves come from trials that were never pruned (random search, full budget): either trained here, or the
 ``random`` arm of ``benchmarks/quality/suite.py``. Each candidate setting is replayed through a real
@@ -9,6 +11,12 @@ Optuna study (in memory) over many random orders of the same curves; for each it
 training images saved, how often the best trial (by final value) survived, how many of the top quarter
 were pruned, and the best final value the study kept (mean over orders). A setting is good when it saves
 images without pruning the trials that would have ended best.
+
+``--leave-one-out`` (several problems' curves: the suite's JSON holds one random arm per problem): steps become
+thousandths of each trial's budget, so that one setting means the same on every problem; for each problem, the
+setting that saves the most images on the *other* problems while keeping their best trial in >= 90% of orders is
+chosen, then judged on the problem left out, beside the shipped default (median, startup 8, warm-up a quarter of
+the budget, best-so-far reports).
 """
 
 from __future__ import annotations
@@ -58,13 +66,55 @@ def train_curves(spec: StudySpec, n: int, seed: int, raw_vs_ema: list[tuple[floa
 
 
 def curves_from_benchmark(path: Path) -> list[Curve]:
+    return [c for curves in problem_curves(path).values() for c in curves]
+
+
+def problem_curves(path: Path) -> dict[str, list[Curve]]:
+    """Complete curves of the never-pruned (random) arms, per problem: a suite JSON (``{results: {problem: {arms:
+    ...}}}``) or a search-progress JSON (``{results: {arm: ...}}``: one problem, named by its study)."""
     results = json.loads(path.read_text())["results"]
-    curves = []
-    for key, r in results.items():
-        if key.startswith("random/"):
-            curves += [[(int(k), float(v)) for k, v in t["curve"].items()] for t in r["trials"]
-                       if t["state"] == "COMPLETE" and t["curve"]]
-    return curves
+
+    def random_curves(arms: dict[str, Any]) -> list[Curve]:
+        return [[(int(k), float(v)) for k, v in t["curve"].items()] for key, r in arms.items()
+                if key.startswith("random/") for t in r["trials"] if t["state"] == "COMPLETE" and t["curve"]]
+
+    if results and all(isinstance(r, dict) and "arms" in r for r in results.values()):
+        return {problem: random_curves(r["arms"]) for problem, r in results.items()}
+    name = next((t["config"]["dataset"] for r in results.values() for t in r.get("trials", []) if t.get("config")),
+                path.stem)
+    return {name: random_curves(results)}
+
+
+def per_mille(curves: list[Curve]) -> list[Curve]:
+    """Steps as thousandths of each trial's budget (its last mark), so that one warm-up means the same everywhere."""
+    return [[(max(1, round(1000 * m / c[-1][0])), v) for m, v in c] for c in curves]
+
+
+SHIPPED = {"name": "median", "startup": 8, "warmup": 250, "patience": 0, "report": "best"}  # studies/*.yaml, per mille
+
+
+def leave_one_out(by_problem: dict[str, list[Curve]], orders: int, seed: int) -> list[dict[str, Any]]:
+    """Per problem: the setting chosen on the others (most images saved, their best trial kept in >= 90% of
+    orders on every one of them), judged on the problem left out, beside the shipped default."""
+    settings: list[dict[str, Any]] = [SHIPPED]
+    for startup, warmup, patience, report in itertools.product((4, 8), (0, 250, 500), (0, 1), ("last", "best")):
+        setting = {"name": "median", "startup": startup, "warmup": warmup, "patience": patience, "report": report}
+        if setting != SHIPPED:
+            settings.append(setting)
+    curves = {p: per_mille(c) for p, c in by_problem.items()}
+    table = {p: [replay(c, s, orders, seed) for s in settings] for p, c in curves.items()}
+    rows = []
+    for held in curves:
+        others = [p for p in curves if p != held]
+        fits = [i for i in range(len(settings)) if all(table[p][i]["best_survived"] >= 0.9 for p in others)]
+        pick = max(fits, key=lambda i: statistics.fmean(table[p][i]["saved"] for p in others)) if fits else None
+        row: dict[str, Any] = {"held_out": held, "curves": len(curves[held]), "shipped": table[held][0]}
+        if pick is not None:
+            row |= {"chosen": settings[pick], "chosen_on_others_saved": statistics.fmean(table[p][pick]["saved"]
+                                                                                         for p in others),
+                    "held_out_result": table[held][pick]}
+        rows.append(row)
+    return rows
 
 
 def make_pruner(setting: dict[str, Any]) -> optuna.pruners.BasePruner:
@@ -117,7 +167,9 @@ def main() -> None:
     parser.add_argument("--study", default="studies/digits-quick.yaml")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--trials", type=int, default=30, help="curves to train (without --curves)")
-    parser.add_argument("--curves", type=Path, default=None, help="a benchmarks/quality/suite.py --study JSON")
+    parser.add_argument("--curves", type=Path, nargs="+", default=None,
+                        help="benchmarks/quality/suite.py JSON (suite or --study); several with --leave-one-out")
+    parser.add_argument("--leave-one-out", action="store_true", help="choose on the other problems, judge on each")
     parser.add_argument("--orders", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", type=Path, default=None, help="write the curves here (JSON)")
@@ -125,9 +177,30 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     logging.basicConfig(level=logging.WARNING)
 
+    if args.leave_one_out:
+        by_problem: dict[str, list[Curve]] = {}
+        for path in args.curves or []:
+            for problem, found in problem_curves(path).items():
+                by_problem.setdefault(problem, []).extend(found)
+        by_problem = {p: c for p, c in by_problem.items() if len(c) >= 4}
+        print("curves per problem:", {p: len(c) for p, c in by_problem.items()})
+
+        def fmt(r: dict[str, float]) -> str:
+            return f"saved {r['saved']:.1%}, best kept {r['best_survived']:.0%}, best value {r['best_kept']:.4g}"
+
+        for row in leave_one_out(by_problem, args.orders, args.seed):
+            print(f"{row['held_out']} ({row['curves']} curves): shipped {fmt(row['shipped'])}")
+            if "chosen" in row:
+                s = row["chosen"]
+                print(f"  chosen on the others: startup={s['startup']} warmup={s['warmup']}/1000 "
+                      f"patience={s['patience']} report={s['report']} (saves {row['chosen_on_others_saved']:.1%} "
+                      f"there) -> here {fmt(row['held_out_result'])}")
+            else:
+                print("  no setting keeps the others' best trial in >= 90% of orders")
+        return
     if args.curves:
-        curves = curves_from_benchmark(args.curves)
-        source = str(args.curves)
+        curves = [c for path in args.curves for c in curves_from_benchmark(path)]
+        source = ", ".join(map(str, args.curves))
     else:
         spec = StudySpec.from_file(args.study)
         if args.data_root:
