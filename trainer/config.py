@@ -66,6 +66,7 @@ class TrainConfig:
     batch_size: int = 64  # images per discriminator step
     n_critic: int = 1  # discriminator steps per generator step
     ema_decay: float = 0.0  # EMA decay of the generator weights; 0 turns EMA off
+    ema_warmup: bool = True  # the decay ramps up as min(ema_decay, (1 + t) / (10 + t)); false: ema_decay from step 0
     # --- budget and evaluation ---
     seed: int = 0  # seeds weights, noise and batch order
     budget_images: int = 100_000  # real images shown to the discriminator before training stops

@@ -8,14 +8,15 @@ from typing import Any
 import torch
 
 
-def ema_decay_at(decay: float, updates: int) -> float:
-    """The EMA decay at update ``updates`` (0-based): ``min(decay, (1 + t) / (10 + t))`` (the warm-up)."""
-    return min(decay, (1 + updates) / (10 + updates))
+def ema_decay_at(decay: float, updates: int, warmup: bool = True) -> float:
+    """The EMA decay at update ``updates`` (0-based): ``min(decay, (1 + t) / (10 + t))`` with the warm-up, else
+    ``decay``."""
+    return min(decay, (1 + updates) / (10 + updates)) if warmup else decay
 
 
-def ema_weight(decay: float, updates: int) -> float:
-    """The weight of the new value at EMA update ``updates``: ``1 - ema_decay_at(decay, updates)``."""
-    return 1.0 - ema_decay_at(decay, updates)
+def ema_weight(decay: float, updates: int, warmup: bool = True) -> float:
+    """The weight of the new value at EMA update ``updates``: ``1 - ema_decay_at(decay, updates, warmup)``."""
+    return 1.0 - ema_decay_at(decay, updates, warmup)
 
 
 class EMA:
@@ -24,24 +25,24 @@ class EMA:
     The decay at update ``t`` (0-based) is ``min(decay, (1 + t) / (10 + t))``: the average follows the
     generator closely at first and reaches ``decay`` only after about ``10 / (1 - decay)`` updates, so an
     EMA generator is never judged on its initial weights (a plain EMA with decay 0.999 still holds ~37%
-    of the initial weights after 1,000 steps).
+    of the initial weights after 1,000 steps). ``warmup=False`` (``TrainConfig.ema_warmup``) is that plain EMA.
     """
 
-    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+    def __init__(self, model: torch.nn.Module, decay: float, warmup: bool = True) -> None:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"EMA decay must be in (0, 1), but got {decay=}.")
-        self.decay = decay
+        self.decay, self.warmup = decay, warmup
         self.module = copy.deepcopy(model).requires_grad_(False)
         self.updates = 0
 
     def current_decay(self) -> float:
-        return ema_decay_at(self.decay, self.updates)
+        return ema_decay_at(self.decay, self.updates, self.warmup)
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
         ema_params: list[torch.Tensor] = list(self.module.parameters())
         params: list[torch.Tensor] = list(model.parameters())
-        torch._foreach_lerp_(ema_params, params, ema_weight(self.decay, self.updates))
+        torch._foreach_lerp_(ema_params, params, ema_weight(self.decay, self.updates, self.warmup))
         for ema_buf, buf in zip(self.module.buffers(), model.buffers(), strict=True):
             ema_buf.copy_(buf)
         self.updates += 1

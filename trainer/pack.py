@@ -267,7 +267,7 @@ class Pack:
         weights = []
         for c in self.members:
             if c.cfg.ema_decay > 0:
-                weights.append(ema_weight(c.cfg.ema_decay, c.ema_updates))
+                weights.append(ema_weight(c.cfg.ema_decay, c.ema_updates, c.cfg.ema_warmup))
                 c.ema_updates += 1
             else:
                 weights.append(1.0)  # no EMA: the "average" is the generator itself
@@ -328,7 +328,7 @@ class Pack:
         """Member k's evaluation (``RunState.evaluate``, as in ``train``); its result when its budget is done."""
         c = self.members[k]
         cfg = c.cfg
-        gen, disc, ema = self.stack.modules(k, c.cfg.ema_decay, c.ema_updates)
+        gen, disc, ema = self.stack.modules(k, c.cfg.ema_decay, c.ema_updates, c.cfg.ema_warmup)
         sampler_net: Any = ema.module if ema is not None else gen
 
         def save() -> Path | None:

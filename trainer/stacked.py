@@ -128,7 +128,8 @@ class Stacked:
         for name, b in self.gb.items():
             self.ema_b[name].copy_(b)
 
-    def modules(self, k: int, ema_decay: float, ema_updates: int) -> tuple[torch.nn.Module, torch.nn.Module, EMA | None]:
+    def modules(self, k: int, ema_decay: float, ema_updates: int,
+                ema_warmup: bool = True) -> tuple[torch.nn.Module, torch.nn.Module, EMA | None]:
         """Member k as ordinary modules (generator, discriminator, EMA), e.g. to sample or to save."""
         assert self.g_base is not None and self.d_base is not None
         gen, disc = copy.deepcopy(self.g_base), copy.deepcopy(self.d_base)
@@ -136,7 +137,7 @@ class Stacked:
         disc.load_state_dict({**{n: v[k].detach() for n, v in self.dp.items()}, **{n: v[k] for n, v in self.db.items()}})
         ema = None
         if ema_decay > 0:
-            ema = EMA(gen, ema_decay)
+            ema = EMA(gen, ema_decay, ema_warmup)
             ema.module.load_state_dict({**{n: v[k] for n, v in self.ema_p.items()},
                                         **{n: v[k] for n, v in self.ema_b.items()}})
             ema.updates = ema_updates

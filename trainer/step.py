@@ -224,7 +224,7 @@ class SingleNets(Modules):
         gen, disc = gen.to(device), disc.to(device)
         if self.channels_last:
             gen, disc = gen.to(memory_format=torch.channels_last), disc.to(memory_format=torch.channels_last)
-        super().__init__(gen, disc, EMA(gen, cfg.ema_decay) if cfg.ema_decay > 0 else None,
+        super().__init__(gen, disc, EMA(gen, cfg.ema_decay, cfg.ema_warmup) if cfg.ema_decay > 0 else None,
                          torch.optim.Adam(gen.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2)),
                          torch.optim.Adam(disc.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2)))
 

@@ -15,7 +15,8 @@ wall-clock (``--minutes``) to choose its config, one after another:
 
 - ``shipped``: the problem's study file as a user gets it (warm starts, pruner, guard, TPE), one worker;
 - ``plain``: Optuna as a user scripts it: ``TPESampler(seed)`` + ``MedianPruner()`` (Optuna's defaults), the same
-  trainer, space and trial budget, no warm starts, no loss guard, its best trial retrained;
+  trainer, space and trial budget, no warm starts, no loss guard, a plain EMA (``ema_warmup: false``), its best trial
+  retrained;
 - ``random``: ``RandomSampler(seed)``, no pruning;
 - ``preset``: no search: each literature preset the study file names, trained once per production seed at the
   production budget; the row is the best preset by the independent FID (an oracle pick, outside the clock);
@@ -31,7 +32,8 @@ production budget. The table: problems x arms, mean +- std over sampler seeds x 
 
 With ``--out``, the JSON is rewritten after every arm and production run and ``--resume`` carries on from it; the
 shipped studies' databases are kept beside it (``NAME-studies/``), where a later run's transfer arm finds them
-(``--transfer-from PROBLEM`` for the first problem of a run). Torch uses the cores the process may run on.
+(``--transfer-from PROBLEM`` or ``--transfer-from PATH/study.db`` for the first problem of a run). Torch uses the
+cores the process may run on.
 
 ``--study FILE`` keeps the older comparison of search progress only (``--workers``: gan-search with K workers,
 ``handwritten`` = plain, ``random``; each winner retrained at the trial budget; ``--pbt-study`` adds PBT).
@@ -107,7 +109,7 @@ def _objective(spec: StudySpec, data: Any, evaluator: Any, prune: bool) -> Any:
     """The objective of the hand-written script: suggestions -> TrainConfig -> the same trainer."""
 
     def objective(trial: optuna.Trial) -> float:
-        cfg = suggest_config(trial, spec).replace(device="cpu")
+        cfg = suggest_config(trial, spec).replace(device="cpu", ema_warmup=False)  # Optuna as scripted: a plain EMA
         trial.set_user_attr("config", cfg.to_dict())
 
         def report(event: Any) -> None:
@@ -364,7 +366,13 @@ def run_suite(args: Any, out: Path | None) -> dict[str, Any]:
             write_result(args, {"rows": rows, "results": results})
 
     def shipped_db(problem: str) -> Path:
-        return keep / f"{problem}-shipped-{args.seeds[0]}" / "study.db"
+        """The shipped study a transfer arm starts from: this run's, or a study database named by path."""
+        return Path(problem) if problem.endswith(".db") else keep / f"{problem}-shipped-{args.seeds[0]}" / "study.db"
+
+    def study_name(problem: str) -> str:
+        if problem.endswith(".db"):
+            return optuna.get_all_study_names(f"sqlite:///{shipped_db(problem)}")[0]
+        return problem_spec(problem, args.data_root).name
 
     for i, problem in enumerate(args.problems):
         spec = problem_spec(problem, args.data_root)
@@ -393,7 +401,7 @@ def run_suite(args: Any, out: Path | None) -> dict[str, Any]:
                     arm_spec = spec
                     if arm == "transfer":
                         assert source is not None
-                        raw = {**spec.raw, "warm_start": [{"study": problem_spec(source, args.data_root).name,
+                        raw = {**spec.raw, "warm_start": [{"study": study_name(source),
                                                            "storage": f"sqlite:///{shipped_db(source)}", "top": 3}]}
                         arm_spec = StudySpec.from_dict(raw, source=f"{problem} transfer from {source}")
                     folder = keep / f"{problem}-{arm}-{seed}"
@@ -437,7 +445,8 @@ def main() -> None:
     parser.add_argument("--production-seeds", type=int, default=3)
     parser.add_argument("--resume", action="store_true", help="carry on from the --out file (suite)")
     parser.add_argument("--transfer-from", default=None,
-                        help="the first problem's transfer source: a problem whose shipped study a run kept")
+                        help="the first problem's transfer source: a problem whose shipped study this run's folder "
+                             "kept, or a kept study database (e.g. benchmarks/results/suite-X-studies/X-shipped-0/study.db)")
     parser.add_argument("--study", default=None, help="search progress of this study file only (the older mode)")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--minutes", type=float, default=3.0, help="wall-clock budget per arm")
