@@ -21,7 +21,9 @@ process start-up; the span holds the study's tail, where workers have run out of
 replayed sleep of every trial divided over N workers: what N workers with zero coordination cost would take), claim
 latency p50/p95, SQL statements and SQL seconds per trial (the workers' own count), peak server connections
 (``pg_stat_activity``, polled), the replay processes' CPU seconds per trial (start-up included: what this
-host must supply per trial, so ``host_cores / worker_cpu_s_per_trial`` bounds its trials/s), and the trials lost
+host must supply per trial, so ``host_cores / worker_cpu_s_per_trial`` bounds its trials/s; on a cluster it is
+spent on the workers' own machines), the PostgreSQL server's CPU seconds per trial (where the server runs on this
+host: what one server must supply per trial, whatever the number of machines), and the trials lost
 (planned but never ended) and duplicated (beyond the plan)
 after the run, which must be 0. ``--kill F`` SIGKILLs worker processes holding at least a fraction F of the workers
 once every worker is mid-trial; ``--restart-db S`` restarts the PostgreSQL server (``--restart-command``) S seconds
@@ -148,6 +150,25 @@ def wait_for_port(port: int, timeout: float = 60.0) -> None:
     raise RuntimeError(f"the storage proxy did not listen on port {port}")
 
 
+def server_cpu_seconds() -> float | None:
+    """CPU seconds of the PostgreSQL server on this host so far: every ``postgres`` process's own time, plus the
+    postmaster's reaped children (backends that have exited). None where /proc is not there."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, found = 0.0, False
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            raw = stat.read_text()
+        except OSError:
+            continue
+        name, fields = raw[raw.index("(") + 1:raw.rindex(")")], raw[raw.rindex(")") + 2:].split()
+        if name != "postgres":
+            continue
+        found = True
+        utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+        total += (utime + stime + cutime + cstime) / tick  # (only the postmaster has reaped children)
+    return total if found else None
+
+
 def transactions(database: str) -> int:
     """Committed transactions of the database so far (server-side: counts the proxy's work too)."""
     import psycopg
@@ -182,6 +203,7 @@ def run(workers: int, trial_seconds: float, args: argparse.Namespace, via_proxy:
             peak = ConnectionPeak(database)
             commits0 = transactions(database)
             cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            server0 = server_cpu_seconds()
             start = time.perf_counter()
             procs, first = [], 0
             for size in sizes:
@@ -203,6 +225,7 @@ def run(workers: int, trial_seconds: float, args: argparse.Namespace, via_proxy:
             wall = time.perf_counter() - start
             cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the replay processes, waited for above
             worker_cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
+            server1 = server_cpu_seconds()
             faults.join()
             connections = peak.stop()
             commits = transactions(database) - commits0
@@ -240,6 +263,9 @@ def run(workers: int, trial_seconds: float, args: argparse.Namespace, via_proxy:
                 if not via_proxy else None,
                 "sql_seconds_per_trial": round(sum(r["storage_seconds"] for r in reports) / max(ended, 1), 3),
                 "worker_cpu_s_per_trial": round(worker_cpu / max(ended, 1), 3),  # start-up included
+                # what one PostgreSQL must supply per trial: with the ideal rate, the server cores N workers need
+                "server_cpu_s_per_trial": round((server1 - server0) / max(ended, 1), 3)
+                if server0 is not None and server1 is not None else None,
                 "host_cores": os.cpu_count(),
                 "peak_connections": connections, "lost": losses["lost"], "duplicated": losses["duplicated"],
                 "running_left": losses["running"], "waiting_left": losses["waiting"], **faults.row(trials),
