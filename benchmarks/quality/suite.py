@@ -56,7 +56,7 @@ import optuna
 import torch
 from joblib import Parallel, delayed
 
-from benchmarks._common import out_path, write_result
+from benchmarks._common import machine, out_path, write_result
 from benchmarks._common import parser as bench_parser
 from search import StudySpec, create_or_load_study, run_workers, suggest_config
 from search.spec.study_file import apply_params
@@ -354,6 +354,8 @@ def run_suite(args: Any, out: Path | None) -> dict[str, Any]:
     if out is not None and args.resume and out.exists():
         state = json.loads(out.read_text())
         log.info("resuming from %s", out)
+    # every run that wrote this file, with its machine and commit (the top-level "machine" is the latest one's)
+    state["sessions"] = [*state.get("sessions", [state["machine"]] if "machine" in state else []), machine()]
     results: dict[str, Any] = state["results"]
     # the shipped studies' databases, kept beside the results: the next problem's transfer arm reads them
     keep = out.with_name(out.stem + "-studies") if out is not None else Path(tempfile.mkdtemp(prefix="bench-suite-"))
@@ -363,7 +365,7 @@ def run_suite(args: Any, out: Path | None) -> dict[str, Any]:
         rows = [row for problem, record in results.items() for row in problem_rows(problem, record)]
         state.update(rows=rows)
         if out is not None:
-            write_result(args, {"rows": rows, "results": results})
+            write_result(args, {"sessions": state["sessions"], "rows": rows, "results": results})
 
     def shipped_db(problem: str) -> Path:
         """The shipped study a transfer arm starts from: this run's, or a study database named by path."""
