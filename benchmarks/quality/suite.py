@@ -276,6 +276,23 @@ def _sample(generator: Any, n: int, start: int) -> torch.Tensor:
     return fixed_sampler(generator, 424242)(n, start)  # a noise stream no evaluation of the search used
 
 
+def _config_id(config: dict[str, Any]) -> str:
+    """What makes two production runs the same run: the config without its (search-time) seed."""
+    return json.dumps({k: v for k, v in config.items() if k != "seed"}, sort_keys=True, default=str)
+
+
+def _made(record: dict[str, Any], config: dict[str, Any], seed: int) -> dict[str, Any] | None:
+    """A production run already made of this config at this seed under another arm's key (TPE's random start and
+    the random arm draw the same first trials, so two arms can choose the same config): trained once, shown twice."""
+    want = _config_id(config)
+    for key, runs in record["production"].items():
+        if _config_id(record["configs"].get(key, {})) == want:
+            for run in runs:
+                if run["seed"] == seed:
+                    return dict(run)
+    return None
+
+
 def production(configs: dict[str, dict[str, Any]], seeds: int, images: int, scorer: Any, jobs: int) -> dict[str, Any]:
     """Each config trained at ``images`` with ``seeds`` fresh seeds (1000, ...) and scored; keyed as ``configs``."""
     tasks = [(key, cfg, 1000 + i) for key, cfg in configs.items() for i in range(seeds)]
@@ -318,23 +335,57 @@ def suite_rows(problem: str, runs: dict[str, Any], arms: dict[str, Any], preset_
 
 
 def print_suite(rows: list[dict[str, Any]]) -> None:
-    def pm(r: dict[str, Any], m: str, fmt: str = ".2f") -> str:
-        if r.get(m) is None:
-            return "-"
-        return f"{r[m]:{fmt}}" + (f" +- {r[m + '_std']:{fmt}}" if r.get(m + "_std") is not None else "")
-
     print(f"{'problem':<14} {'arm':<9} {'runs':>4} {'FID (scorer)':>16} {'recall':>14} {'coverage':>14} "
           f"{'FID (service)':>16} {'modes':>16} {'mode KL':>14} {'min to preset':>14}")
     for r in rows:
         reach = ", ".join("never" if m is None else f"{m:.1f}" for m in r["min_to_preset"]) or "-"
-        print(f"{r['problem']:<14} {r['arm']:<9} {r['runs']:>4} {pm(r, 'fid_alt'):>16} {pm(r, 'recall_alt', '.3f'):>14} "
-              f"{pm(r, 'coverage_alt', '.3f'):>14} {pm(r, 'fid'):>16} {pm(r, 'modes', '.0f'):>16} "
-              f"{pm(r, 'mode_kl', '.3f'):>14} {reach:>14}")
+        print(f"{r['problem']:<14} {r['arm']:<9} {r['runs']:>4} {_pm(r, 'fid_alt'):>16} {_pm(r, 'recall_alt', '.3f'):>14} "
+              f"{_pm(r, 'coverage_alt', '.3f'):>14} {_pm(r, 'fid'):>16} {_pm(r, 'modes', '.0f'):>16} "
+              f"{_pm(r, 'mode_kl', '.3f'):>14} {reach:>14}")
+
+
+def _pm(r: dict[str, Any], m: str, fmt: str = ".2f") -> str:
+    if r.get(m) is None:
+        return "-"
+    return f"{r[m]:{fmt}}" + (f" +- {r[m + '_std']:{fmt}}" if r.get(m + "_std") is not None else "")
+
+
+def verdict(rows: list[dict[str, Any]], arm: str, against: str) -> str:
+    """Whether ``arm`` beats ``against`` under the scorer's FID by more than the seed spread (the larger of the
+    two standard deviations), as the acceptance asks; "-" where either row is missing."""
+    a = next((r for r in rows if r["arm"] == arm and r.get("fid_alt") is not None), None)
+    b = next((r for r in rows if r["arm"] == against and r.get("fid_alt") is not None), None)
+    if a is None or b is None:
+        return "-"
+    gap, spread = b["fid_alt"] - a["fid_alt"], max(a.get("fid_alt_std") or 0.0, b.get("fid_alt_std") or 0.0)
+    word = "ahead" if gap > spread else "behind" if -gap > spread else "within the spread"
+    return f"{word} ({gap:+.2f} vs spread {spread:.2f}; {a['runs']} / {b['runs']} runs)"
+
+
+def markdown_table(files: list[Path]) -> str:
+    """The acceptance table: problems x arms (mean +- std over sampler seeds x production seeds) from suite JSONs,
+    each problem followed by the shipped arm's verdicts against plain Optuna and the best preset."""
+    lines = ["| problem | arm | runs | FID (scorer) | recall (scorer) | coverage (scorer) | service FID | modes | "
+             "mode KL | min to preset |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    notes = []
+    for file in files:
+        results = json.loads(file.read_text())["results"]
+        for problem, record in results.items():
+            rows = problem_rows(problem, record)
+            for r in rows:
+                arm = f"best preset (`{record['best_preset'].split('/', 1)[1]}`)" if r["arm"] == "preset" else r["arm"]
+                reach = ", ".join("never" if m is None else f"{m:.1f}" for m in r["min_to_preset"]) or "-"
+                lines.append(f"| {problem} | {arm} | {r['runs']} | {_pm(r, 'fid_alt')} | {_pm(r, 'recall_alt', '.3f')} | "
+                             f"{_pm(r, 'coverage_alt', '.3f')} | {_pm(r, 'fid')} | {_pm(r, 'modes', '.0f')} | "
+                             f"{_pm(r, 'mode_kl', '.3f')} | {reach} |")
+            notes.append(f"- {problem}: shipped vs plain Optuna: {verdict(rows, 'shipped', 'plain')}; "
+                         f"vs the best preset: {verdict(rows, 'shipped', 'preset')}")
+    return "\n".join(lines + [""] + notes)
 
 
 def problem_rows(problem: str, record: dict[str, Any]) -> list[dict[str, Any]]:
     """One problem's rows; the preset row is the best preset by the independent FID (an oracle pick)."""
-    runs = {k: v for k, v in record["production"].items() if k in record["configs"]}
+    runs = {k: v for k, v in record["production"].items() if k in record.get("configs", record["production"])}
     presets = {k: v for k, v in runs.items() if k.startswith("preset/")}
     best_preset = min(presets, key=lambda k: statistics.fmean(r["fid_alt"] for r in presets[k]), default=None)
     record["best_preset"] = best_preset
@@ -427,11 +478,18 @@ def run_suite(args: Any, out: Path | None) -> dict[str, Any]:
                  if 1000 + s not in {r["seed"] for r in record["production"].get(key, [])}]
         log.info("%s: %d production runs to go (%d configs x %d seeds at %d images, %d at once)", problem, len(tasks),
                  len(configs), args.production_seeds, images, jobs)
-        for at in range(0, len(tasks), jobs):
-            chunk = tasks[at:at + jobs]
+        while tasks:
+            for key, cfg, s in tasks:
+                if (made := _made(record, cfg, s)) is not None:
+                    record["production"].setdefault(key, []).append(made)
+            tasks = [t for t in tasks if _made(record, t[1], t[2]) is None]
+            chunk = list({(_config_id(cfg), s): (key, cfg, s) for key, cfg, s in reversed(tasks)}.values())[::-1][:jobs]
+            if not chunk:
+                break
             runs = Parallel(n_jobs=len(chunk))(delayed(_production_run)(cfg, s, images, scorer) for _, cfg, s in chunk)
-            for (key, _, _), run in zip(chunk, runs, strict=True):
-                record["production"].setdefault(key, []).append(run)
+            for (key, cfg, _), run in zip(chunk, runs, strict=True):
+                record["production"].setdefault(key, []).append(run | {"config_id": _config_id(cfg)})
+            tasks = [t for t in tasks if t not in chunk]
             save()
         save()
         print_suite(problem_rows(problem, record))
@@ -449,6 +507,8 @@ def main() -> None:
     parser.add_argument("--transfer-from", default=None,
                         help="the first problem's transfer source: a problem whose shipped study this run's folder "
                              "kept, or a kept study database (e.g. benchmarks/results/suite-X-studies/X-shipped-0/study.db)")
+    parser.add_argument("--table", nargs="+", type=Path, default=None, metavar="JSON",
+                        help="print the problems x arms markdown table of these suite result files and exit")
     parser.add_argument("--study", default=None, help="search progress of this study file only (the older mode)")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--minutes", type=float, default=3.0, help="wall-clock budget per arm")
@@ -461,6 +521,9 @@ def main() -> None:
                         help=f"run only these arms (suite: {', '.join(SUITE_ARMS)}; --study: gan-search-Kw, handwritten, "
                              "random, pbt); default: all")
     args = parser.parse_args()
+    if args.table:
+        print(markdown_table(args.table))
+        return
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     log.setLevel(logging.INFO)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
