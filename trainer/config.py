@@ -52,6 +52,7 @@ class TrainConfig:
     spectral_norm: bool = False  # spectral normalisation on every discriminator layer
     d_norm: DNorm = "none"  # dcgan discriminator normalisation after each conv but the first: batch (pytorch/examples), layer
     d_mbstd: bool = False  # dcgan D sees its batch's spread (minibatch std, Karras et al. 2018): against dropped modes
+    d_pack: int = 1  # PacGAN (Lin et al. 2018): dcgan D judges d_pack samples at once, stacked as channels; 1: off
     classes: int = 0  # > 0: class-conditional dcgan over labels 0..classes-1 (G: one-hot beside z, D: projection); 0: off
     augment: str = ""  # DiffAugment for D's inputs, real and fake alike: any of color, translation, cutout ("": off)
     # --- objective ---
@@ -120,6 +121,20 @@ class TrainConfig:
         if self.d_mbstd and self.arch == "mlp":
             raise ConfigError("d_mbstd must be false for arch='mlp' (the article's discriminator is fixed), "
                               f"but got d_mbstd={self.d_mbstd!r}.")
+        if self.d_pack < 1:
+            raise ConfigError(f"d_pack must be >= 1 (1: off), but got d_pack={self.d_pack}.")
+        if self.d_pack > 1:
+            if self.arch != "dcgan":
+                raise ConfigError(f"d_pack > 1 (a packing discriminator) needs arch='dcgan', but got arch={self.arch!r}.")
+            if self.batch_size % self.d_pack:
+                raise ConfigError(f"batch_size must be a multiple of d_pack={self.d_pack} (D judges packs of "
+                                  f"d_pack images), but got batch_size={self.batch_size}.")
+            if self.classes:
+                raise ConfigError(f"d_pack must be 1 with classes > 0 (a pack's images have labels of their own), but "
+                                  f"got d_pack={self.d_pack} with classes={self.classes}.")
+            if self.loss == "wgan-gp":
+                raise ConfigError(f"d_pack must be 1 with loss='wgan-gp' (its penalty interpolates single images, not "
+                                  f"packs), but got d_pack={self.d_pack}.")
         if self.classes < 0 or self.classes == 1:
             raise ConfigError(f"classes must be 0 (unconditional) or >= 2 (the dataset's label count), but got "
                               f"classes={self.classes}.")

@@ -139,16 +139,19 @@ class DCGANDiscriminator(nn.Module):
     """Strided convs, optional spectral norm; ``norm`` after every conv but the first: none (gradient penalties
     stay per-sample), batch (as pytorch/examples' DCGAN), layer (per-sample: GroupNorm with one group);
     ``mbstd`` adds the minibatch standard deviation channel before the last layer; ``classes`` makes it a
-    projection discriminator (Miyato & Koyama 2018): logit = linear(h) + <embed(y), h> on the last features h."""
+    projection discriminator (Miyato & Koyama 2018): logit = linear(h) + <embed(y), h> on the last features h;
+    ``pack`` > 1 makes it PacGAN's (Lin et al. 2018): consecutive groups of ``pack`` images are stacked as channels
+    and judged together, one logit per group, so a generator that repeats itself is seen doing so."""
 
     def __init__(self, width: int, shape: tuple[int, int, int], sn: bool, norm: str = "none",
-                 mbstd: bool = False, classes: int = 0) -> None:
+                 mbstd: bool = False, classes: int = 0, pack: int = 1) -> None:
         super().__init__()
         c, size, _ = shape
         s0, n = _dcgan_plan(size)
         w = _sn if sn else (lambda m: m)
         layers: list[nn.Module] = []
-        ch_in, ch = c, width
+        self.pack = pack
+        ch_in, ch = c * pack, width
         for stage in range(n):  # each stage: (B, ch_in, s, s) -> (B, ch, s/2, s/2)
             normed = stage > 0 and norm != "none"
             layers.append(w(nn.Conv2d(ch_in, ch, 4, 2, 1, bias=not normed)))
@@ -168,8 +171,10 @@ class DCGANDiscriminator(nn.Module):
             self.embed = w(embed)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.pack > 1:  # (B, C, H, W) -> (B / pack, pack * C, H, W): images i*pack .. i*pack+pack-1 together
+            x = x.reshape(-1, self.pack * x.shape[1], *x.shape[2:])
         if not self.classes:
-            return self.net(x).view(-1)  # (B,)
+            return self.net(x).view(-1)  # (B,) or (B / pack,)
         if y is None:
             raise ValueError(f"this discriminator is class-conditional ({self.classes} classes): pass the labels y.")
         h = self.net[:-1](x)  # (B, F) features
@@ -184,7 +189,7 @@ def build_mlp(cfg: TrainConfig, shape: tuple[int, int, int]) -> tuple[Generator,
 @ARCHS.register("dcgan")
 def build_dcgan(cfg: TrainConfig, shape: tuple[int, int, int]) -> tuple[Generator, nn.Module]:
     return (DCGANGenerator(cfg.latent_dim, cfg.g_width, shape, cfg.classes),
-            DCGANDiscriminator(cfg.d_width, shape, cfg.spectral_norm, cfg.d_norm, cfg.d_mbstd, cfg.classes))
+            DCGANDiscriminator(cfg.d_width, shape, cfg.spectral_norm, cfg.d_norm, cfg.d_mbstd, cfg.classes, cfg.d_pack))
 
 
 def build_models(cfg: TrainConfig, shape: tuple[int, int, int]) -> tuple[Generator, nn.Module]:

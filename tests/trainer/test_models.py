@@ -64,3 +64,28 @@ def test_minibatch_std_lets_the_discriminator_see_a_batchs_spread() -> None:
     assert disc(torch.randn(6, 1, 28, 28)).shape == (6,)  # 6 is not a multiple of 4: the whole batch is one group
     with pytest.raises(ConfigError, match="d_mbstd must be false for arch='mlp'"):
         TrainConfig(arch="mlp", d_mbstd=True)
+
+
+def test_a_packing_discriminator_judges_consecutive_images_together() -> None:
+    """d_pack (PacGAN): one logit per group of d_pack consecutive images, stacked as channels; a group's logit
+    depends on every image of that group and on no other group; configs it cannot serve are refused by name."""
+    cfg = TrainConfig(arch="dcgan", d_width=8, d_pack=2)
+    disc = build_discriminator(cfg, (3, 28, 28))
+    first = [m for m in disc.modules() if isinstance(m, torch.nn.Conv2d)][0]
+    assert first.in_channels == 6  # two RGB images
+    x = torch.randn(8, 3, 28, 28)
+    with torch.no_grad():
+        logits = disc(x)
+        assert logits.shape == (4,)
+        torch.testing.assert_close(disc(x[2:4]), logits[1:2])  # group 1 alone scores as within the batch
+        changed = x.clone()
+        changed[3] = torch.randn(3, 28, 28)  # the second image of group 1
+        moved = disc(changed)
+        assert not torch.allclose(moved[1], logits[1])
+        torch.testing.assert_close(moved[[0, 2, 3]], logits[[0, 2, 3]])
+    for bad, match in [(dict(d_pack=0), "d_pack must be >= 1"), (dict(d_pack=2, arch="mlp"), "d_pack > 1 .* needs arch='dcgan'"),
+                       (dict(d_pack=3, batch_size=64), "batch_size must be a multiple of d_pack=3"),
+                       (dict(d_pack=2, classes=10), "d_pack must be 1 with classes > 0"),
+                       (dict(d_pack=2, loss="wgan-gp"), "d_pack must be 1 with loss='wgan-gp'")]:
+        with pytest.raises(ConfigError, match=match):
+            TrainConfig(**{"arch": "dcgan", **bad})  # type: ignore[arg-type]

@@ -174,12 +174,13 @@ def test_a_scheduled_n_critic_is_refused_with_its_reason(data) -> None:  # type:
 @pytest.mark.slow
 @pytest.mark.parametrize("vectorise", ["on", "off"])
 def test_members_with_a_normalised_discriminator_match_their_single_runs(data, vectorise: str) -> None:  # type: ignore[no-untyped-def]
-    """d_norm (batch as pytorch/examples' DCGAN, or layer) and the minibatch-std channel in a pack: each member
-    trains as it would alone."""
+    """d_norm (batch as pytorch/examples' DCGAN, or layer), the minibatch-std channel and a packing D in a pack:
+    each member trains as it would alone."""
     members = [BASE.replace(d_norm="batch"), BASE.replace(d_norm="batch", seed=5, lr_d=5e-4)]
     layered = [BASE.replace(d_norm="layer", r1_weight=1.0)]
     spread = [BASE.replace(d_mbstd=True, r1_weight=1.0), BASE.replace(d_mbstd=True, seed=3)]
-    for group in (members, layered, spread):
+    packing = [BASE.replace(d_pack=2, r1_weight=1.0), BASE.replace(d_pack=2, seed=3)]  # PacGAN's D
+    for group in (members, layered, spread, packing):
         outcomes = train_pack(group, data, vectorise=vectorise)
         for cfg, outcome in zip(group, outcomes, strict=True):
             assert outcome.result is not None, outcome.error
