@@ -55,13 +55,16 @@ def dashboard(finished: dict[str, Any]) -> Iterator[str]:
                              "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(100):
+        deadline = time.monotonic() + 90  # a refused connection returns at once: wait on the clock, not a count
+        while True:  # (on a loaded 2-core machine the server's imports alone took over 20 s)
             try:
                 _get(f"{base}/api/studies", timeout=1)
                 break
             except OSError:
                 if proc.poll() is not None:
                     raise AssertionError(proc.stderr.read().decode() if proc.stderr else "dashboard exited") from None
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"the dashboard did not answer on {base} within 90 s") from None
                 time.sleep(0.2)
         yield base
     finally:
