@@ -487,8 +487,8 @@ def run_suite(args: Any, out: Path | None) -> dict[str, Any]:
             if not chunk:
                 break
             runs = Parallel(n_jobs=len(chunk))(delayed(_production_run)(cfg, s, images, scorer) for _, cfg, s in chunk)
-            for (key, cfg, _), run in zip(chunk, runs, strict=True):
-                record["production"].setdefault(key, []).append(run | {"config_id": _config_id(cfg)})
+            for (key, _, _), run in zip(chunk, runs, strict=True):
+                record["production"].setdefault(key, []).append(run)
             tasks = [t for t in tasks if t not in chunk]
             save()
         save()
