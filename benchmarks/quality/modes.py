@@ -75,6 +75,8 @@ def main() -> None:
         torch.set_num_threads(len(os.sched_getaffinity(0)))  # the cores it may run on (taskset)
 
     records = json.loads(Path(args.suite).read_text())["results"]
+    if len(records) != 1:
+        raise SystemExit(f"--suite must hold one problem, but {args.suite} holds {', '.join(records)}")
     (problem, record), = records.items()
     if args.config not in record["configs"]:
         raise SystemExit(f"--config must be one of {', '.join(record['configs'])}, but got {args.config!r}")

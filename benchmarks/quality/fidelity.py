@@ -1,0 +1,241 @@
+"""Does the trial budget rank configs as the production budget does? The configs a suite's searches liked best,
+and the study's literature presets, each trained once to the production budget with the service's FID at every
+evaluation; then, for each fraction of the production budget taken as the trial budget, how well the ranking at
+that fraction agrees with the ranking at the end, and what choosing by it costs.
+
+    python -m benchmarks.quality.fidelity --suite benchmarks/results/suite-fashion-mnist-12min-2026-12-05.json \
+        --top 6 --out auto                                            # ~8 production runs, both cores
+    python -m benchmarks.quality.fidelity --table benchmarks/results/fidelity-*.json   # the leave-one-out table
+
+Candidates: the ``--top`` distinct configs (the seed aside) with the best values at the trial budget among every
+completed trial of every arm of the suite file, plus each literature preset of the problem's study file
+(``preset/NAME``, as the suite's preset arm trains them). Each is
+trained with seed ``--seed`` (1000: the suite's first production seed, a seed no trial used) to the production
+budget, evaluated every ``eval_every_images`` (the trainer has no schedule tied to the budget, so the curve up to a
+fraction f is exactly a run with trial budget f), and scored at the end by the independent scorer
+(``benchmarks/quality/_scorer.py``) on a noise stream no evaluation used. Per fraction f: Spearman's rho between
+the service FID at f and the scorer's FID at the end, and the regret of the pick: the scorer's FID at the end of
+the config with the best service FID at f, minus the best scorer's FID at the end among the candidates.
+
+``--table`` reads several such files (one per problem) and chooses the fraction leaving one problem out: on the
+others, the smallest fraction whose mean relative regret is within ``--tolerance`` of the least; then shows that
+fraction's regret on the problem left out; and export rules replayed on the runs (``export_rules``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+from joblib import Parallel, delayed
+
+from benchmarks._common import out_path, write_result
+from benchmarks._common import parser as bench_parser
+from benchmarks.quality.suite import _config_id, _sample, preset_configs, problem_spec
+from trainer import TrainConfig, load_data, make_evaluator, train
+
+log = logging.getLogger("benchmarks.fidelity")
+
+
+def candidates(record: dict[str, Any], presets: dict[str, dict[str, Any]], top: int) -> dict[str, dict[str, Any]]:
+    """Every preset (``preset/NAME``), then the ``top`` distinct configs with the best trial-budget values over every
+    arm's completed trials (named ``ARM/seedS#TRIAL``)."""
+    trials = [(t["value"], f"{key}#{t['number']}", t["config"]) for key, arm in record["arms"].items()
+              for t in arm["trials"] if t["state"] == "COMPLETE" and t["value"] is not None and t.get("config")]
+    chosen: dict[str, dict[str, Any]] = {}
+    seen: set[str] = set()
+    for name, cfg in presets.items():
+        seen.add(_config_id({**cfg, "budget_images": 0}))
+        chosen[f"preset/{name}"] = cfg
+    picked = 0
+    for value, name, cfg in sorted(trials, key=lambda t: t[0]):
+        ident = _config_id({**cfg, "budget_images": 0})
+        if ident in seen or picked >= top:
+            continue
+        seen.add(ident)
+        chosen[name] = {**cfg, "_trial_value": value}
+        picked += 1
+    return chosen
+
+
+def run_one(config: dict[str, Any], seed: int, images: int, every: int, scorer: Any) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    cfg = TrainConfig.from_dict({**{k: v for k, v in config.items() if not k.startswith("_")}, "seed": seed,
+                                 "device": "cpu", "budget_images": images, "eval_every_images": every})
+    data = load_data(cfg)
+    result = train(cfg, data=data, evaluator=make_evaluator(cfg, data))
+    curve = {str(h["mark"]): float(h["metrics"][cfg.eval_metric]) for h in result.history}
+    final = {k: float(v) for k, v in result.final_metrics.items() if isinstance(v, (int, float))}
+    return {"seed": seed, "curve": curve, "service": final, "seconds": result.seconds,
+            **scorer(lambda n, start=0: _sample(result.generator, n, start))}
+
+
+def spearman(xs: list[float], ys: list[float]) -> float:
+    def ranks(v: list[float]) -> list[float]:
+        order = sorted(range(len(v)), key=lambda i: v[i])
+        r = [0.0] * len(v)
+        for rank, i in enumerate(order):
+            r[i] = float(rank)
+        return r
+
+    rx, ry = ranks(xs), ranks(ys)
+    mx, my = statistics.fmean(rx), statistics.fmean(ry)
+    num = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    den = (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
+    return num / den if den else 0.0
+
+
+def analyse(runs: dict[str, dict[str, Any]], images: int) -> list[dict[str, Any]]:
+    """Per evaluation mark: the fraction of the production budget, rho, the pick and its regret."""
+    names = list(runs)
+    final = [runs[n]["fid_alt"] for n in names]
+    best_final = min(final)
+    marks = sorted({int(m) for n in names for m in runs[n]["curve"]})
+    rows = []
+    for mark in marks:
+        at = [runs[n]["curve"].get(str(mark)) for n in names]
+        if any(v is None for v in at):
+            continue
+        pick = min(range(len(names)), key=lambda i: at[i])  # type: ignore[arg-type, return-value]
+        rows.append({"images": mark, "fraction": round(mark / images, 4), "rho": spearman(at, final),  # type: ignore[arg-type]
+                     "pick": names[pick], "regret": final[pick] - best_final,
+                     "regret_rel": (final[pick] - best_final) / best_final})
+    return rows
+
+
+def export_rules(runs: dict[str, dict[str, Any]], mark: int, k: int = 3) -> dict[str, dict[str, Any]]:
+    """Export rules replayed on these runs, choosing at the trial budget ``mark``: the pick of each (a confirmation
+    picks by the service's FID at the production budget) and its regret under the scorer. ``best at trial
+    budget``: no confirmation (what the suite's arms export); ``confirm top K``: the shipped rule; ``confirm top
+    K-1 + best preset``: one of the K confirmations kept for the literature preset that did best at the trial
+    budget. (The replay confirms on the same seed the truth is measured on; real confirmations use fresh seeds.)"""
+    names = list(runs)
+    final = {n: runs[n]["fid_alt"] for n in names}
+    best_final = min(final.values())
+    at = {n: runs[n]["curve"][str(mark)] for n in names}
+    end = {n: list(runs[n]["curve"].values())[-1] for n in names}
+    by_trial = sorted(names, key=at.__getitem__)
+    presets = [n for n in by_trial if n.startswith("preset/")]
+    searched = [n for n in by_trial if not n.startswith("preset/")]
+    pools = {"best at trial budget": by_trial[:1], f"confirm top {k}": by_trial[:k],
+             f"confirm top {k - 1} + best preset": searched[:k - 1] + presets[:1], "confirm all": names}
+    out = {}
+    for rule, pool in pools.items():
+        pick = min(pool, key=end.__getitem__)
+        out[rule] = {"pick": pick, "regret": final[pick] - best_final, "regret_rel": (final[pick] - best_final) / best_final}
+    return out
+
+
+GRID = (1 / 12, 1 / 6, 1 / 4, 1 / 3, 1 / 2, 2 / 3, 5 / 6, 1.0)  # trial budgets as fractions of production
+
+
+def at_fraction(record: dict[str, Any], f: float) -> float | None:
+    """The relative regret at trial budget ``f``: at the last evaluation within it (a trial ends on one)."""
+    within = [r for r in record["fractions"] if r["fraction"] <= f + 1e-6]
+    return within[-1]["regret_rel"] if within else None
+
+
+def loo_table(files: list[Path], tolerance: float) -> str:
+    """Per problem, the regret at each trial budget; the budget chosen leaving each problem out (on the others,
+    the smallest whose mean regret is within ``tolerance`` of the least) and its regret on the problem left out;
+    then the export rules replayed at one third (the shipped trial budget)."""
+    per: dict[str, dict[float, float | None]] = {}
+    records: dict[str, Any] = {}
+    for file in files:
+        for problem, record in json.loads(file.read_text())["results"].items():
+            records[problem] = record
+            per[problem] = {f: at_fraction(record, f) for f in GRID}
+    fractions = [f for f in GRID if all(per[p][f] is not None for p in per)]
+    head = ["| problem | " + " | ".join(f"{f:.3f}" for f in fractions) + " |", "| --- |" + " ---: |" * len(fractions)]
+    head += [f"| {p} | " + " | ".join(f"{per[p][f]:+.1%}" for f in fractions) + " |" for p in per]
+    lines = ["| left out | trial budget chosen on the others | its regret there | regret at 1/3 (shipped) |",
+             "| --- | ---: | ---: | ---: |"]
+    for left in per if len(per) > 1 else []:
+        others = [p for p in per if p != left]
+        mean = {f: statistics.fmean(float(per[p][f] or 0.0) for p in others) for f in fractions}
+        least = min(mean.values())
+        chosen = min(f for f in fractions if mean[f] <= least + tolerance)
+        lines.append(f"| {left} | {chosen:.3f} | {per[left][chosen]:+.1%} | {per[left][1 / 3]:+.1%} |")
+    rules: dict[str, dict[str, Any]] = {}
+    for problem, record in records.items():
+        third = max(r["images"] for r in record["fractions"] if r["fraction"] <= 1 / 3 + 1e-6)
+        rules[problem] = export_rules(record["runs"], third)
+    names = list(next(iter(rules.values())))
+    export = ["| problem | " + " | ".join(names) + " |", "| --- |" + " ---: |" * len(names)]
+    export += [f"| {p} | " + " | ".join(f"{r[n]['regret_rel']:+.1%} (`{r[n]['pick']}`)" for n in names) + " |"
+               for p, r in rules.items()]
+    return "\n".join(head + [""] + lines + [""] + export)
+
+
+def main() -> None:
+    ap = bench_parser(__doc__, "fidelity")
+    ap.add_argument("--suite", help="a suite result file (one problem) holding the arms' trials and the presets")
+    ap.add_argument("--top", type=int, default=6)
+    ap.add_argument("--seed", type=int, default=1000)
+    ap.add_argument("--data-root", default=None)
+    ap.add_argument("--table", nargs="+", type=Path, metavar="JSON")
+    ap.add_argument("--tolerance", type=float, default=0.05)
+    ap.add_argument("--resume", action="store_true", help="keep the runs already in --out; run the rest")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    if args.table:
+        print(loo_table(args.table, args.tolerance))
+        return
+    if not args.suite:
+        raise SystemExit("--suite must name a suite result file (or use --table FILE...)")
+    from benchmarks.quality._scorer import make_scorer
+
+    records = json.loads(Path(args.suite).read_text())["results"]
+    if len(records) != 1:
+        raise SystemExit(f"--suite must hold one problem, but {args.suite} holds {', '.join(records)}")
+    (problem, record), = records.items()
+    configs = candidates(record, preset_configs(problem_spec(problem, args.data_root)), args.top)
+    if args.data_root:
+        configs = {k: {**c, "data_root": args.data_root} for k, c in configs.items()}
+    images = int(record["production_images"])
+    base = TrainConfig.from_dict({**next(iter(configs.values())), "device": "cpu"})
+    every = base.eval_every_images
+    data = load_data(base)
+    make_evaluator(base, data)  # feature network and real statistics cached before the workers start
+    scorer = make_scorer(data)
+    jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    path = out_path(args.out, args.benchmark)
+    done: dict[str, Any] = {}
+    if args.resume and path is not None and path.exists():
+        done = json.loads(path.read_text())["results"][problem]["runs"]
+    todo = [name for name in configs if name not in done]
+    log.info("%s: %d candidates (%d to run) to %d images, eval every %d, %d jobs", problem, len(configs), len(todo),
+             images, every, jobs)
+
+    def save(runs: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+        write_result(args, {"results": {problem: {
+            "production_images": images, "runs": runs, "fractions": rows,
+            "configs": {k: {kk: vv for kk, vv in c.items() if not kk.startswith("_")} for k, c in configs.items()}}}})
+
+    runs = dict(done)
+    results = Parallel(n_jobs=jobs, return_as="generator")(
+        delayed(run_one)(configs[name], args.seed, images, every, scorer) for name in todo)
+    for name, run in zip(todo, results, strict=True):  # saved as each finishes: --resume carries on
+        runs[name] = {**run, "trial_value": configs[name].get("_trial_value")}
+        save(runs, [])
+    runs = {name: runs[name] for name in configs}
+    rows = analyse(runs, images)
+    print(f"{problem}: {len(runs)} configs at {images} images (seed {args.seed})")
+    for name, run in sorted(runs.items(), key=lambda kv: kv[1]["fid_alt"]):
+        tv = run["trial_value"]
+        print(f"  {name:<28} scorer FID {run['fid_alt']:7.2f}  service FID at end {list(run['curve'].values())[-1]:7.2f}"
+              f"  search's trial value {'-' if tv is None else f'{tv:.2f}'}")
+    print(f"{'images':>8} {'fraction':>8} {'rho':>6} {'regret':>8} {'rel':>7}  pick")
+    for r in rows:
+        print(f"{r['images']:>8} {r['fraction']:>8.3f} {r['rho']:>6.2f} {r['regret']:>8.2f} {r['regret_rel']:>7.1%}  "
+              f"{r['pick']}")
+    save(runs, rows)
+
+
+if __name__ == "__main__":
+    main()
