@@ -92,8 +92,11 @@ def _accuracy(net: DomainNet, x: torch.Tensor, y: torch.Tensor) -> float:
     return float((pred == y).float().mean())
 
 
-def train_domain_net(data: ImageData, seed: int = DOMAIN_SEED, steps: int = 600) -> tuple[DomainNet, float]:
-    """Train the classifier on the training split (light shift augmentation); returns it and held-out accuracy."""
+def train_domain_net(data: ImageData, seed: int = DOMAIN_SEED, steps: int = 600,
+                     photometric: bool = False) -> tuple[DomainNet, float]:
+    """Train the classifier on the training split (light shift augmentation); returns it and held-out accuracy.
+    ``photometric``: each image's brightness (+-0.25) and contrast (x0.75-1.25) also jittered, so that its features
+    (and the FID on them) weigh global intensity less against class content (``benchmarks/quality/judges.py``)."""
     if data.num_classes < 2 or bool((data.train_labels < 0).any()):
         raise DataError("feature_net='domain' needs class labels (>= 2 classes); use feature_net='inception'.")
     gen = torch.Generator().manual_seed(seed)
@@ -109,6 +112,11 @@ def train_domain_net(data: ImageData, seed: int = DOMAIN_SEED, steps: int = 600)
         xb = x[idx]
         dx, dy = torch.randint(-pad, pad + 1, (2,), generator=gen).tolist()  # small random shift
         xb = torch.roll(F.pad(xb, (pad,) * 4, value=-1.0), (dx, dy), (2, 3))[..., pad:-pad, pad:-pad]
+        if photometric:
+            shift = (torch.rand(len(xb), 1, 1, 1, generator=gen) - 0.5) * 0.5
+            scale = 0.75 + 0.5 * torch.rand(len(xb), 1, 1, 1, generator=gen)
+            mean = xb.mean(dim=(1, 2, 3), keepdim=True)
+            xb = ((xb - mean) * scale + mean + shift).clamp(-1.0, 1.0)
         loss = F.cross_entropy(net.logits(xb), y[idx])
         opt.zero_grad()
         loss.backward()

@@ -102,10 +102,36 @@ def analyse(runs: dict[str, dict[str, Any]], images: int) -> list[dict[str, Any]
         if any(v is None for v in at):
             continue
         pick = min(range(len(names)), key=lambda i: at[i])  # type: ignore[arg-type, return-value]
+        # the same pick by the mean of the last two evaluations up to the mark (one evaluation's noise halved)
+        before = [m for m in marks if m < mark]
+        two = [(v + runs[n]["curve"].get(str(before[-1]), v)) / 2 if before else v
+               for n, v in zip(names, at, strict=True)]  # type: ignore[operator]
+        pick2 = min(range(len(names)), key=lambda i: two[i])
         rows.append({"images": mark, "fraction": round(mark / images, 4), "rho": spearman(at, final),  # type: ignore[arg-type]
                      "pick": names[pick], "regret": final[pick] - best_final,
-                     "regret_rel": (final[pick] - best_final) / best_final})
+                     "regret_rel": (final[pick] - best_final) / best_final,
+                     "pick_mean2": names[pick2], "regret_rel_mean2": (final[pick2] - best_final) / best_final})
     return rows
+
+
+SERVICE_RULES: dict[str, Any] = {  # a choice among configs by the service's own metrics at the production budget
+    "FID": lambda m: m["fid"],
+    "recall": lambda m: -m["recall"],
+    "coverage": lambda m: -m["coverage"],
+}
+
+
+def service_picks(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Which config each of the service's metrics at the production budget ranks first, and its regret under the
+    scorer; ``FID + coverage ranks``: the least sum of the two ranks (ties to the better FID)."""
+    names = [n for n in runs if runs[n].get("service")]
+    final = {n: runs[n]["fid_alt"] for n in names}
+    best = min(final.values())
+    rank = {rule: {n: i for i, n in enumerate(sorted(names, key=lambda n, f=f: f(runs[n]["service"])))}
+            for rule, f in SERVICE_RULES.items()}
+    picks = {rule: min(names, key=rank[rule].__getitem__) for rule in SERVICE_RULES}
+    picks["FID + coverage ranks"] = min(names, key=lambda n: (rank["FID"][n] + rank["coverage"][n], rank["FID"][n]))
+    return {rule: {"pick": n, "regret_rel": (final[n] - best) / best} for rule, n in picks.items()}
 
 
 def export_rules(runs: dict[str, dict[str, Any]], mark: int, k: int = 3) -> dict[str, dict[str, Any]]:
@@ -148,6 +174,7 @@ def loo_table(files: list[Path], tolerance: float) -> str:
     records: dict[str, Any] = {}
     for file in files:
         for problem, record in json.loads(file.read_text())["results"].items():
+            record["fractions"] = analyse(record["runs"], record["production_images"])  # (a file cut off: its runs)
             records[problem] = record
             per[problem] = {f: at_fraction(record, f) for f in GRID}
     fractions = [f for f in GRID if all(per[p][f] is not None for p in per)]
@@ -169,7 +196,21 @@ def loo_table(files: list[Path], tolerance: float) -> str:
     export = ["| problem | " + " | ".join(names) + " |", "| --- |" + " ---: |" * len(names)]
     export += [f"| {p} | " + " | ".join(f"{r[n]['regret_rel']:+.1%} (`{r[n]['pick']}`)" for n in names) + " |"
                for p, r in rules.items()]
-    return "\n".join(head + [""] + lines + [""] + export)
+    smooth = ["| problem | regret at 1/3, last evaluation | at 1/3, mean of the last two | at 1, last | at 1, mean of two |",
+              "| --- | ---: | ---: | ---: | ---: |"]
+    for p, record in records.items():
+        third = [r for r in record["fractions"] if r["fraction"] <= 1 / 3 + 1e-6][-1]
+        end = record["fractions"][-1]
+        smooth.append(f"| {p} | {third['regret_rel']:+.1%} | {third['regret_rel_mean2']:+.1%} | "
+                      f"{end['regret_rel']:+.1%} | {end['regret_rel_mean2']:+.1%} |")
+    picks = {p: service_picks(r["runs"]) for p, r in records.items() if any("service" in v for v in r["runs"].values())}
+    service = []
+    if picks:
+        rules_ = list(next(iter(picks.values())))
+        service = ["| problem | " + " | ".join(f"by service {r}" for r in rules_) + " |", "| --- |" + " ---: |" * len(rules_)]
+        service += [f"| {p} | " + " | ".join(f"{v[r]['regret_rel']:+.1%} (`{v[r]['pick']}`)" for r in rules_) + " |"
+                    for p, v in picks.items()]
+    return "\n".join(head + [""] + lines + [""] + export + [""] + smooth + [""] + service)
 
 
 def main() -> None:

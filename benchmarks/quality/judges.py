@@ -6,7 +6,8 @@ where they weigh faults differently, the search's winner under one is not the wi
 
 Faults: translation by up to 1 and 3 pixels (DiffAugment's), cutout, brightness, contrast, a 3x3 blur, Gaussian
 noise (0.1 on [-1, 1]), and half the classes dropped (a coverage fault). Each row: both FIDs, and each as a share of
-its own FID for the coverage fault, so that the two scales can be compared.
+its own FID for the coverage fault, so that the two scales can be compared; beside them, the service's FID with its
+domain network trained with photometric jitter too (``train_domain_net(photometric=True)``, a candidate default).
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from benchmarks._common import write_result
 from benchmarks.quality.suite import problem_spec
 from trainer import load_data, make_evaluator
 from trainer.augment import brightness, contrast, cutout, translation
+from trainer.data import ImageData
+from trainer.metrics import ChannelNet, channel_data, features, frechet_distance, sampled, statistics, train_domain_net
+from trainer.noise import SampleFn
 
 Fault = Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -46,12 +50,25 @@ FAULTS: dict[str, Fault] = {
 }
 
 
+def photometric_fid(data: ImageData, n: int) -> Callable[[SampleFn], float]:
+    """The service's FID on ``n`` samples with its domain network trained with photometric jitter as well
+    (``train_domain_net(photometric=True)``; not cached: a comparison, not what the service uses)."""
+    if data.channel_classes:
+        single, _ = train_domain_net(channel_data(data), photometric=True)
+        net: torch.nn.Module = ChannelNet(single, data.shape[0])
+    else:
+        net, _ = train_domain_net(data, photometric=True)
+    real = statistics(features(net, sampled(lambda k, start=0: data.holdout[start:start + k].cpu(), n)))
+    return lambda sample: frechet_distance(real, statistics(features(net, sampled(sample, n))))
+
+
 def judge(problem: str, data_root: str | None, n: int = 5000) -> list[dict[str, float | str]]:
     from benchmarks.quality._scorer import make_scorer
 
     base = problem_spec(problem, data_root).train.replace(device="cpu")
     data = load_data(base)
     service, scorer = make_evaluator(base, data), make_scorer(data)
+    photometric = photometric_fid(data, base.eval_samples)
     assert service is not None
     x, y = data.train[:n].cpu(), data.train_labels[:n].cpu()
     rows: list[dict[str, float | str]] = []
@@ -63,11 +80,11 @@ def judge(problem: str, data_root: str | None, n: int = 5000) -> list[dict[str, 
 
         s, a = service(sample), scorer(sample)
         rows.append({"fault": name, "fid": s["fid"], "recall": s["recall"], "fid_alt": a["fid_alt"],
-                     "recall_alt": a["recall_alt"]})
+                     "recall_alt": a["recall_alt"], "fid_photometric": photometric(sample)})
     cover = rows[-1]
     for r in rows:
-        r["fid_share"] = float(r["fid"]) / float(cover["fid"])
-        r["fid_alt_share"] = float(r["fid_alt"]) / float(cover["fid_alt"])
+        for key in ("fid", "fid_alt", "fid_photometric"):
+            r[f"{key}_share"] = float(r[key]) / float(cover[key])
     return rows
 
 
@@ -83,11 +100,12 @@ def main() -> None:
     for problem in args.problems:
         rows = results[problem] = judge(problem, args.data_root)
         print(f"{problem}: {'fault':<32} {'service FID':>11} {'share':>7} {'scorer FID':>10} {'share':>7} "
-              f"{'ratio':>7}")
+              f"{'ratio':>7} {'photometric':>11} {'share':>7}")
         for r in rows:
             ratio = float(r["fid_share"]) / max(float(r["fid_alt_share"]), 1e-9)
             print(f"{'':<{len(problem) + 2}}{r['fault']:<32} {r['fid']:>11.2f} {r['fid_share']:>7.3f} "
-                  f"{r['fid_alt']:>10.2f} {r['fid_alt_share']:>7.3f} {ratio:>7.1f}")
+                  f"{r['fid_alt']:>10.2f} {r['fid_alt_share']:>7.3f} {ratio:>7.1f} {r['fid_photometric']:>11.2f} "
+                  f"{r['fid_photometric_share']:>7.3f}")
     write_result(args, {"results": results})
 
 

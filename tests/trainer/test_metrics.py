@@ -17,6 +17,7 @@ from trainer.metrics import (
     real_features,
     sampled,
     statistics,
+    train_domain_net,
 )
 from trainer.noise import fixed_sampler
 
@@ -44,6 +45,23 @@ def test_domain_network_is_cached_and_deterministic(digits: ImageData) -> None:
     again, acc_again = domain_net(digits)  # from the cache file
     assert acc == acc_again
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values(), strict=True))
+
+
+@pytest.mark.slow
+def test_a_photometric_domain_network_weighs_brightness_less_against_missing_classes(digits: ImageData) -> None:
+    x, y = digits.train[:1200], digits.train_labels[:1200]
+    reference, others, labels = x[:600], x[600:], y[600:]
+    brighter, half = (others + 0.25).clamp(-1.0, 1.0), others[labels < 5]
+
+    def brightness_against_coverage(net: torch.nn.Module) -> float:
+        ref = statistics(features(net, iter([reference])))
+        fid = [frechet_distance(ref, statistics(features(net, iter([images])))) for images in (brighter, half)]
+        return fid[0] / fid[1]
+
+    plain, _ = domain_net(digits)  # the service's (cached)
+    jittered, accuracy = train_domain_net(digits, photometric=True)
+    assert accuracy >= 0.9
+    assert brightness_against_coverage(jittered) < brightness_against_coverage(plain) / 3
 
 
 @pytest.mark.slow
