@@ -213,6 +213,30 @@ def loo_table(files: list[Path], tolerance: float) -> str:
     return "\n".join(head + [""] + lines + [""] + export + [""] + smooth + [""] + service)
 
 
+def _at_trial_budget(config: dict[str, Any], seed: int) -> float:
+    torch.set_num_threads(1)
+    cfg = TrainConfig.from_dict({**{k: v for k, v in config.items() if not k.startswith("_")}, "seed": seed,
+                                 "device": "cpu"})
+    data = load_data(cfg)
+    return float(train(cfg, data=data, evaluator=make_evaluator(cfg, data)).final_metrics[cfg.eval_metric])
+
+
+def trial_noise(args: Any, problem: str, configs: dict[str, dict[str, Any]], jobs: int) -> None:
+    """The seed spread of a trial's value: each config at its trial budget with seeds 0, 1, ... (the search trains
+    every trial with the study's seed; another seed is another draw of the same config's value)."""
+    tasks = [(name, seed) for name in configs for seed in range(args.noise_seeds)]
+    values = Parallel(n_jobs=jobs)(delayed(_at_trial_budget)(configs[n], s) for n, s in tasks)
+    out: dict[str, list[float]] = {}
+    for (name, _), value in zip(tasks, values, strict=True):
+        out.setdefault(name, []).append(value)
+    print(f"{problem}: the service's FID at the trial budget, seeds 0-{args.noise_seeds - 1}")
+    for name, vals in out.items():
+        print(f"  {name:<28} {statistics.fmean(vals):7.2f} +- {statistics.pstdev(vals):5.2f}   "
+              + " ".join(f"{v:.2f}" for v in vals))
+    write_result(args, {"results": {problem: {"trial_noise": out,
+                                              "budget_images": {n: c["budget_images"] for n, c in configs.items()}}}})
+
+
 def main() -> None:
     ap = bench_parser(__doc__, "fidelity")
     ap.add_argument("--suite", help="a suite result file (one problem) holding the arms' trials and the presets")
@@ -222,6 +246,9 @@ def main() -> None:
     ap.add_argument("--table", nargs="+", type=Path, metavar="JSON")
     ap.add_argument("--tolerance", type=float, default=0.05)
     ap.add_argument("--resume", action="store_true", help="keep the runs already in --out; run the rest")
+    ap.add_argument("--trial-noise", nargs="+", metavar="NAME",
+                    help="instead: these candidates at the trial budget with --noise-seeds seeds (0, 1, ...) each")
+    ap.add_argument("--noise-seeds", type=int, default=4)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     if args.table:
@@ -245,6 +272,9 @@ def main() -> None:
     make_evaluator(base, data)  # feature network and real statistics cached before the workers start
     scorer = make_scorer(data)
     jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if args.trial_noise:
+        trial_noise(args, problem, {n: configs[n] for n in args.trial_noise}, jobs)
+        return
     path = out_path(args.out, args.benchmark)
     done: dict[str, Any] = {}
     if args.resume and path is not None and path.exists():

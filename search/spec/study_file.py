@@ -515,14 +515,34 @@ def _warm_start(index: int, raw: Any, space: tuple[Param, ...], train: TrainConf
         apply_params(train, raw)
     except ConfigError as exc:
         raise err(key, str(exc)) from None
-    return {k: (int(v) if params[k].type == "int" else float(v) if params[k].type == "float" else v) for k, v in raw.items()}
+    values = {k: (int(v) if params[k].type == "int" else float(v) if params[k].type == "float" else v)
+              for k, v in raw.items()}
+    if origin:  # a preset is one config: the searched keys it does not set keep the study's ``train:`` values
+        fixed = {name: _train_value(train, name) for name in params if name not in values}
+        values |= {name: value for name, value in fixed.items() if _allowed(params[name], value)}
+    return values
+
+
+def _train_value(train: TrainConfig, name: str) -> Any:
+    return train.extra.get(name.removeprefix(EXTRA)) if name.startswith(EXTRA) else getattr(train, name, None)
+
+
+def _allowed(p: Param, value: Any) -> bool:
+    """Whether ``value`` is one the space entry ``p`` can propose (of the choices' own type, or within range)."""
+    if p.type == "categorical":
+        return any(type(c) is type(value) and c == value for c in p.choices)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (p.type == "int" and value != int(value)):
+        return False
+    return float(p.low or 0) <= value <= float(p.high or 0)
 
 
 def _preset(raw: Any, key: str, params: Mapping[str, Param], err: Any) -> tuple[dict[str, Any], str]:
     """A warm-start entry as values: a preset's name, ``{preset: name, key: override...}``, or plain values.
 
-    A preset contributes the keys the study searches (the rest stay as ``train:`` fixes them); the second
-    item says where a value came from, for error messages.
+    A preset contributes the keys the study searches (the rest stay as ``train:`` fixes them, searched keys it does
+    not set included: ``_warm_start`` fills those from ``train:`` where the space allows the value, so that the
+    enqueued trial is the preset's config and not the preset with sampled extras); the second item says where a
+    value came from, for error messages.
     """
     if isinstance(raw, str):
         raw = {"preset": raw}

@@ -30,6 +30,24 @@ def test_a_preset_gives_the_searched_keys_and_overrides_win(tmp_path: Path) -> N
     assert [t.user_attrs["config"]["batch_size"] for t in trials] == [32, 32, 32]  # train: fixes it
 
 
+def test_a_preset_keeps_the_train_values_of_searched_keys_it_does_not_set(tmp_path: Path) -> None:
+    """A preset is one config: searched keys it does not name (augmentation, widths) keep the study's ``train:``
+    values where the space allows them, instead of being sampled around it; a value the space cannot propose is
+    left to the sampler. Plain values keep Optuna's enqueue semantics (the rest sampled)."""
+    raw = small_study("preset-whole", tmp_path, warm_start=["stylegan2", {"lr_g": 5e-4}],
+                      space={"augment": ["", "translation"], "g_width": [8, 16], "d_width": [16, 32],
+                             "lr_g": {"type": "float", "low": 1e-4, "high": 3e-3, "log": True}})
+    spec = StudySpec.from_dict(raw)
+    assert spec.warm_start[0] == {"lr_g": 2e-3, "loss": "bce", "augment": "", "g_width": 8}  # d_width 8: not a choice
+    assert spec.warm_start[1] == {"lr_g": 5e-4}
+    study = create_or_load_study(spec)
+    assert plan(study, spec.n_trials, spec.warm_start) == 2
+    run_workers(spec.name, spec.storage, 1, new_trials=False)
+    first = min(study.get_trials(), key=lambda t: t.number)
+    assert first.user_attrs["config"]["augment"] == "" and first.user_attrs["config"]["g_width"] == 8
+    assert first.params["d_width"] in (16, 32)  # sampled: train's 8 is not in the space
+
+
 def test_a_preset_that_sets_no_searched_key_is_refused(tmp_path: Path) -> None:
     raw = small_study("nokeys", tmp_path, warm_start=[{"preset": "pytorch-dcgan", "n_critic": 1},
                                                       "tests.search.spec.test_presets:MINE"])
