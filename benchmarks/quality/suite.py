@@ -277,8 +277,10 @@ def _sample(generator: Any, n: int, start: int) -> torch.Tensor:
 
 
 def _config_id(config: dict[str, Any]) -> str:
-    """What makes two production runs the same run: the config without its (search-time) seed."""
-    return json.dumps({k: v for k, v in config.items() if k != "seed"}, sort_keys=True, default=str)
+    """What makes two production runs the same run: the config without what a production run sets itself (the
+    seed, the device) or what a search-time budget put there (budget and evaluation interval)."""
+    skip = {"seed", "device", "budget_images", "eval_every_images"}
+    return json.dumps({k: v for k, v in config.items() if k not in skip}, sort_keys=True, default=str)
 
 
 def _made(record: dict[str, Any], config: dict[str, Any], seed: int) -> dict[str, Any] | None:
