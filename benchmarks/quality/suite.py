@@ -472,7 +472,8 @@ def run_suite(args: Any, out: Path | None) -> dict[str, Any]:
                 log.info("%s %s seed %d: best %s, %d complete / %d pruned (%.1f min)", problem, arm, seed, r["best"],
                          r["states"]["COMPLETE"], r["states"]["PRUNED"], r["wall_minutes"])
                 save()
-        configs = {k: r["best_config"] for k, r in arms.items() if r["best_config"]}
+        # (configs of arms not run this time, a preset's from an earlier --arms, stay: their runs stay in the table)
+        configs = {**record.get("configs", {}), **{k: r["best_config"] for k, r in arms.items() if r["best_config"]}}
         if "preset" in args.arms:
             configs |= {f"preset/{name}": cfg for name, cfg in preset_configs(spec).items()}
         record["configs"] = configs
