@@ -162,7 +162,7 @@ GRID = (1 / 12, 1 / 6, 1 / 4, 1 / 3, 1 / 2, 2 / 3, 5 / 6, 1.0)  # trial budgets 
 
 def at_fraction(record: dict[str, Any], f: float) -> float | None:
     """The relative regret at trial budget ``f``: at the last evaluation within it (a trial ends on one)."""
-    within = [r for r in record["fractions"] if r["fraction"] <= f + 1e-6]
+    within = [r for r in record["fractions"] if r["images"] <= f * record["production_images"] + 0.5]
     return within[-1]["regret_rel"] if within else None
 
 
@@ -190,7 +190,7 @@ def loo_table(files: list[Path], tolerance: float) -> str:
         lines.append(f"| {left} | {chosen:.3f} | {per[left][chosen]:+.1%} | {per[left][1 / 3]:+.1%} |")
     rules: dict[str, dict[str, Any]] = {}
     for problem, record in records.items():
-        third = max(r["images"] for r in record["fractions"] if r["fraction"] <= 1 / 3 + 1e-6)
+        third = max(r["images"] for r in record["fractions"] if r["images"] <= record["production_images"] / 3 + 0.5)
         rules[problem] = export_rules(record["runs"], third)
     names = list(next(iter(rules.values())))
     export = ["| problem | " + " | ".join(names) + " |", "| --- |" + " ---: |" * len(names)]
@@ -199,7 +199,7 @@ def loo_table(files: list[Path], tolerance: float) -> str:
     smooth = ["| problem | regret at 1/3, last evaluation | at 1/3, mean of the last two | at 1, last | at 1, mean of two |",
               "| --- | ---: | ---: | ---: | ---: |"]
     for p, record in records.items():
-        third = [r for r in record["fractions"] if r["fraction"] <= 1 / 3 + 1e-6][-1]
+        third = [r for r in record["fractions"] if r["images"] <= record["production_images"] / 3 + 0.5][-1]
         end = record["fractions"][-1]
         smooth.append(f"| {p} | {third['regret_rel']:+.1%} | {third['regret_rel_mean2']:+.1%} | "
                       f"{end['regret_rel']:+.1%} | {end['regret_rel_mean2']:+.1%} |")
