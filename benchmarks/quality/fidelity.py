@@ -76,18 +76,11 @@ def run_one(config: dict[str, Any], seed: int, images: int, every: int, scorer: 
 
 
 def spearman(xs: list[float], ys: list[float]) -> float:
-    def ranks(v: list[float]) -> list[float]:
-        order = sorted(range(len(v)), key=lambda i: v[i])
-        r = [0.0] * len(v)
-        for rank, i in enumerate(order):
-            r[i] = float(rank)
-        return r
+    """Spearman's rho (scipy's, ties averaged; scipy comes with scikit-learn); 0 where it is undefined."""
+    from scipy.stats import spearmanr
 
-    rx, ry = ranks(xs), ranks(ys)
-    mx, my = statistics.fmean(rx), statistics.fmean(ry)
-    num = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
-    den = (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
-    return num / den if den else 0.0
+    rho = float(spearmanr(xs, ys).statistic)
+    return 0.0 if rho != rho else rho
 
 
 def analyse(runs: dict[str, dict[str, Any]], images: int) -> list[dict[str, Any]]:
