@@ -28,6 +28,8 @@ import json
 import logging
 import os
 import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ from benchmarks._common import out_path, write_result
 from benchmarks._common import parser as bench_parser
 from benchmarks.quality.suite import _config_id, _sample, preset_configs, problem_spec
 from trainer import TrainConfig, load_data, make_evaluator, train
+from trainer.metrics import Evaluator, SampleFn
 
 log = logging.getLogger("benchmarks.fidelity")
 
@@ -63,15 +66,35 @@ def candidates(record: dict[str, Any], presets: dict[str, dict[str, Any]], top: 
     return chosen
 
 
-def run_one(config: dict[str, Any], seed: int, images: int, every: int, scorer: Any) -> dict[str, Any]:
+@dataclass
+class _TwoJudges(Evaluator):
+    """The service's evaluator, plus the FID under a second judge (``fid_photometric``) on every evaluation."""
+
+    second: Callable[[SampleFn], float] | None = None
+
+    def __call__(self, sample: SampleFn) -> dict[str, float]:
+        out = super().__call__(sample)
+        if self.second is not None:
+            out["fid_photometric"] = self.second(sample)
+        return out
+
+
+def run_one(config: dict[str, Any], seed: int, images: int, every: int, scorer: Any,
+            second: Callable[[SampleFn], float] | None = None) -> dict[str, Any]:
     torch.set_num_threads(1)
     cfg = TrainConfig.from_dict({**{k: v for k, v in config.items() if not k.startswith("_")}, "seed": seed,
                                  "device": "cpu", "budget_images": images, "eval_every_images": every})
     data = load_data(cfg)
-    result = train(cfg, data=data, evaluator=make_evaluator(cfg, data))
+    base = make_evaluator(cfg, data)
+    evaluator = base if second is None or base is None else _TwoJudges(
+        **{f.name: getattr(base, f.name) for f in fields(base)}, second=second)
+    result = train(cfg, data=data, evaluator=evaluator)
     curve = {str(h["mark"]): float(h["metrics"][cfg.eval_metric]) for h in result.history}
+    extra = {}
+    if second is not None:
+        extra["curve_photometric"] = {str(h["mark"]): float(h["metrics"]["fid_photometric"]) for h in result.history}
     final = {k: float(v) for k, v in result.final_metrics.items() if isinstance(v, (int, float))}
-    return {"seed": seed, "curve": curve, "service": final, "seconds": result.seconds,
+    return {"seed": seed, "curve": curve, **extra, "service": final, "seconds": result.seconds,
             **scorer(lambda n, start=0: _sample(result.generator, n, start))}
 
 
@@ -83,21 +106,22 @@ def spearman(xs: list[float], ys: list[float]) -> float:
     return 0.0 if rho != rho else rho
 
 
-def analyse(runs: dict[str, dict[str, Any]], images: int) -> list[dict[str, Any]]:
-    """Per evaluation mark: the fraction of the production budget, rho, the pick and its regret."""
+def analyse(runs: dict[str, dict[str, Any]], images: int, curve: str = "curve") -> list[dict[str, Any]]:
+    """Per evaluation mark: the fraction of the production budget, rho, the pick and its regret; ``curve``: the
+    judge that picks (``curve``: the service's FID; ``curve_photometric``: the second judge's)."""
     names = list(runs)
     final = [runs[n]["fid_alt"] for n in names]
     best_final = min(final)
-    marks = sorted({int(m) for n in names for m in runs[n]["curve"]})
+    marks = sorted({int(m) for n in names for m in runs[n][curve]})
     rows = []
     for mark in marks:
-        at = [runs[n]["curve"].get(str(mark)) for n in names]
+        at = [runs[n][curve].get(str(mark)) for n in names]
         if any(v is None for v in at):
             continue
         pick = min(range(len(names)), key=lambda i: at[i])  # type: ignore[arg-type, return-value]
         # the same pick by the mean of the last two evaluations up to the mark (one evaluation's noise halved)
         before = [m for m in marks if m < mark]
-        two = [(v + runs[n]["curve"].get(str(before[-1]), v)) / 2 if before else v
+        two = [(v + runs[n][curve].get(str(before[-1]), v)) / 2 if before else v
                for n, v in zip(names, at, strict=True)]  # type: ignore[operator]
         pick2 = min(range(len(names)), key=lambda i: two[i])
         rows.append({"images": mark, "fraction": round(mark / images, 4), "rho": spearman(at, final),  # type: ignore[arg-type]
@@ -127,7 +151,7 @@ def service_picks(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {rule: {"pick": n, "regret_rel": (final[n] - best) / best} for rule, n in picks.items()}
 
 
-def export_rules(runs: dict[str, dict[str, Any]], mark: int, k: int = 3) -> dict[str, dict[str, Any]]:
+def export_rules(runs: dict[str, dict[str, Any]], mark: int, k: int = 3, curve: str = "curve") -> dict[str, dict[str, Any]]:
     """Export rules replayed on these runs, choosing at the trial budget ``mark``: the pick of each (a confirmation
     picks by the service's FID at the production budget) and its regret under the scorer. ``best at trial
     budget``: no confirmation (what the suite's arms export); ``confirm top K``: the shipped rule; ``confirm top
@@ -136,8 +160,8 @@ def export_rules(runs: dict[str, dict[str, Any]], mark: int, k: int = 3) -> dict
     names = list(runs)
     final = {n: runs[n]["fid_alt"] for n in names}
     best_final = min(final.values())
-    at = {n: runs[n]["curve"][str(mark)] for n in names}
-    end = {n: list(runs[n]["curve"].values())[-1] for n in names}
+    at = {n: runs[n][curve][str(mark)] for n in names}
+    end = {n: list(runs[n][curve].values())[-1] for n in names}
     by_trial = sorted(names, key=at.__getitem__)
     presets = [n for n in by_trial if n.startswith("preset/")]
     searched = [n for n in by_trial if not n.startswith("preset/")]
@@ -203,7 +227,26 @@ def loo_table(files: list[Path], tolerance: float) -> str:
         service = ["| problem | " + " | ".join(f"by service {r}" for r in rules_) + " |", "| --- |" + " ---: |" * len(rules_)]
         service += [f"| {p} | " + " | ".join(f"{v[r]['regret_rel']:+.1%} (`{v[r]['pick']}`)" for r in rules_) + " |"
                     for p, v in picks.items()]
-    return "\n".join(head + [""] + lines + [""] + export + [""] + smooth + [""] + service)
+    return "\n".join(head + [""] + lines + [""] + export + [""] + smooth + [""] + service + [""] + judge_table(records))
+
+
+def judge_table(records: dict[str, Any]) -> list[str]:
+    """Where the runs carry the second judge's curve: the two judges side by side, each picking on its own FID
+    (at 1/3, confirming the top 3 at the production budget, at the production budget) and its rank agreement with
+    the scorer at the end; regrets under the scorer."""
+    rows = ["| problem | judge | rho with the scorer at the end | pick at 1/3 | confirm top 3 | pick at 1 |",
+            "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for problem, record in records.items():
+        if not all("curve_photometric" in r for r in record["runs"].values()):
+            continue
+        for name, curve in (("service", "curve"), ("photometric", "curve_photometric")):
+            fr = analyse(record["runs"], record["production_images"], curve)
+            third = [r for r in fr if r["images"] <= record["production_images"] / 3 + 0.5][-1]
+            confirm = export_rules(record["runs"], third["images"], curve=curve)["confirm top 3"]
+            end = fr[-1]
+            rows.append(f"| {problem} | {name} | {end['rho']:.2f} | {third['regret_rel']:+.1%} (`{third['pick']}`) | "
+                        f"{confirm['regret_rel']:+.1%} (`{confirm['pick']}`) | {end['regret_rel']:+.1%} (`{end['pick']}`) |")
+    return rows if len(rows) > 2 else []
 
 
 def _at_trial_budget(config: dict[str, Any], seed: int) -> float:
@@ -242,6 +285,8 @@ def main() -> None:
     ap.add_argument("--trial-noise", nargs="+", metavar="NAME",
                     help="instead: these candidates at the trial budget with --noise-seeds seeds (0, 1, ...) each")
     ap.add_argument("--noise-seeds", type=int, default=4)
+    ap.add_argument("--photometric", action="store_true",
+                    help="also the FID under the photometric domain network at every evaluation (a second judge)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     if args.table:
@@ -264,6 +309,11 @@ def main() -> None:
     data = load_data(base)
     make_evaluator(base, data)  # feature network and real statistics cached before the workers start
     scorer = make_scorer(data)
+    second = None
+    if args.photometric:
+        from benchmarks.quality.judges import photometric_fid
+
+        second = photometric_fid(data, base.eval_samples)  # trained once here, shipped to the workers
     jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if args.trial_noise:
         trial_noise(args, problem, {n: configs[n] for n in args.trial_noise}, jobs)
@@ -283,7 +333,7 @@ def main() -> None:
 
     runs = dict(done)
     results = Parallel(n_jobs=jobs, return_as="generator")(
-        delayed(run_one)(configs[name], args.seed, images, every, scorer) for name in todo)
+        delayed(run_one)(configs[name], args.seed, images, every, scorer, second) for name in todo)
     for name, run in zip(todo, results, strict=True):  # saved as each finishes: --resume carries on
         runs[name] = {**run, "trial_value": configs[name].get("_trial_value")}
         save(runs, [])
