@@ -39,7 +39,7 @@ from joblib import Parallel, delayed
 from benchmarks._common import out_path, write_result
 from benchmarks._common import parser as bench_parser
 from benchmarks.quality.suite import _config_id, _sample, preset_configs, problem_spec
-from trainer import TrainConfig, load_data, make_evaluator, train
+from trainer import TrainConfig, load_data, make_evaluator, save_generator, train
 from trainer.metrics import Evaluator, SampleFn
 
 log = logging.getLogger("benchmarks.fidelity")
@@ -80,7 +80,7 @@ class _TwoJudges(Evaluator):
 
 
 def run_one(config: dict[str, Any], seed: int, images: int, every: int, scorer: Any,
-            second: Callable[[SampleFn], float] | None = None) -> dict[str, Any]:
+            second: Callable[[SampleFn], float] | None = None, save: Path | None = None) -> dict[str, Any]:
     torch.set_num_threads(1)
     cfg = TrainConfig.from_dict({**{k: v for k, v in config.items() if not k.startswith("_")}, "seed": seed,
                                  "device": "cpu", "budget_images": images, "eval_every_images": every})
@@ -93,6 +93,8 @@ def run_one(config: dict[str, Any], seed: int, images: int, every: int, scorer: 
     extra = {}
     if second is not None:
         extra["curve_photometric"] = {str(h["mark"]): float(h["metrics"]["fid_photometric"]) for h in result.history}
+    if save is not None:  # the final generator, to score again later under another judge or sample count
+        save_generator(result.generator, cfg, data.shape, save)
     final = {k: float(v) for k, v in result.final_metrics.items() if isinstance(v, (int, float))}
     return {"seed": seed, "curve": curve, **extra, "service": final, "seconds": result.seconds,
             **scorer(lambda n, start=0: _sample(result.generator, n, start))}
@@ -213,6 +215,7 @@ def loo_table(files: list[Path], tolerance: float) -> str:
     export = ["| problem | " + " | ".join(names) + " |", "| --- |" + " ---: |" * len(names)]
     export += [f"| {p} | " + " | ".join(f"{r[n]['regret_rel']:+.1%} (`{r[n]['pick']}`)" for n in names) + " |"
                for p, r in rules.items()]
+    export += [""] + rule_loo(rules, "confirm top 3")
     smooth = ["| problem | regret at 1/3, last evaluation | at 1/3, mean of the last two | at 1, last | at 1, mean of two |",
               "| --- | ---: | ---: | ---: | ---: |"]
     for p, record in records.items():
@@ -228,6 +231,22 @@ def loo_table(files: list[Path], tolerance: float) -> str:
         service += [f"| {p} | " + " | ".join(f"{v[r]['regret_rel']:+.1%} (`{v[r]['pick']}`)" for r in rules_) + " |"
                     for p, v in picks.items()]
     return "\n".join(head + [""] + lines + [""] + export + [""] + smooth + [""] + service + [""] + judge_table(records))
+
+
+def rule_loo(rules: dict[str, dict[str, dict[str, Any]]], shipped: str) -> list[str]:
+    """Export rules chosen leaving one problem out: on the others, the rule with the least mean regret (ties to the
+    cheaper rule, in the order given: no confirmation first); its regret on the problem left out beside the
+    shipped rule's."""
+    if len(rules) < 2:
+        return []
+    lines = [f"| left out | export rule chosen on the others | its regret there | `{shipped}` (shipped) there |",
+             "| --- | --- | ---: | ---: |"]
+    for left, mine in rules.items():
+        others = [r for p, r in rules.items() if p != left]
+        mean = {rule: statistics.fmean(o[rule]["regret_rel"] for o in others) for rule in mine}
+        chosen = min(mean, key=lambda rule: (round(mean[rule], 6), list(mine).index(rule)))
+        lines.append(f"| {left} | {chosen} | {mine[chosen]['regret_rel']:+.1%} | {mine[shipped]['regret_rel']:+.1%} |")
+    return lines
 
 
 def judge_table(records: dict[str, Any]) -> list[str]:
@@ -285,6 +304,7 @@ def main() -> None:
     ap.add_argument("--trial-noise", nargs="+", metavar="NAME",
                     help="instead: these candidates at the trial budget with --noise-seeds seeds (0, 1, ...) each")
     ap.add_argument("--noise-seeds", type=int, default=4)
+    ap.add_argument("--save", type=Path, metavar="DIR", help="keep each run's final generator under DIR/NAME")
     ap.add_argument("--photometric", action="store_true",
                     help="also the FID under the photometric domain network at every evaluation (a second judge)")
     args = ap.parse_args()
@@ -333,7 +353,8 @@ def main() -> None:
 
     runs = dict(done)
     results = Parallel(n_jobs=jobs, return_as="generator")(
-        delayed(run_one)(configs[name], args.seed, images, every, scorer, second) for name in todo)
+        delayed(run_one)(configs[name], args.seed, images, every, scorer, second,
+                         args.save / name.replace("/", "_").replace("#", "-") if args.save else None) for name in todo)
     for name, run in zip(todo, results, strict=True):  # saved as each finishes: --resume carries on
         runs[name] = {**run, "trial_value": configs[name].get("_trial_value")}
         save(runs, [])
