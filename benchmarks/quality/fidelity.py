@@ -292,6 +292,63 @@ def trial_noise(args: Any, problem: str, configs: dict[str, dict[str, Any]], job
                                               "budget_images": {n: c["budget_images"] for n, c in configs.items()}}}})
 
 
+def _run_dir(root: Path, name: str) -> Path:
+    return root / name.replace("/", "_").replace("#", "-")
+
+
+def _rescore_one(gen_dir: Path, cfg: TrainConfig, data: Any, streams: int,
+                 second: Callable[[SampleFn], float] | None) -> dict[str, list[float]]:
+    from trainer import load_generator
+    from trainer.noise import fixed_sampler
+
+    torch.set_num_threads(1)
+    gen = load_generator(gen_dir)
+    evaluator = make_evaluator(cfg, data)
+    assert evaluator is not None
+    out: dict[str, list[float]] = {"fid": [], "fid_photometric": []}
+    for s in range(streams):  # noise streams no evaluation of the run and not the scorer's (424242) used
+        sample = fixed_sampler(gen, 7000 + s)
+        out["fid"].append(evaluator(sample)[cfg.eval_metric])
+        if second is not None:
+            out["fid_photometric"].append(second(sample))
+    return out
+
+
+def rescore(args: Any, problem: str, path: Path, data: Any, jobs: int) -> None:
+    """The final generators kept by ``--save``, scored again by the service's FID with ``--samples`` images over
+    ``--streams`` noise streams: how much of the service's disagreement with the scorer is its own sampling noise
+    (a trial's evaluation uses ``eval_samples``, 2,000 in the shipped files) rather than its features."""
+    record = json.loads(path.read_text())["results"][problem]
+    runs, configs = record["runs"], record["configs"]
+    names = [n for n in runs if _run_dir(args.save, n).is_dir()]
+    truth = {n: runs[n]["fid_alt"] for n in names}
+    best = min(truth.values())
+    second = None
+    if args.photometric:
+        from benchmarks.quality.judges import photometric_fid
+    report: dict[str, Any] = {}
+    for n_samples in args.samples:
+        cfg = TrainConfig.from_dict({**configs[names[0]], "device": "cpu", "eval_samples": n_samples, "share_samples": 0})
+        make_evaluator(cfg, data)  # real statistics cached before the workers start
+        if args.photometric:
+            second = photometric_fid(data, n_samples)
+        scores = Parallel(n_jobs=jobs)(delayed(_rescore_one)(_run_dir(args.save, n), cfg, data, args.streams, second)
+                                       for n in names)
+        per = dict(zip(names, scores, strict=True))
+        report[str(n_samples)] = per
+        print(f"{problem}: the service's FID on {n_samples} samples, {args.streams} noise streams, "
+              f"at {record['production_images']} images")
+        for judge in ("fid", "fid_photometric") if args.photometric else ("fid",):
+            mean = {n: statistics.fmean(per[n][judge]) for n in names}
+            for n in sorted(names, key=truth.__getitem__):
+                print(f"  {judge:<16} {n:<28} scorer {truth[n]:7.2f}   {mean[n]:7.2f} +- {statistics.pstdev(per[n][judge]):5.2f}")
+            one = [spearman([per[n][judge][s] for n in names], [truth[n] for n in names]) for s in range(args.streams)]
+            pick = min(names, key=mean.__getitem__)
+            print(f"  {judge}: rho with the scorer {spearman(list(mean.values()), list(truth.values())):.2f} (mean of streams),"
+                  f" {statistics.fmean(one):.2f} (one stream); pick {pick}, regret {(truth[pick] - best) / best:+.1%}")
+    write_result(args, {"results": {problem: {"rescore": report, "streams": args.streams}}})
+
+
 def main() -> None:
     ap = bench_parser(__doc__, "fidelity")
     ap.add_argument("--suite", help="a suite result file (one problem) holding the arms' trials and the presets")
@@ -304,6 +361,10 @@ def main() -> None:
     ap.add_argument("--trial-noise", nargs="+", metavar="NAME",
                     help="instead: these candidates at the trial budget with --noise-seeds seeds (0, 1, ...) each")
     ap.add_argument("--noise-seeds", type=int, default=4)
+    ap.add_argument("--rescore", type=Path, metavar="JSON",
+                    help="instead: score the generators --save kept for this fidelity file again (--samples, --streams)")
+    ap.add_argument("--samples", nargs="+", type=int, default=[2000, 10000])
+    ap.add_argument("--streams", type=int, default=3)
     ap.add_argument("--save", type=Path, metavar="DIR", help="keep each run's final generator under DIR/NAME")
     ap.add_argument("--photometric", action="store_true",
                     help="also the FID under the photometric domain network at every evaluation (a second judge)")
@@ -338,6 +399,11 @@ def main() -> None:
     if args.trial_noise:
         trial_noise(args, problem, {n: configs[n] for n in args.trial_noise}, jobs)
         return
+    if args.rescore:
+        if not args.save:
+            raise SystemExit("--rescore needs --save DIR (where the fidelity run kept its generators)")
+        rescore(args, problem, args.rescore, data, jobs)
+        return
     path = out_path(args.out, args.benchmark)
     done: dict[str, Any] = {}
     if args.resume and path is not None and path.exists():
@@ -354,7 +420,7 @@ def main() -> None:
     runs = dict(done)
     results = Parallel(n_jobs=jobs, return_as="generator")(
         delayed(run_one)(configs[name], args.seed, images, every, scorer, second,
-                         args.save / name.replace("/", "_").replace("#", "-") if args.save else None) for name in todo)
+                         _run_dir(args.save, name) if args.save else None) for name in todo)
     for name, run in zip(todo, results, strict=True):  # saved as each finishes: --resume carries on
         runs[name] = {**run, "trial_value": configs[name].get("_trial_value")}
         save(runs, [])

@@ -58,7 +58,8 @@ def photometric_fid(data: ImageData, n: int) -> Callable[[SampleFn], float]:
         net: torch.nn.Module = ChannelNet(single, data.shape[0])
     else:
         net, _ = train_domain_net(data, photometric=True)
-    real = statistics(features(net, sampled(lambda k, start=0: data.holdout[start:start + k].cpu(), n)))
+    held = data.holdout.cpu()
+    real = statistics(features(net, sampled(lambda k, start=0: held[start:start + k], min(n, len(held)))))
     return lambda sample: frechet_distance(real, statistics(features(net, sampled(sample, n))))
 
 
