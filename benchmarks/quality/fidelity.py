@@ -346,7 +346,7 @@ def rescore(args: Any, problem: str, path: Path, data: Any, jobs: int) -> None:
             pick = min(names, key=mean.__getitem__)
             print(f"  {judge}: rho with the scorer {spearman(list(mean.values()), list(truth.values())):.2f} (mean of streams),"
                   f" {statistics.fmean(one):.2f} (one stream); pick {pick}, regret {(truth[pick] - best) / best:+.1%}")
-    write_result(args, {"results": {problem: {"rescore": report, "streams": args.streams}}})
+        write_result(args, {"results": {problem: {"rescore": report, "streams": args.streams}}})  # each count kept
 
 
 def main() -> None:
