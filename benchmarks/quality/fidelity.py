@@ -361,6 +361,8 @@ def main() -> None:
     ap.add_argument("--trial-noise", nargs="+", metavar="NAME",
                     help="instead: these candidates at the trial budget with --noise-seeds seeds (0, 1, ...) each")
     ap.add_argument("--noise-seeds", type=int, default=4)
+    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="with --trial-noise: train keys set on every candidate (YAML values), e.g. ema_warmup=false")
     ap.add_argument("--rescore", type=Path, metavar="JSON",
                     help="instead: score the generators --save kept for this fidelity file again (--samples, --streams)")
     ap.add_argument("--samples", nargs="+", type=int, default=[2000, 10000])
@@ -397,7 +399,10 @@ def main() -> None:
         second = photometric_fid(data, base.eval_samples)  # trained once here, shipped to the workers
     jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if args.trial_noise:
-        trial_noise(args, problem, {n: configs[n] for n in args.trial_noise}, jobs)
+        import yaml
+
+        changes = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.set)}
+        trial_noise(args, problem, {n: {**configs[n], **changes} for n in args.trial_noise}, jobs)
         return
     if args.rescore:
         if not args.save:
