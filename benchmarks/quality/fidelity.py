@@ -323,15 +323,17 @@ def rescore(args: Any, problem: str, path: Path, data: Any, jobs: int) -> None:
     names = [n for n in runs if _run_dir(args.save, n).is_dir()]
     truth = {n: runs[n]["fid_alt"] for n in names}
     best = min(truth.values())
-    second = None
+    second, net = None, None
     if args.photometric:
-        from benchmarks.quality.judges import photometric_fid
+        from benchmarks.quality.judges import photometric_fid, photometric_net
+
+        net = photometric_net(data)  # trained once, its reference statistics per sample count
     report: dict[str, Any] = {}
     for n_samples in args.samples:
         cfg = TrainConfig.from_dict({**configs[names[0]], "device": "cpu", "eval_samples": n_samples, "share_samples": 0})
         make_evaluator(cfg, data)  # real statistics cached before the workers start
-        if args.photometric:
-            second = photometric_fid(data, n_samples)
+        if net is not None:
+            second = photometric_fid(data, n_samples, net)
         scores = Parallel(n_jobs=jobs)(delayed(_rescore_one)(_run_dir(args.save, n), cfg, data, args.streams, second)
                                        for n in names)
         per = dict(zip(names, scores, strict=True))
@@ -392,11 +394,6 @@ def main() -> None:
     data = load_data(base)
     make_evaluator(base, data)  # feature network and real statistics cached before the workers start
     scorer = make_scorer(data)
-    second = None
-    if args.photometric:
-        from benchmarks.quality.judges import photometric_fid
-
-        second = photometric_fid(data, base.eval_samples)  # trained once here, shipped to the workers
     jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if args.trial_noise:
         import yaml
@@ -409,6 +406,11 @@ def main() -> None:
             raise SystemExit("--rescore needs --save DIR (where the fidelity run kept its generators)")
         rescore(args, problem, args.rescore, data, jobs)
         return
+    second = None
+    if args.photometric:
+        from benchmarks.quality.judges import photometric_fid
+
+        second = photometric_fid(data, base.eval_samples)  # trained once here, shipped to the workers
     path = out_path(args.out, args.benchmark)
     done: dict[str, Any] = {}
     if args.resume and path is not None and path.exists():

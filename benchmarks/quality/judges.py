@@ -50,14 +50,19 @@ FAULTS: dict[str, Fault] = {
 }
 
 
-def photometric_fid(data: ImageData, n: int) -> Callable[[SampleFn], float]:
-    """The service's FID on ``n`` samples with its domain network trained with photometric jitter as well
-    (``train_domain_net(photometric=True)``; not cached: a comparison, not what the service uses)."""
+def photometric_net(data: ImageData) -> torch.nn.Module:
+    """The service's domain network trained with photometric jitter as well (``train_domain_net(photometric=True)``;
+    not cached: a comparison, not what the service uses)."""
     if data.channel_classes:
         single, _ = train_domain_net(channel_data(data), photometric=True)
-        net: torch.nn.Module = ChannelNet(single, data.shape[0])
-    else:
-        net, _ = train_domain_net(data, photometric=True)
+        return ChannelNet(single, data.shape[0])
+    net, _ = train_domain_net(data, photometric=True)
+    return net
+
+
+def photometric_fid(data: ImageData, n: int, net: torch.nn.Module | None = None) -> Callable[[SampleFn], float]:
+    """The FID on ``n`` samples under ``net`` (default: a new ``photometric_net``)."""
+    net = net if net is not None else photometric_net(data)
     held = data.holdout.cpu()
     real = statistics(features(net, sampled(lambda k, start=0: held[start:start + k], min(n, len(held)))))
     return lambda sample: frechet_distance(real, statistics(features(net, sampled(sample, n))))
