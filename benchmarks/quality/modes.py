@@ -1,10 +1,13 @@
 """Stacked MNIST's mode KL over training, and where it comes from: one config trained once, its modes and mode KL
 at every evaluation, and at the end the KL split into each channel's digit imbalance (the marginal KLs) and the
-rest (digits not independent across channels), beside the real held-out images' own KL under the same classifier.
+rest (digits not independent across channels), beside the real held-out images' own KL under the same classifier;
+and whether the imbalance sits in the digits the classifier reads clearly or in those it hesitates on (top class
+probability below 0.9), for the samples and for the real images alike.
 
     python -m benchmarks.quality.modes --suite benchmarks/results/suite-stacked-mnist-12min-2026-12-05.json \
         --config shipped/seed0 --images 576000 --every 64000 --data-root ../shared/data/mnist --out auto
     python -m benchmarks.quality.modes ... --set d_pack=2 --set g_width=64      # the same with changed fields
+    python -m benchmarks.quality.modes ... --save runs/modes-w32                  # keeps the final generator
 
 ``--config`` is a key of the suite file's chosen configs (``shipped/seed0``, ``plain/seed1``, ``preset/stylegan2``);
 ``--set FIELD=VALUE`` changes a TrainConfig field (VALUE read as JSON, else as text). Training seed ``--seed``
@@ -24,8 +27,8 @@ import torch
 
 from benchmarks._common import parser as bench_parser
 from benchmarks._common import write_result
-from trainer import TrainConfig, load_data, make_evaluator, train
-from trainer.metrics import ChannelNet, features, mode_metrics, sampled
+from trainer import TrainConfig, load_data, make_evaluator, save_generator, train
+from trainer.metrics import DOMAIN_FEATURES, ChannelNet, features, mode_metrics, sampled
 from trainer.noise import fixed_sampler
 
 log = logging.getLogger("benchmarks.modes")
@@ -52,6 +55,31 @@ def decomposition(codes: torch.Tensor, labels: torch.Tensor, prior: torch.Tensor
             "dependence": total["mode_kl"] - sum(marginal), "shares": shares}
 
 
+def confidence(net: ChannelNet, feats: torch.Tensor, labels: torch.Tensor, k: int, c: int,
+               threshold: float = 0.9) -> dict[str, Any]:
+    """Is the channels' digit imbalance in the digits the classifier reads clearly, or in the ones it hesitates on?
+    For each channel: the share of samples whose top class has probability >= ``threshold``, and the marginal KL of
+    the confident samples' digits alone and of the others' (each against the training labels' shares)."""
+    head = net.net.head
+    out: dict[str, Any] = {"threshold": threshold, "confident": [], "kl_confident": [], "kl_unsure": [],
+                           "unsure_shares": []}
+    with torch.no_grad():
+        parts = feats.to(head.weight.device, head.weight.dtype).split(DOMAIN_FEATURES, dim=1)
+        for part, real in zip(parts, digits_of(labels, k, c), strict=True):
+            prob = head(part).softmax(1).double().cpu()
+            top, digit = prob.max(1)
+            p = torch.bincount(real.long(), minlength=k).double() / len(real)
+            sure = top >= threshold
+            out["confident"].append(round(float(sure.double().mean()), 4))
+            for key, pick in (("kl_confident", sure), ("kl_unsure", ~sure)):
+                q = torch.bincount(digit[pick].long(), minlength=k).double() / max(int(pick.sum()), 1)
+                seen = q > 0
+                out[key].append(round(float((q[seen] * (q[seen] / p[seen]).log()).sum()), 4))
+                if key == "kl_unsure":
+                    out["unsure_shares"].append([round(float(x), 4) for x in q])
+    return out
+
+
 def coerce(text: str) -> Any:
     try:
         return json.loads(text)
@@ -69,6 +97,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1000)
     ap.add_argument("--samples", type=int, default=26_000, help="generated images the modes are counted on")
     ap.add_argument("--data-root", default=None)
+    ap.add_argument("--save", type=Path, metavar="DIR", help="keep the final generator under DIR (to look at later)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     if hasattr(os, "sched_getaffinity"):
@@ -97,15 +126,20 @@ def main() -> None:
     t0 = time.perf_counter()
     result = train(cfg, data=data, evaluator=evaluator)
     minutes = (time.perf_counter() - t0) / 60
+    if args.save is not None:
+        save_generator(result.generator, cfg, data.shape, args.save)
     curve = [{"images": h["images_seen"], **{m: h["metrics"][m] for m in ("fid", "modes", "mode_kl")}}
              for h in result.history if "mode_kl" in h.get("metrics", {})]
     sample = fixed_sampler(result.generator, 424242)
-    fake = net.codes(features(net, sampled(sample, args.samples)))
-    real = net.codes(features(net, (data.holdout[i:i + 1000] for i in range(0, len(data.holdout), 1000))))
+    fake_feats = features(net, sampled(sample, args.samples))
+    real_feats = features(net, (data.holdout[i:i + 1000] for i in range(0, len(data.holdout), 1000)))
+    fake, real = net.codes(fake_feats), net.codes(real_feats)
     out = {"problem": problem, "config": args.config, "changes": changes, "images": args.images,
            "train_minutes": round(minutes, 1), "curve": curve,
-           "final": decomposition(fake, labels, prior, k, c),
+           "final": {**decomposition(fake, labels, prior, k, c),
+                     "confidence": confidence(net, fake_feats, labels, k, c)},
            "real_heldout": {"samples": len(real), **decomposition(real, labels, prior, k, c),
+                            "confidence": confidence(net, real_feats, labels, k, c),
                             "finite_sample_floor": (k ** c - 1) / (2 * len(real))},
            "finite_sample_floor": (k ** c - 1) / (2 * args.samples)}
     for point in curve:
@@ -117,6 +151,11 @@ def main() -> None:
           f"real held-out ({r['samples']}): KL {r['mode_kl']:.3f} (finite-sample floor {r['finite_sample_floor']:.3f})")
     for i, shares in enumerate(f["shares"]):
         print(f"channel {i} digit shares: {' '.join(f'{s:.3f}' for s in shares)}")
+    for name, part in (("samples", f), ("real held-out", r)):
+        conf = part["confidence"]
+        print(f"{name}: confident (p >= {conf['threshold']}) per channel "
+              f"{' '.join(f'{x:.3f}' for x in conf['confident'])}; marginal KL confident "
+              f"{' '.join(f'{x:.3f}' for x in conf['kl_confident'])}, unsure {' '.join(f'{x:.3f}' for x in conf['kl_unsure'])}")
     if (path := write_result(args, out)) is not None:
         log.info("wrote %s", path)
 
