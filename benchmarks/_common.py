@@ -63,6 +63,16 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def train_changes(items: list[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` arguments as train keys, each VALUE read as YAML (safe loader: ``64``, ``false``, ``bce``)."""
+    import yaml
+
+    bad = [item for item in items if "=" not in item or not item.partition("=")[0]]
+    if bad:
+        raise SystemExit(f"--set must be KEY=VALUE, but got {bad[0]!r}")
+    return {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in items)}
+
+
 def write_result(args: argparse.Namespace, payload: dict[str, Any]) -> Path | None:
     """Write ``payload`` with the arguments and the machine beside it where ``args.out`` says; the path written."""
     path = out_path(args.out, args.benchmark)
@@ -75,4 +85,4 @@ def write_result(args: argparse.Namespace, payload: dict[str, Any]) -> Path | No
     return path
 
 
-__all__ = ["RESULTS", "ROOT", "machine", "out_path", "parser", "write_result"]
+__all__ = ["RESULTS", "ROOT", "machine", "out_path", "parser", "train_changes", "write_result"]

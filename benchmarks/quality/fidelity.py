@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from joblib import Parallel, delayed
 
-from benchmarks._common import out_path, write_result
+from benchmarks._common import out_path, train_changes, write_result
 from benchmarks._common import parser as bench_parser
 from benchmarks.quality.suite import _config_id, _sample, preset_configs, problem_spec
 from trainer import TrainConfig, load_data, make_evaluator, save_generator, train
@@ -379,6 +379,8 @@ def main() -> None:
         return
     if not args.suite:
         raise SystemExit("--suite must name a suite result file (or use --table FILE...)")
+    if args.set and not args.trial_noise:
+        raise SystemExit("--set goes with --trial-noise (it changes the candidates trained at the trial budget)")
     from benchmarks.quality._scorer import make_scorer
 
     records = json.loads(Path(args.suite).read_text())["results"]
@@ -396,9 +398,7 @@ def main() -> None:
     scorer = make_scorer(data)
     jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if args.trial_noise:
-        import yaml
-
-        changes = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.set)}
+        changes = train_changes(args.set)
         trial_noise(args, problem, {n: {**configs[n], **changes} for n in args.trial_noise}, jobs)
         return
     if args.rescore:

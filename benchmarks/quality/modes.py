@@ -10,7 +10,7 @@ probability below 0.9), for the samples and for the real images alike.
     python -m benchmarks.quality.modes ... --save runs/modes-w32                  # keeps the final generator
 
 ``--config`` is a key of the suite file's chosen configs (``shipped/seed0``, ``plain/seed1``, ``preset/stylegan2``);
-``--set FIELD=VALUE`` changes a TrainConfig field (VALUE read as JSON, else as text). Training seed ``--seed``
+``--set FIELD=VALUE`` changes a TrainConfig field (VALUE read as YAML). Training seed ``--seed``
 (1000: the suite's first production seed); samples from a noise stream no evaluation used.
 """
 
@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from benchmarks._common import parser as bench_parser
-from benchmarks._common import write_result
+from benchmarks._common import train_changes, write_result
 from trainer import TrainConfig, load_data, make_evaluator, save_generator, train
 from trainer.metrics import DOMAIN_FEATURES, ChannelNet, features, mode_metrics, sampled
 from trainer.noise import fixed_sampler
@@ -39,6 +39,17 @@ def digits_of(codes: torch.Tensor, k: int, c: int) -> list[torch.Tensor]:
     return [(codes // k ** (c - 1 - i)) % k for i in range(c)]
 
 
+def digit_shares(digits: torch.Tensor, k: int) -> torch.Tensor:
+    """Each of the ``k`` digits' share of ``digits`` (all zero when there are none)."""
+    return torch.bincount(digits.long(), minlength=k).double() / max(len(digits), 1)
+
+
+def marginal_kl(q: torch.Tensor, p: torch.Tensor) -> float:
+    """KL(q || p) over the digits ``q`` holds."""
+    seen = q > 0
+    return float((q[seen] * (q[seen] / p[seen]).log()).sum())
+
+
 def decomposition(codes: torch.Tensor, labels: torch.Tensor, prior: torch.Tensor, k: int, c: int) -> dict[str, Any]:
     """The mode KL of ``codes`` against ``prior``, each channel's marginal KL (its digit shares against the training
     labels' shares on that channel) and the shares themselves. With channels drawn independently (as the data's
@@ -46,10 +57,8 @@ def decomposition(codes: torch.Tensor, labels: torch.Tensor, prior: torch.Tensor
     total = mode_metrics(codes, prior)
     marginal, shares = [], []
     for fake, real in zip(digits_of(codes, k, c), digits_of(labels, k, c), strict=True):
-        q = torch.bincount(fake.long(), minlength=k).double() / len(fake)
-        p = torch.bincount(real.long(), minlength=k).double() / len(real)
-        seen = q > 0
-        marginal.append(float((q[seen] * (q[seen] / p[seen]).log()).sum()))
+        q = digit_shares(fake, k)
+        marginal.append(marginal_kl(q, digit_shares(real, k)))
         shares.append([round(float(x), 4) for x in q])
     return {**total, "channel_kl": marginal, "channel_kl_sum": sum(marginal),
             "dependence": total["mode_kl"] - sum(marginal), "shares": shares}
@@ -66,25 +75,14 @@ def confidence(net: ChannelNet, feats: torch.Tensor, labels: torch.Tensor, k: in
     with torch.no_grad():
         parts = feats.to(head.weight.device, head.weight.dtype).split(DOMAIN_FEATURES, dim=1)
         for part, real in zip(parts, digits_of(labels, k, c), strict=True):
-            prob = head(part).softmax(1).double().cpu()
-            top, digit = prob.max(1)
-            p = torch.bincount(real.long(), minlength=k).double() / len(real)
-            sure = top >= threshold
+            top, digit = head(part).softmax(1).double().cpu().max(1)
+            p, sure = digit_shares(real, k), top >= threshold
+            unsure = digit_shares(digit[~sure], k)
             out["confident"].append(round(float(sure.double().mean()), 4))
-            for key, pick in (("kl_confident", sure), ("kl_unsure", ~sure)):
-                q = torch.bincount(digit[pick].long(), minlength=k).double() / max(int(pick.sum()), 1)
-                seen = q > 0
-                out[key].append(round(float((q[seen] * (q[seen] / p[seen]).log()).sum()), 4))
-                if key == "kl_unsure":
-                    out["unsure_shares"].append([round(float(x), 4) for x in q])
+            out["kl_confident"].append(round(marginal_kl(digit_shares(digit[sure], k), p), 4))
+            out["kl_unsure"].append(round(marginal_kl(unsure, p), 4))
+            out["unsure_shares"].append([round(float(x), 4) for x in unsure])
     return out
-
-
-def coerce(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
 
 
 def main() -> None:
@@ -109,8 +107,8 @@ def main() -> None:
     (problem, record), = records.items()
     if args.config not in record["configs"]:
         raise SystemExit(f"--config must be one of {', '.join(record['configs'])}, but got {args.config!r}")
-    changes = dict(item.split("=", 1) for item in args.set)
-    base = {**record["configs"][args.config], **{k: coerce(v) for k, v in changes.items()}}
+    changes = train_changes(args.set)
+    base = {**record["configs"][args.config], **changes}
     if args.data_root:
         base["data_root"] = args.data_root
     cfg = TrainConfig.from_dict({**base, "seed": args.seed, "device": "cpu", "budget_images": args.images,
