@@ -21,6 +21,7 @@ from typing import Any
 import optuna
 
 from search import attrs
+from search.errors import check_study_name
 from search.execution.launch import devices, run_workers
 from search.execution.worker import WorkerReport
 from search.execution.worker import work as run_worker
@@ -149,6 +150,7 @@ def work(name: str, storage: str | None = None, *, artifacts: str | None = None,
          timeout: float | None = None, show_progress: bool = False, tensorboard: str | None = None,
          pack: int = 1) -> WorkerReport:
     """Join an existing study as one worker (from any machine) and run trials until its plan is done."""
+    check_study_name(name, "study name")
     check_tensorboard(tensorboard)
     if pack < 1:
         raise ConfigError(f"pack must be >= 1 trials per worker, but got {pack=}.")
@@ -170,6 +172,7 @@ def check_tensorboard(folder: str | None) -> None:
 
 
 def open_study(name: str, storage: str | None = None) -> tuple[optuna.Study, str]:
+    check_study_name(name, "study name")
     url = storage_url(storage)
     return load_study(name, make_storage(url)), url
 
@@ -198,7 +201,8 @@ def status(name: str, storage: str | None = None) -> dict[str, Any]:
 def slurm(study_file: str | os.PathLike[str], workers: int, *, storage: str | None = None,
           artifacts: str | None = None, n_trials: int | None = None, data_root: str | None = None,
           gpus_per_worker: int = 0, cpus_per_worker: int = 1, partition: str | None = None, time_limit: str | None = None,
-          sbatch_args: tuple[str, ...] = (), setup: tuple[str, ...] = (), script_only: bool = False) -> dict[str, Any]:
+          max_requeues: int = 10, sbatch_args: tuple[str, ...] = (), setup: tuple[str, ...] = (),
+          script_only: bool = False) -> dict[str, Any]:
     """Create the study, write its Slurm job script beside ``study_file`` and (unless ``script_only``) submit it as
     one job array of ``workers`` ``gan-search worker`` tasks. Returns the study, the script and the job id.
 
@@ -210,7 +214,7 @@ def slurm(study_file: str | os.PathLike[str], workers: int, *, storage: str | No
                      workers=workers)
     job = SlurmJob(study=spec.name, storage=spec.storage, workers=workers, artifacts=resolved(spec.artifacts),
                    gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker, partition=partition,
-                   time=time_limit, sbatch_args=tuple(sbatch_args), setup=tuple(setup))
+                   time=time_limit, max_requeues=max_requeues, sbatch_args=tuple(sbatch_args), setup=tuple(setup))
     if not script_only:
         check_sbatch()
     if spec.storage.startswith("sqlite"):
@@ -230,6 +234,7 @@ def export(name: str, out: str | os.PathLike[str], *, storage: str | None = None
     at ``images`` (the production budget; default the trial budget), record them in the study, and export the
     trained generator of the config that ranks first on the seeds' means (``search.results.selection``'s rule).
     ``confirm``, ``seeds`` and ``images`` left None take the study file's ``export:`` values."""
+    check_study_name(name, "study name")
     if retrain is not None and retrain < 1:
         raise ConfigError(f"retrain must be a number of images >= 1, but got {retrain=}.")
     if (confirm is not None and confirm < 0) or (seeds is not None and seeds < 1):

@@ -1,7 +1,7 @@
 """Every trial and study attribute key the service stores, named once.
 
 Study user attributes describe the study; trial user attributes describe one trial. Optuna's own
-system attribute ``failed_trial`` (set by its retry callback) is named here too, since we read it.
+system attributes ``failed_trial`` and ``retry_history`` (its retry callback's, which ours keeps) are named here too.
 """
 
 from __future__ import annotations
@@ -57,7 +57,9 @@ RESUMED_FROM = "resumed_from_trial"  # the dead trial a retry resumed from
 RESUME_SKIPPED = "resume_skipped"  # why a retry started from scratch (the dead trial's checkpoint gone or unreadable)
 
 # ---- Optuna's system attribute (RetryFailedTrialCallback)
-FAILED_TRIAL = "failed_trial"  # on a retry: the number of the failed trial it replaces
+FAILED_TRIAL = "failed_trial"  # on a retry: the number of the first failed trial of its chain
+RETRY_HISTORY = "retry_history"  # on a retry: every failed trial of its chain, oldest first (search/store/retry.py)
+CRASHES = "gan_search_crashes"  # on a retry: crashes in its chain (hand-backs on SIGTERM do not count: max_retry)
 
 # ---- trial system attributes of the storage proxy path (search/store/proxy.py)
 PROXY_HEARTBEAT = "gan_search_heartbeat"  # wall-clock time of the running trial's last heartbeat (no RDB heartbeats)

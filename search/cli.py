@@ -245,11 +245,14 @@ def slurm(
                                                   "file's), or s3://bucket/prefix.")] = None,
     n_trials: Annotated[int | None, typer.Option("--n-trials", help="Study-wide total of trials.")] = None,
     data_root: Annotated[str | None, typer.Option("--data-root", help="Dataset folder (overrides train.data_root).")] = None,
-    gpus_per_worker: Annotated[int, typer.Option("--gpus-per-worker", help="GPUs per task (--gres=gpu:G).")] = 0,
+    gpus_per_worker: Annotated[int, typer.Option("--gpus-per-worker", help="GPUs per task: 0 or 1 (--gres=gpu:1; a "
+                                                 "worker trains on one device: more GPUs, more workers).")] = 0,
     cpus_per_worker: Annotated[int, typer.Option("--cpus-per-worker", help="CPUs per task (torch threads).")] = 1,
     partition: Annotated[str | None, typer.Option(help="Slurm partition.")] = None,
     time_limit: Annotated[str | None, typer.Option("--time", help="Time limit per task (Slurm's forms: "
                                                    "minutes, H:M:S, D-H:M:S).")] = None,
+    max_requeues: Annotated[int, typer.Option("--max-requeues", help="Times a task requeues itself when its time "
+                                              "limit is near (the study outlives --time).")] = 10,
     sbatch_arg: Annotated[list[str] | None, typer.Option("--sbatch-arg", help="Another #SBATCH option "
                                                          "(repeatable), e.g. --sbatch-arg=--qos=high.")] = None,
     setup: Annotated[list[str] | None, typer.Option("--setup", help="A shell line run before the worker "
@@ -264,7 +267,7 @@ def slurm(
     typer.echo(json.dumps(api.slurm(study_file, workers, storage=storage, artifacts=artifacts, n_trials=n_trials,
                                     data_root=data_root, gpus_per_worker=gpus_per_worker,
                                     cpus_per_worker=cpus_per_worker, partition=partition, time_limit=time_limit,
-                                    sbatch_args=tuple(sbatch_arg or ()), setup=tuple(setup or ()),
+                                    max_requeues=max_requeues, sbatch_args=tuple(sbatch_arg or ()), setup=tuple(setup or ()),
                                     script_only=script_only)))
 
 

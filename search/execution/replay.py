@@ -39,6 +39,7 @@ from optuna.trial import TrialState
 from search import attrs
 from search._optuna import contains
 from search.spec.study_file import Param, StudySpec, apply_params, suggest_values
+from search.store.retry import replaced_numbers, resumes_from
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ class ReplayRunner:
         curve = self.curves.nearest(dict(trial.params), spec.space)
         frozen = trial.study.get_trials(deepcopy=False)[trial.number]
         reported = set(frozen.intermediate_values)
-        done_marks = self._resume(trial, frozen.system_attrs.get(attrs.FAILED_TRIAL))
+        done_marks = self._resume(trial, resumes_from(frozen.system_attrs))
         slots = [f"checkpoint-{uuid.uuid4().hex}" for _ in range(2)]
         inherited = trial.user_attrs.get(attrs.CHECKPOINT_SLOTS, [])
         trial.set_user_attr(attrs.CHECKPOINT_SLOTS, slots)
@@ -269,7 +270,7 @@ def lost_and_duplicated(study: optuna.Study) -> dict[str, int]:
     lock-free claims, failed before they ran anything, are not trials).
     """
     trials = study.get_trials(deepcopy=False)
-    retried = {t.system_attrs.get(attrs.FAILED_TRIAL) for t in trials} - {None}
+    retried = replaced_numbers(trials)
     ended = [t for t in trials if t.number not in retried and attrs.CONFIRM not in t.user_attrs
              and not t.system_attrs.get(attrs.SURPLUS)]
     chains = [t.system_attrs.get(attrs.FAILED_TRIAL) for t in ended if t.system_attrs.get(attrs.FAILED_TRIAL)]

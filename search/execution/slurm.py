@@ -5,13 +5,19 @@ Plain ``sbatch`` rather than submitit or dask-jobqueue: each array task is the s
 user runs by hand, so the script is the whole story (no pickled callables on a shared folder, no scheduler process
 that must stay reachable from the compute nodes), it can be edited for a cluster's modules, conda and GPUs, and
 submitted again with ``sbatch FILE``. Slurm's own machinery does the rest: ``--requeue`` puts a preempted or
-failed node's task back in the queue, and ``--signal=B:TERM@...`` warns the worker before the time limit.
+failed node's task back in the queue, and ``--signal=B:USR1@...`` warns the worker before the time limit.
 
-What a task does when it is stopped (``scancel``, preemption, ``scontrol requeue``, the time limit): Slurm sends
-SIGTERM, and ``KillWait`` seconds later SIGKILL. The worker turns SIGTERM into an interrupt: its running trial
-fails and is re-enqueued at once, and the retry, on any worker, resumes from the trial's last checkpoint. A task
-killed outright loses nothing either: its trial's heartbeat stops, and another worker fails it as stale and
-re-enqueues it (``search/store/heartbeat.py``).
+What a task does when it is stopped (``scancel``, preemption, ``scontrol requeue``): Slurm sends SIGTERM, and
+``KillWait`` seconds later SIGKILL. The worker turns SIGTERM into an interrupt: its running trial fails and is
+re-enqueued at once, and the retry, on any worker, resumes from the trial's last checkpoint. A task killed outright
+loses nothing either: its trial's heartbeat stops, and another worker fails it as stale and re-enqueues it
+(``search/store/heartbeat.py``).
+
+The time limit: every task of the array has the same ``--time``, so at the limit all workers would stop together and
+leave the study with retries and no worker. Instead the warning (SIGUSR1, ``stop_warning`` seconds before the limit)
+hands the running trial back and the task requeues itself (``scontrol requeue``, as submitit does), at most
+``max_requeues`` times (``$SLURM_RESTART_COUNT`` counts them): a 12-hour study runs under a 2-hour ``--time``.
+Slurm starts a requeued task again once it is eligible (about two minutes after the requeue).
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from trainer.errors import ConfigError, GanSearchError
 log = logging.getLogger(__name__)
 
 _TIME = re.compile(r"^\d+(-\d+)?(:\d{1,2}){0,2}$")  # Slurm's --time forms: M, M:S, H:M:S, D-H, D-H:M[:S]
-STOP_WARNING_S = 120  # SIGTERM this long before the time limit: enough to hand a trial back
+STOP_WARNING_S = 120  # SIGUSR1 this long before the time limit (at most half of it): enough to hand a trial back
+MAX_REQUEUES_ENV = "GAN_SEARCH_MAX_REQUEUES"  # how often a task may requeue itself at its time limit
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,7 @@ class SlurmJob:
     cpus_per_worker: int = 1
     partition: str | None = None
     time: str | None = None
+    max_requeues: int = 10  # times a task requeues itself at its time limit (the study outlives --time)
     sbatch_args: tuple[str, ...] = ()
     setup: tuple[str, ...] = ()  # shell lines run before the worker (module load, conda activate, ...)
     log_dir: str = "runs/slurm"
@@ -56,8 +64,11 @@ class SlurmJob:
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ConfigError(f"workers must be >= 1 array tasks, but got workers={self.workers}.")
-        if self.gpus_per_worker < 0:
-            raise ConfigError(f"gpus_per_worker must be >= 0, but got gpus_per_worker={self.gpus_per_worker}.")
+        if not 0 <= self.gpus_per_worker <= 1:
+            raise ConfigError(f"gpus_per_worker must be 0 or 1 (a worker trains on one device; run more workers "
+                              f"for more GPUs), but got gpus_per_worker={self.gpus_per_worker}.")
+        if self.max_requeues < 0:
+            raise ConfigError(f"max_requeues must be >= 0, but got max_requeues={self.max_requeues}.")
         if self.cpus_per_worker < 1:
             raise ConfigError(f"cpus_per_worker must be >= 1, but got cpus_per_worker={self.cpus_per_worker}.")
         if self.time is not None and not _TIME.match(self.time):
@@ -67,6 +78,13 @@ class SlurmJob:
         for arg in self.sbatch_args:
             if not arg.startswith("--") or "\n" in arg:
                 raise ConfigError(f"sbatch_args must be long options such as --qos=high, but got {arg!r}.")
+
+    @property
+    def stop_warning(self) -> int:
+        """Seconds before the time limit at which SIGUSR1 warns the worker: ``STOP_WARNING_S``, at most half the
+        limit."""
+        limit = time_seconds(self.time) if self.time else None
+        return STOP_WARNING_S if limit is None else max(1, min(STOP_WARNING_S, limit // 2))
 
     @property
     def password_in_url(self) -> bool:
@@ -82,13 +100,13 @@ class SlurmJob:
             "# Each array task is one worker: it claims trials until the study's plan is done. Stopped (scancel,",
             "# preemption, requeue, the time limit), it hands its running trial back, and the retry resumes from",
             "# the trial's last checkpoint on any worker.",
-            f"#SBATCH --job-name=gan-search-{self.study}",
+            f"#SBATCH --job-name={q('gan-search-' + self.study)}",
             f"#SBATCH --array=0-{self.workers - 1}",
-            f"#SBATCH --output={self.log_dir}/%x-%A_%a.out",
+            f"#SBATCH --output={q(self.log_dir + '/%x-%A_%a.out')}",
             "#SBATCH --open-mode=append",
             "#SBATCH --requeue",
-            f"#SBATCH --signal=B:TERM@{STOP_WARNING_S}",
-            f"#SBATCH --chdir={self.workdir}",
+            f"#SBATCH --signal=B:USR1@{self.stop_warning}",
+            f"#SBATCH --chdir={q(self.workdir)}",
             "#SBATCH --ntasks=1",
             f"#SBATCH --cpus-per-task={self.cpus_per_worker}",
         ]
@@ -108,11 +126,48 @@ class SlurmJob:
         else:
             lines.append(f"export GAN_SEARCH_STORAGE=${{GAN_SEARCH_STORAGE:-{q(self.storage)}}}")
         lines.append('export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"  # torch threads: the CPUs of this task')
+        lines += ["# times this task requeues itself when its time limit is near (SIGUSR1); then it ends",
+                  f"export {MAX_REQUEUES_ENV}={self.max_requeues}"]
         worker = [self.command, "worker", q(self.study)]
         if self.artifacts:
             worker += ["--artifacts", q(self.artifacts)]
         lines.append("exec " + " ".join(worker))  # exec: the worker is the batch shell, so it gets Slurm's SIGTERM
         return "\n".join(lines) + "\n"
+
+
+def time_seconds(limit: str) -> int:
+    """Slurm's ``--time`` in seconds (M, M:S, H:M:S, D-H, D-H:M, D-H:M:S)."""
+    days, _, rest = limit.rpartition("-") if "-" in limit else ("0", "", limit)
+    parts = [int(p) for p in rest.split(":")]
+    if days != "0" or "-" in limit:  # D-H[:M[:S]]
+        h, m, sec = (parts + [0, 0])[:3]
+    elif len(parts) == 1:
+        h, m, sec = 0, parts[0], 0
+    elif len(parts) == 2:
+        h, m, sec = 0, parts[0], parts[1]
+    else:
+        h, m, sec = parts
+    return ((int(days) * 24 + h) * 60 + m) * 60 + sec
+
+
+def requeue_task() -> bool:
+    """Put this Slurm task back in the queue (its time limit is near), unless it has been requeued
+    ``$GAN_SEARCH_MAX_REQUEUES`` times already; whether it was. Outside Slurm: False."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    job = f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return False
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    limit = int(os.environ.get(MAX_REQUEUES_ENV) or 0)
+    if restarts >= limit:
+        log.warning("slurm task %s: time limit, requeued %d of %d times already: it ends here", job, restarts, limit)
+        return False
+    proc = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    if proc.returncode != 0:
+        log.warning("slurm task %s: scontrol requeue failed: %s", job, proc.stderr.strip()[-300:])
+        return False
+    log.warning("slurm task %s: time limit near; requeued (%d of %d)", job, restarts + 1, limit)
+    return True
 
 
 def _gan_search_command() -> str:
@@ -168,4 +223,5 @@ def worker_name() -> str:
     return f"{host}:{os.getpid()}"
 
 
-__all__ = ["SlurmJob", "check_sbatch", "script_path", "submit", "worker_name", "write_script"]
+__all__ = ["SlurmJob", "check_sbatch", "requeue_task", "script_path", "submit", "time_seconds", "worker_name",
+           "write_script"]

@@ -20,6 +20,7 @@ from torchvision.utils import make_grid
 from search import attrs
 from search.results.gallery import GRID_SAMPLES, Gallery, in_top
 from search.spec.study_file import StudySpec, apply_params, suggest_values
+from search.store.retry import resumes_from
 from search.strategy.pruners import guard_reason
 from search.strategy.schedulers import scheduler_for
 from trainer import Diverged, EvalEvent, TrainConfig, TrainResult, prepare, train
@@ -164,7 +165,7 @@ class TrialSession:
         self.workdir = Path(tempfile.mkdtemp(prefix=f"trial-{trial.number}-"))
         frozen = trial.study.get_trials(deepcopy=False)[trial.number]
         self.inherited = trial.user_attrs.get(attrs.CHECKPOINT_SLOTS, [])  # a retry's copy of the dead trial's slots
-        self.resume = runner.checkpoint_of_failed_trial(trial, frozen.system_attrs.get(attrs.FAILED_TRIAL),
+        self.resume = runner.checkpoint_of_failed_trial(trial, resumes_from(frozen.system_attrs),
                                                         self.workdir)
         if self.resume is None:
             self.resume = self.scheduler.start_from(trial, self.store, self.workdir)

@@ -1,7 +1,7 @@
 """One worker: claim a trial (or create the next one), heartbeat, run it, record its end; stale-trial retry.
 
-A trial whose worker died (no heartbeat for ``grace_period``) is failed and re-enqueued by Optuna's
-``RetryFailedTrialCallback``; the retry resumes from its checkpoint artifact.
+A trial whose worker died (no heartbeat for ``grace_period``) is failed and re-enqueued (``search.store.retry``);
+the retry resumes from its checkpoint artifact.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import optuna
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event
 
@@ -25,10 +25,10 @@ from search import attrs
 from search._optuna import refresh_trials, storage_of
 from search._optuna import trial_id as optuna_trial_id
 from search.errors import StudyError
-from search.execution.slurm import worker_name
+from search.execution.slurm import requeue_task, worker_name
 from search.spec.study_file import StudySpec
 from search.store.artifacts import artifact_store
-from search.store.heartbeat import fail_stale, heartbeat
+from search.store.heartbeat import fail_and_retry, fail_stale, heartbeat
 from search.store.storage import Outage, is_outage, load_study, make_storage, redact, study_lock
 from search.strategy.pruners import build_pruner
 from search.strategy.samplers import PER_TRIAL_SEED, build_sampler, trial_seed
@@ -173,40 +173,82 @@ def work(study_name: str, storage_url: str, *, artifacts: str | None = None, dev
     slots: _Slots = _Packed(study, spec, runner, pack) if pack > 1 else _Single(study, spec, storage, runner)  # type: ignore[arg-type]
     claims: list[float] = []
     holds: list[float] = []
-    with sigterm_interrupts():
-        done = _claim_loop(study, spec, storage, slots, new_trials, store, claims, holds,
-                           lambda: timeout is not None and time.perf_counter() - start >= timeout)
+    with stop_signals() as stop:
+        try:
+            done = _claim_loop(study, spec, storage, slots, new_trials, store, claims, holds,
+                               lambda: timeout is not None and time.perf_counter() - start >= timeout, stop)
+        except KeyboardInterrupt:
+            if stop.time_limit:
+                requeue_task()  # Slurm's time limit is near: this array task runs again later, from the queue
+            raise
     return WorkerReport(worker, done, time.perf_counter() - start, timer.seconds, timer.statements, claims, holds)
 
 
+class StopFlag:
+    """Set by a stop signal; the claim loop claims nothing once it is set, whatever the hand-back met."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.signum: int | None = None
+
+    def set(self, signum: int) -> None:
+        self.signum = self.signum or signum
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    @property
+    def time_limit(self) -> bool:
+        """Stopped by Slurm's warning before the time limit (SIGUSR1): the task requeues itself."""
+        return self.signum == signal.SIGUSR1
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # scancel, preemption, docker stop; Slurm's time-limit warning
+
+
 @contextmanager
-def sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM (Slurm's scancel, preemption and time limit; ``docker stop``; a batch system's kill) acts as Ctrl-C
-    while the worker runs: the running trial is handed back for a retry that resumes from its checkpoint."""
+def stop_signals() -> Iterator[StopFlag]:
+    """SIGTERM (Slurm's scancel, preemption, ``docker stop``, a batch system's kill) and SIGUSR1 (the warning of the
+    job script's ``--signal=B:USR1@...`` before a time limit) act as Ctrl-C while the worker runs: the running trial
+    is handed back for a retry that resumes from its checkpoint. The signal also sets the returned flag, which the
+    claim loop honours: a hand-back that meets a trial already failed elsewhere cannot swallow it, and a second
+    signal during the hand-back does not interrupt the hand-back."""
+    stop = StopFlag()
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
-        yield
+        yield stop
         return
 
     def interrupt(signum: int, frame: Any) -> None:
-        log.warning("SIGTERM: handing the running trial back")
-        raise KeyboardInterrupt
+        first = not stop.is_set()
+        stop.set(signum)
+        if first:
+            log.warning("%s: handing the running trial back", signal.Signals(signum).name)
+            raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {sig: signal.signal(sig, interrupt) for sig in STOP_SIGNALS}
     try:
-        yield
+        yield stop
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _claim_loop(study: optuna.Study, spec: StudySpec, storage: Any, slots: _Slots, new_trials: bool, store: Any,
-                claims: list[float], holds: list[float], out_of_time: Callable[[], bool]) -> int:
+                claims: list[float], holds: list[float], out_of_time: Callable[[], bool],
+                stop: StopFlag | None = None) -> int:
     """The worker's one loop: fail stale trials, claim into free slots, run what is claimed, until the plan is done
-    (or ``out_of_time``); the number of trials this worker ended. The database going away waits (``Outage``)."""
+    (or ``out_of_time``); the number of trials this worker ended. The database going away waits (``Outage``).
+    Once ``stop`` is set (a stop signal) it claims nothing more: what runs is handed back, and KeyboardInterrupt
+    ends the worker."""
     done = 0
     outage = Outage(WORKER_OUTAGE_SECONDS)
+    stopped = stop.is_set if stop is not None else lambda: False
     try:
         while True:
-            while slots.free() and not out_of_time():
+            if stopped():
+                raise KeyboardInterrupt
+            while slots.free() and not out_of_time() and not stopped():
                 t0 = time.perf_counter()
                 try:
                     fail_stale(study, spec.grace_period, spec.max_retry)
@@ -223,6 +265,8 @@ def _claim_loop(study: optuna.Study, spec: StudySpec, storage: Any, slots: _Slot
                 if claimed is None:
                     break
                 done += slots.start(claimed, outage)
+            if stopped():
+                raise KeyboardInterrupt
             if not slots.busy():
                 if not out_of_time() and study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                     time.sleep(min(spec.heartbeat_interval, 5))  # a running trial may still go stale
@@ -395,22 +439,28 @@ def record_outcome(study: optuna.Study, trial: optuna.Trial, spec: StudySpec, ou
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         trial.set_user_attr(attrs.FAIL_REASON, reason[:500])
         log.warning("trial %d failed: %s", trial.number, reason, exc_info=log.isEnabledFor(logging.DEBUG))
-    try:
+    try:  # another worker may have failed it as stale meanwhile: then it is left as that worker left it
         if state == TrialState.COMPLETE and value is not None:
-            study.tell(trial, value)
+            told = study.tell(trial, value, skip_if_finished=True)
         else:
-            study.tell(trial, state=state)
+            told = study.tell(trial, state=state, skip_if_finished=True)
     except optuna.exceptions.UpdateFinishedTrialError:
+        told = None
+    if told is None or told.state != state:
         _finished_elsewhere(trial)
 
 
 def requeue(study: optuna.Study, trial: optuna.Trial, spec: StudySpec) -> None:
-    """An interrupted trial (Ctrl-C, or SIGTERM: scancel, preemption, docker stop) fails and is re-enqueued; its
-    retry resumes from its checkpoint."""
-    trial.set_user_attr(attrs.FAIL_REASON, "interrupted (Ctrl-C or SIGTERM); re-enqueued")
-    frozen = study.tell(trial, state=TrialState.FAIL)
-    RetryHeartbeatStaleTrialCallback(max_retry=spec.max_retry, inherit_intermediate_values=True)(study, frozen)
-    log.warning("trial %d interrupted; it is re-enqueued and resumes from its checkpoint", trial.number)
+    """An interrupted trial (Ctrl-C, or SIGTERM: scancel, preemption, docker stop; Slurm's time-limit warning) fails
+    and is re-enqueued (an interruption does not use up ``max_retry``); its retry resumes from its checkpoint. A
+    trial another worker already failed as stale has its retry already: nothing more is done."""
+    try:
+        trial.set_user_attr(attrs.FAIL_REASON, "interrupted (Ctrl-C or a stop signal); handed back")
+    except optuna.exceptions.UpdateFinishedTrialError:
+        _finished_elsewhere(trial)
+        return
+    if not fail_and_retry(study, optuna_trial_id(trial), spec.max_retry, interrupted=True):
+        _finished_elsewhere(trial)
 
 
 def _finished_elsewhere(trial: optuna.Trial | FrozenTrial) -> None:

@@ -14,7 +14,7 @@ import yaml
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from search import attrs
-from search.errors import SpecError
+from search.errors import STUDY_NAME, STUDY_NAME_RULE, SpecError
 from search.registries import PRUNERS, SAMPLERS, WARM_STARTS
 from trainer.config import COVERAGE_METRICS, MODE_METRICS, TrainConfig
 from trainer.errors import ConfigError
@@ -180,8 +180,8 @@ class StudySpec:
             if key not in TOP_KEYS:
                 raise err(str(key), f"unknown key; allowed: {', '.join(TOP_KEYS)}.")
         name = raw.get("name")
-        if not isinstance(name, str) or not name.strip():
-            raise err("name", "a non-empty study name is required.")
+        if not isinstance(name, str) or not STUDY_NAME.fullmatch(name):
+            raise err("name", f"must be a study name of {STUDY_NAME_RULE}, but got {name!r}.")
         objectives, directions = _objectives(raw.get("objective", "fid"), raw.get("direction"), err)
         constraints = _constraints(raw.get("constraints", {}), err)
         measured = set(objectives) | {c.metric for c in constraints}

@@ -20,12 +20,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.storages import RDBStorage, fail_stale_trials
 from optuna.trial import TrialState
 from sqlalchemy import select
 
 from search import attrs
 from search._optuna import models, start_column, storage_of, study_id, trial_id
+from search.store.retry import Retry
 from search.store.storage import rdb_backend
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def fail_stale(study: optuna.Study, grace_period: float, max_retry: int) -> None
         fail_stale_trials(study)
     for tid in orphaned_trials(study, grace_period):
         if fail_and_retry(study, tid, max_retry):
-            log.warning("trial id %d was claimed but never sent a heartbeat; failed and re-enqueued", tid)
+            log.warning("trial id %d was claimed but never sent a heartbeat; failed", tid)
 
 
 def _fail_stale_by_attribute(study: optuna.Study, grace_period: float, max_retry: int) -> None:
@@ -88,22 +89,19 @@ def _fail_stale_by_attribute(study: optuna.Study, grace_period: float, max_retry
         started = t.datetime_start.timestamp() if t.datetime_start else now
         last = max(float(t.system_attrs.get(attrs.PROXY_HEARTBEAT, started)), started)
         if now - last > grace_period and fail_and_retry(study, trial_id(t), max_retry):
-            log.warning("trial %d: its worker stopped sending heartbeats; failed and re-enqueued", t.number)
+            log.warning("trial %d: its worker stopped sending heartbeats; failed", t.number)
 
 
-def fail_and_retry(study: optuna.Study, trial: int, max_retry: int) -> bool:
-    """Fail RUNNING trial id ``trial`` and re-enqueue it once (Optuna's retry callback); False when another
-    worker ended it first."""
+def fail_and_retry(study: optuna.Study, trial: int, max_retry: int, *, interrupted: bool = False) -> bool:
+    """Fail RUNNING trial id ``trial`` and re-enqueue it once (``search.store.retry``; ``interrupted``: a hand-back,
+    which uses up no retry); False when another worker ended it first."""
     storage = storage_of(study)
     try:
         if not storage.set_trial_state_values(trial, state=TrialState.FAIL):
             return False
     except optuna.exceptions.UpdateFinishedTrialError:
         return False
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry, inherit_intermediate_values=True)
-    retry(study, storage.get_trial(trial))
+    Retry(max_retry, interrupted=interrupted)(study, storage.get_trial(trial))
     return True
 
 

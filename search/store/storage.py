@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import select, text
 from sqlalchemy.engine import URL, make_url
@@ -28,6 +28,7 @@ from sqlalchemy.pool import NullPool
 from search._optuna import backend_of, models, rdb_trials, storage_of, study_id, trial_id
 from search.errors import StorageError
 from search.store.proxy import is_proxy_url, proxy_client
+from search.store.retry import Retry
 from trainer.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -175,7 +176,7 @@ def make_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry, inherit_intermediate_values=True)
+            retry = Retry(max_retry)
             kind = RDBStorage if parsed.get_backend_name() == "sqlite" else ResilientRDBStorage
             return kind(url, engine_kwargs=engine, heartbeat_interval=heartbeat_interval,
                               grace_period=grace_period,
@@ -299,8 +300,9 @@ class FinishedTrials:
 
 
 def load_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
-    from search.errors import StudyError
+    from search.errors import StudyError, check_study_name
 
+    check_study_name(name, "study name")
     try:
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:

@@ -21,6 +21,7 @@ from search._optuna import models, storage_of, study_id, trial_id
 from search.errors import StudyError
 from search.spec.study_file import StudySpec
 from search.store.artifacts import resolved
+from search.store.retry import replaced_numbers, retry_history
 from search.store.storage import lock_connection, make_storage
 from search.store.storage import rdb_backend as _rdb
 from search.strategy.pruners import build_pruner
@@ -54,7 +55,8 @@ def stored_spec(study: optuna.Study, storage_url: str) -> StudySpec:
 
 
 def retried_numbers(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
-    return {n for t in trials if (n := t.system_attrs.get(attrs.FAILED_TRIAL)) is not None}
+    """Failed trials a retry replaces: every trial of each retry's chain (a retry of a retry replaces two)."""
+    return replaced_numbers(trials)
 
 
 def counted(t: FrozenTrial, retried: set[int]) -> bool:
@@ -112,11 +114,15 @@ def _planned_rows(study: optuna.Study) -> int | None:
                               TrialSystemAttributeModel.value_json)
                   .join(TrialModel, TrialModel.trial_id == TrialSystemAttributeModel.trial_id)
                   .where(TrialModel.study_id == sid,
-                         TrialSystemAttributeModel.key.in_((attrs.FAILED_TRIAL, attrs.SURPLUS))))
+                         TrialSystemAttributeModel.key.in_((attrs.FAILED_TRIAL, attrs.RETRY_HISTORY, attrs.SURPLUS))))
     confirms = {int(r[0]) for r in _read(rdb, select(TrialUserAttributeModel.trial_id)
                                          .join(TrialModel, TrialModel.trial_id == TrialUserAttributeModel.trial_id)
                                          .where(TrialModel.study_id == sid, TrialUserAttributeModel.key == attrs.CONFIRM))}
-    retried = {json.loads(v) for _, k, v in marks if k == attrs.FAILED_TRIAL} - {None}
+    chains: dict[int, dict[str, Any]] = {}
+    for i, k, v in marks:
+        if k in (attrs.FAILED_TRIAL, attrs.RETRY_HISTORY):
+            chains.setdefault(int(i), {})[k] = json.loads(v)
+    retried = {n for chain in chains.values() for n in retry_history(chain)}
     surplus = {int(i) for i, k, v in marks if k == attrs.SURPLUS and json.loads(v)}
     return sum(_counts(state, number, i in surplus, i in confirms, retried) for i, number, state in trials)
 

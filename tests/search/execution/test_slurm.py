@@ -34,7 +34,8 @@ def test_job_script_runs_one_worker_per_array_task_and_hands_trials_back() -> No
                    gpus_per_worker=1, cpus_per_worker=8, partition="gpu", time="2:00:00",
                    sbatch_args=("--qos=high",), setup=("module load cuda",), workdir="/home/u/proj", command="gan-search")
     script = job.script()
-    for line in ("#SBATCH --array=0-3", "#SBATCH --requeue", "#SBATCH --signal=B:TERM@120", "#SBATCH --gres=gpu:1",
+    for line in ("#SBATCH --array=0-3", "#SBATCH --requeue", "#SBATCH --signal=B:USR1@120", "export GAN_SEARCH_MAX_REQUEUES=10",
+                 "#SBATCH --gres=gpu:1",
                  "#SBATCH --cpus-per-task=8", "#SBATCH --partition=gpu", "#SBATCH --time=2:00:00", "#SBATCH --qos=high",
                  "#SBATCH --chdir=/home/u/proj", "module load cuda",
                  "export GAN_SEARCH_STORAGE=${GAN_SEARCH_STORAGE:-postgresql+psycopg://u@db:5432/x}",
@@ -55,12 +56,53 @@ def test_job_script_never_holds_the_database_password() -> None:
     (["--workers", "2", "--time", "5h"], "time must be a Slurm time limit"),
     (["--workers", "2", "--sbatch-arg", "qos=high"], "sbatch_args must be long options"),
     (["--workers", "2", "--partition", "gpu; rm -rf /"], "partition must be a Slurm partition name"),
+    (["--workers", "2", "--gpus-per-worker", "2"], "gpus_per_worker must be 0 or 1"),
+    (["--workers", "2", "--max-requeues", "-1"], "max_requeues must be >= 0"),
 ])
 def test_bad_job_options_exit_2_and_write_nothing(tmp_path: Path, args: list[str], message: str) -> None:
     path = write_study(tmp_path, small_study("bad", tmp_path))
     proc = _cli("slurm", str(path), *args, "--script-only", cwd=tmp_path)
     assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]  # no database, no script, no folder
+
+
+@pytest.mark.parametrize("name", ["team a/run 1", "-dash", "x" * 101])
+@pytest.mark.parametrize("command", ["slurm", "run"])
+def test_a_bad_study_name_exits_2_before_anything_is_written(tmp_path: Path, name: str, command: str) -> None:
+    """A study name names files, Slurm jobs and folders: one rule, checked in every command before the database."""
+    raw = small_study("bad", tmp_path)
+    raw["name"] = name
+    path = tmp_path / "bad.yaml"
+    path.write_text(__import__("yaml").safe_dump(raw))
+    args = ["--workers", "2", "--script-only"] if command == "slurm" else []
+    proc = _cli(command, str(path), *args, cwd=tmp_path)
+    assert proc.returncode == 2 and "name: must be a study name of letters" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+@pytest.mark.parametrize("command", [["worker", "a/b"], ["status", "a b"], ["export", "a/b", "--out", "x"]])
+def test_commands_taking_a_study_name_check_it_first(tmp_path: Path, command: list[str]) -> None:
+    proc = _cli(*command, "--storage", f"sqlite:///{tmp_path / 'none.db'}", cwd=tmp_path)
+    assert proc.returncode == 2 and "study name must be a study name" in proc.stderr, proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_value_in_the_job_script_is_quoted() -> None:
+    script = SlurmJob(study="s", storage="sqlite:///x.db", workers=1, workdir="/home/u/my proj",
+                      log_dir="runs/slurm logs", artifacts="/a b").script()
+    assert "#SBATCH --chdir='/home/u/my proj'" in script
+    assert "#SBATCH --output='runs/slurm logs/%x-%A_%a.out'" in script and "--artifacts '/a b'" in script
+
+
+@pytest.mark.parametrize(("limit", "seconds", "warning"), [("1", 60, 30), ("2:00:00", 7200, 120), ("1-0", 86400, 120),
+                                                           ("0:90", 90, 45), ("1-2:3", 93780, 120)])
+def test_the_time_limit_warning_fits_in_the_limit(limit: str, seconds: int, warning: int) -> None:
+    from search.execution.slurm import time_seconds
+
+    assert time_seconds(limit) == seconds
+    job = SlurmJob(study="s", storage="sqlite:///x.db", workers=1, time=limit)
+    assert job.stop_warning == warning and f"#SBATCH --signal=B:USR1@{warning}" in job.script()
 
 
 def test_without_sbatch_nothing_is_written(tmp_path: Path) -> None:
