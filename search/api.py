@@ -29,8 +29,8 @@ from search.results.export import confirmation_table, enqueue_confirmations, rec
 from search.results.export import export as write_export
 from search.results.progress import Monitor
 from search.results.selection import best_trial, primary, ranked
-from search.spec.study_file import DEFAULT_STORAGE, StudySpec
-from search.store.artifacts import artifact_store, check_artifacts, resolved
+from search.spec.study_file import DEFAULT_ARTIFACTS, DEFAULT_STORAGE, StudySpec
+from search.store.artifacts import StudyStores, artifact_store, check_artifacts, is_s3, resolved, split_s3
 from search.store.storage import check_url, load_study, make_storage, redact
 from search.strategy.scale import for_workers
 from search.strategy.schedulers import scheduler_for
@@ -296,15 +296,24 @@ def export_study(study: optuna.Study, spec: StudySpec, out: Path, retrain: int |
     return metrics
 
 
-def artifacts_of_any_study(storage: str) -> tuple[str, dict[str, Any]] | None:
-    """The artifact store (folder or S3 URL, and the study file's ``storage.s3``) stored with the first study that
-    has one (for the dashboard)."""
-    for summary in optuna.get_all_study_summaries(make_storage(storage), include_best_trial=False):
-        if folder := summary.user_attrs.get(attrs.ARTIFACTS):
-            s3 = (summary.user_attrs.get(attrs.SPEC) or {}).get("storage", {}).get("s3") or {}
-            return str(folder), dict(s3)
-    return None
+def dashboard(storage: str | None = None, *, host: str = "127.0.0.1", port: int = 8080,
+              artifacts: str | None = None) -> None:
+    """optuna-dashboard on the study database, each study's artifacts served from its own store (``StudyStores``);
+    ``artifacts`` replaces every study's location (each keeps its S3 settings). Blocks until stopped."""
+    import bottle
+    from optuna_dashboard import wsgi
+
+    url = storage_url(storage)
+    if artifacts is not None and is_s3(artifacts):
+        split_s3(artifacts)  # a malformed URL fails here, before the server starts
+    rdb = make_storage(url)
+    stores = StudyStores(rdb, artifacts, default=DEFAULT_ARTIFACTS)
+    app = wsgi(rdb, artifact_store=stores)
+    app.add_hook("before_request", lambda: stores.select(bottle.request.path))
+    log.info("dashboard on http://%s:%d for %s (artifacts: %s)", host, port, redact(url),
+             artifacts or "each study's own")
+    bottle.run(app, host=host, port=port, quiet=True)
 
 
-__all__ = ["RunResult", "best_or_none", "create", "export", "export_study", "load_spec", "open_study",
+__all__ = ["RunResult", "best_or_none", "create", "dashboard", "export", "export_study", "load_spec", "open_study",
            "run", "status", "storage_url", "work"]

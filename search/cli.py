@@ -228,6 +228,9 @@ def worker(
     pack: PackOpt = 1,
 ) -> None:
     """Join an existing study (from any machine) and run its waiting trials."""
+    from search.execution.worker import block_stop_signals
+
+    block_stop_signals()  # until the worker's own handlers are set: a Slurm warning now must not kill it
     from search import api
 
     report = api.work(study_name, storage, artifacts=artifacts, device=device, timeout=timeout, show_progress=True,
@@ -392,23 +395,13 @@ def dashboard(
     storage: StorageOpt = None,
     host: Annotated[str, typer.Option(help="Address to bind (127.0.0.1 unless you mean otherwise).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8080,
-    artifacts: Annotated[str | None, typer.Option(help="Artifact folder or s3://bucket/prefix (default: the one stored "
-                                                  "with a study).")] = None,
+    artifacts: Annotated[str | None, typer.Option(help="Artifact folder or s3://bucket/prefix for every study "
+                                                  "(default: each study's own).")] = None,
 ) -> None:
-    """optuna-dashboard on the same storage, with the artifact store wired in."""
-    from optuna_dashboard import run_server
+    """optuna-dashboard on the same storage; each study's artifacts from its own folder or bucket."""
+    from search import api
 
-    from search.api import artifacts_of_any_study, storage_url
-    from search.spec.study_file import DEFAULT_ARTIFACTS
-    from search.store.artifacts import artifact_store
-    from search.store.storage import make_storage, redact
-
-    url = storage_url(storage)
-    rdb = make_storage(url)
-    folder, s3 = (artifacts, {}) if artifacts else artifacts_of_any_study(url) or (DEFAULT_ARTIFACTS, {})
-    store = artifact_store(folder, s3)
-    log.info("dashboard on http://%s:%d for %s (artifacts: %s)", host, port, redact(url), folder)
-    run_server(rdb, host=host, port=port, artifact_store=store)
+    api.dashboard(storage, host=host, port=port, artifacts=artifacts)
 
 
 def main() -> None:

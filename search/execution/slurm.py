@@ -38,7 +38,7 @@ from trainer.errors import ConfigError, GanSearchError
 log = logging.getLogger(__name__)
 
 _TIME = re.compile(r"^\d+(-\d+)?(:\d{1,2}){0,2}$")  # Slurm's --time forms: M, M:S, H:M:S, D-H, D-H:M[:S]
-STOP_WARNING_S = 120  # SIGUSR1 this long before the time limit (at most half of it): enough to hand a trial back
+STOP_WARNING_S = 120  # SIGUSR1 this long before the time limit (at most a quarter of it): enough to hand a trial back
 MAX_REQUEUES_ENV = "GAN_SEARCH_MAX_REQUEUES"  # how often a task may requeue itself at its time limit
 
 
@@ -81,10 +81,10 @@ class SlurmJob:
 
     @property
     def stop_warning(self) -> int:
-        """Seconds before the time limit at which SIGUSR1 warns the worker: ``STOP_WARNING_S``, at most half the
-        limit."""
+        """Seconds before the time limit at which SIGUSR1 warns the worker: ``STOP_WARNING_S``, at most a quarter of
+        the limit (Slurm may send it up to a minute early: a short limit keeps some time to train)."""
         limit = time_seconds(self.time) if self.time else None
-        return STOP_WARNING_S if limit is None else max(1, min(STOP_WARNING_S, limit // 2))
+        return STOP_WARNING_S if limit is None else max(1, min(STOP_WARNING_S, limit // 4))
 
     @property
     def password_in_url(self) -> bool:

@@ -43,6 +43,13 @@ if TYPE_CHECKING:  # the training path imports torch; a replay worker never does
 
 log = logging.getLogger(__name__)
 WORKER_OUTAGE_SECONDS = 600.0  # a worker gives up after the database has been away this long
+CLAIM_INTERVAL_SECONDS = 5.0  # after a claim found nothing, the next one waits this long (at most the heartbeat's)
+
+
+def claim_interval(spec: StudySpec) -> float:
+    """Seconds between claims that find nothing: a packed worker with free slots, or one waiting for running trials
+    that may still go stale, asks the study lock this often, never once per generator step."""
+    return float(min(spec.heartbeat_interval or CLAIM_INTERVAL_SECONDS, CLAIM_INTERVAL_SECONDS))
 
 
 @dataclass
@@ -142,6 +149,20 @@ def work(study_name: str, storage_url: str, *, artifacts: str | None = None, dev
     """
     if pack < 1:
         raise StudyError(f"pack must be >= 1 trials per worker, but got {pack=}.")
+    with stop_signals() as stop:  # from the start: a stop during the set-up (torch, data) claims nothing
+        try:
+            return _work(study_name, storage_url, artifacts=artifacts, device=device, timeout=timeout, worker=worker,
+                         threads=threads, new_trials=new_trials, tensorboard=tensorboard, pack=pack, replay=replay,
+                         stop=stop)
+        except KeyboardInterrupt:
+            if stop.time_limit:
+                requeue_task()  # Slurm's time limit is near: this array task runs again later, from the queue
+            raise
+
+
+def _work(study_name: str, storage_url: str, *, artifacts: str | None, device: str | None, timeout: float | None,
+          worker: int, threads: int | None, new_trials: bool, tensorboard: str | None, pack: int,
+          replay: Replay | None, stop: StopFlag) -> WorkerReport:
     if threads:
         import torch
 
@@ -173,14 +194,8 @@ def work(study_name: str, storage_url: str, *, artifacts: str | None = None, dev
     slots: _Slots = _Packed(study, spec, runner, pack) if pack > 1 else _Single(study, spec, storage, runner)  # type: ignore[arg-type]
     claims: list[float] = []
     holds: list[float] = []
-    with stop_signals() as stop:
-        try:
-            done = _claim_loop(study, spec, storage, slots, new_trials, store, claims, holds,
-                               lambda: timeout is not None and time.perf_counter() - start >= timeout, stop)
-        except KeyboardInterrupt:
-            if stop.time_limit:
-                requeue_task()  # Slurm's time limit is near: this array task runs again later, from the queue
-            raise
+    done = _claim_loop(study, spec, storage, slots, new_trials, store, claims, holds,
+                       lambda: timeout is not None and time.perf_counter() - start >= timeout, stop)
     return WorkerReport(worker, done, time.perf_counter() - start, timer.seconds, timer.statements, claims, holds)
 
 
@@ -190,6 +205,7 @@ class StopFlag:
     def __init__(self) -> None:
         self._event = threading.Event()
         self.signum: int | None = None
+        self.interruptible = False  # a trial runs: a stop signal interrupts it (elsewhere the loop stops at its checks)
 
     def set(self, signum: int) -> None:
         self.signum = self.signum or signum
@@ -213,7 +229,9 @@ def stop_signals() -> Iterator[StopFlag]:
     job script's ``--signal=B:USR1@...`` before a time limit) act as Ctrl-C while the worker runs: the running trial
     is handed back for a retry that resumes from its checkpoint. The signal also sets the returned flag, which the
     claim loop honours: a hand-back that meets a trial already failed elsewhere cannot swallow it, and a second
-    signal during the hand-back does not interrupt the hand-back."""
+    signal during the hand-back does not interrupt the hand-back. Only training is interrupted (``interruptible``):
+    a signal during a claim, under the study lock, would leave a claimed trial without its heartbeat; there the
+    loop stops at its next check and hands back what it holds."""
     stop = StopFlag()
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield stop
@@ -224,14 +242,24 @@ def stop_signals() -> Iterator[StopFlag]:
         stop.set(signum)
         if first:
             log.warning("%s: handing the running trial back", signal.Signals(signum).name)
-            raise KeyboardInterrupt
+            if stop.interruptible:
+                raise KeyboardInterrupt
 
     previous = {sig: signal.signal(sig, interrupt) for sig in STOP_SIGNALS}
+    # a signal that came while the command started (``block_stop_signals``) is delivered now, to this handler
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     try:
         yield stop
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def block_stop_signals() -> None:
+    """Hold stop signals pending until the worker's handlers are in place (``stop_signals``): Slurm may send its
+    time-limit warning (SIGUSR1, whose default action kills) while the worker command is still importing."""
+    if threading.current_thread() is threading.main_thread():
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
 
 
 def _claim_loop(study: optuna.Study, spec: StudySpec, storage: Any, slots: _Slots, new_trials: bool, store: Any,
@@ -243,12 +271,16 @@ def _claim_loop(study: optuna.Study, spec: StudySpec, storage: Any, slots: _Slot
     ends the worker."""
     done = 0
     outage = Outage(WORKER_OUTAGE_SECONDS)
-    stopped = stop.is_set if stop is not None else lambda: False
+    stop = stop if stop is not None else StopFlag()
+    stopped = stop.is_set
+    interval = claim_interval(spec)
+    next_claim = 0.0  # after a claim found nothing, the next waits this long: not one per generator step of a pack
     try:
         while True:
             if stopped():
                 raise KeyboardInterrupt
-            while slots.free() and not out_of_time() and not stopped():
+            while (slots.free() and not out_of_time() and not stopped()
+                   and time.perf_counter() >= next_claim):
                 t0 = time.perf_counter()
                 try:
                     fail_stale(study, spec.grace_period, spec.max_retry)
@@ -263,19 +295,34 @@ def _claim_loop(study: optuna.Study, spec: StudySpec, storage: Any, slots: _Slot
                 outage.over()
                 claims.append(time.perf_counter() - t0)
                 if claimed is None:
+                    next_claim = time.perf_counter() + interval
                     break
-                done += slots.start(claimed, outage)
+                if stopped():  # signalled during the claim: hand the claimed trial back before it starts
+                    requeue(study, claimed.trial, spec)
+                    claimed.heartbeat.close()
+                    raise KeyboardInterrupt
+                done += _interruptible(stop, lambda c=claimed: slots.start(c, outage))  # type: ignore[misc]
             if stopped():
                 raise KeyboardInterrupt
             if not slots.busy():
                 if not out_of_time() and study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                    time.sleep(min(spec.heartbeat_interval, 5))  # a running trial may still go stale
+                    time.sleep(max(0.0, next_claim - time.perf_counter()))  # a running trial may still go stale
                     continue
                 return done
-            done += slots.step()
+            done += _interruptible(stop, slots.step)
     except KeyboardInterrupt:
+        stop.interruptible = False  # the hand-back itself is never interrupted
         slots.interrupt()
         raise
+
+
+def _interruptible(stop: StopFlag, run: Callable[[], int]) -> int:
+    """``run()`` with stop signals raising KeyboardInterrupt inside it (training)."""
+    stop.interruptible = True
+    try:
+        return run()
+    finally:
+        stop.interruptible = False
 
 
 class _Slots:
@@ -362,6 +409,10 @@ class _Packed(_Slots):
             record_outcome(self.study, trial, self.spec, functools.partial(_raise, exc))
             beat.close()
             return 1
+        except KeyboardInterrupt:  # stopped while it joined: handed back with the members
+            requeue(self.study, trial, self.spec)
+            beat.close()
+            raise
         self.members[(key, member)] = _Member(trial, session, beat)
         log.info("trial %d joins a pack of %d", trial.number, len(group))
         return 0

@@ -12,12 +12,15 @@ where every worker reads it. Nothing here prints a credential.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
 from optuna.artifacts import FileSystemArtifactStore
+from optuna.artifacts.exceptions import ArtifactNotFound
 
+from search import attrs
 from trainer.errors import ConfigError
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -111,6 +114,49 @@ def artifact_store(location: str | Path, s3: Mapping[str, Any] | None = None) ->
     return FileSystemArtifactStore(str(folder))
 
 
+_DASHBOARD_ROUTE = re.compile(r"^/(?:api/)?artifacts/(\d+)(?:/|$)")
+
+
+class StudyStores:
+    """optuna-dashboard's artifact store for a database of many studies: each request is served by the store of the
+    study its URL names (``/artifacts/<study_id>/...``, ``/api/artifacts/<study_id>/...``), built from what that study
+    stored (its artifact location and its study file's ``storage.s3``). Studies whose artifacts live in different
+    folders or buckets thus share one dashboard. ``location`` (the dashboard's ``--artifacts``) replaces every
+    study's location and keeps each study's S3 settings. ``select(path)`` is called before each request."""
+
+    def __init__(self, storage: Any, location: str | None = None, default: str = "runs/artifacts") -> None:
+        self._storage, self._location, self._default = storage, location, default
+        self._stores: dict[int, Any] = {}
+        self._local = threading.local()
+
+    def select(self, path: str) -> None:
+        match = _DASHBOARD_ROUTE.match(path)
+        self._local.study = int(match[1]) if match else None
+
+    def store_of(self, study_id: int) -> Any:
+        if study_id not in self._stores:
+            stored = self._storage.get_study_user_attrs(study_id)
+            s3 = ((stored.get(attrs.SPEC) or {}).get("storage") or {}).get("s3") or {}
+            location = self._location or stored.get(attrs.ARTIFACTS) or self._default
+            self._stores[study_id] = artifact_store(location, s3)
+        return self._stores[study_id]
+
+    def _current(self) -> Any:
+        study = getattr(self._local, "study", None)
+        if study is None:
+            raise ArtifactNotFound("an artifact is read through a study's dashboard route only")
+        return self.store_of(study)
+
+    def open_reader(self, artifact_id: str) -> IO[bytes]:
+        return self._current().open_reader(artifact_id)  # type: ignore[no-any-return]
+
+    def write(self, artifact_id: str, content_body: IO[bytes]) -> None:
+        self._current().write(artifact_id, content_body)
+
+    def remove(self, artifact_id: str) -> None:
+        self._current().remove(artifact_id)
+
+
 def check_artifacts(location: str | Path, s3: Mapping[str, Any] | None = None) -> None:
     """Bad artifact settings fail here, before anything is written: an S3 location must name a bucket that exists
     and can be reached (a folder is made when first used)."""
@@ -123,5 +169,5 @@ def resolved(location: str | Path) -> str:
     return str(location) if is_s3(location) else str(Path(location).expanduser().resolve())
 
 
-__all__ = ["PrefixedStore", "artifact_store", "check_artifacts", "is_s3", "resolved", "s3_client",
+__all__ = ["PrefixedStore", "StudyStores", "artifact_store", "check_artifacts", "is_s3", "resolved", "s3_client",
            "split_s3"]

@@ -120,3 +120,19 @@ def test_placement_puts_workers_per_device_on_each_gpu_in_turn() -> None:
     assert len(places) == 4
     if places[0][0] != "cpu":  # on a GPU machine: two consecutive workers per card
         assert places[0][0] == places[1][0] == "cuda:0"
+
+
+def test_a_packed_worker_with_free_slots_claims_once_per_interval_not_per_step(tmp_path: Path) -> None:
+    """One trial of 60 generator steps, a pack of 3: once the plan is used up the two free slots asked the study lock
+    (stale sweep + claim, ~8 statements) at every step; now at most once per claim interval."""
+    from search import StudySpec, create_or_load_study, plan
+    from search.execution.worker import claim_interval, work
+
+    raw = small_study("poll", tmp_path, train=FP32, budget={"n_trials": 1, "trial_images": 1920,
+                                                             "eval_every_images": 960})
+    spec = StudySpec.from_file(write_study(tmp_path, raw))
+    plan(create_or_load_study(spec), spec.n_trials)
+    report = work("poll", spec.storage, pack=3)
+    assert report.trials == 1
+    assert len(report.claim_seconds) <= 2 + report.seconds / claim_interval(spec), (len(report.claim_seconds),
+                                                                                    report.seconds)

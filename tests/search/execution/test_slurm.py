@@ -16,6 +16,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from search import attrs
 from search.execution.slurm import SlurmJob, worker_name
 from tests.search.conftest import small_study, write_study
 from tests.search.execution.test_distributed import assert_exact
@@ -95,8 +96,8 @@ def test_every_value_in_the_job_script_is_quoted() -> None:
     assert "#SBATCH --output='runs/slurm logs/%x-%A_%a.out'" in script and "--artifacts '/a b'" in script
 
 
-@pytest.mark.parametrize(("limit", "seconds", "warning"), [("1", 60, 30), ("2:00:00", 7200, 120), ("1-0", 86400, 120),
-                                                           ("0:90", 90, 45), ("1-2:3", 93780, 120)])
+@pytest.mark.parametrize(("limit", "seconds", "warning"), [("1", 60, 15), ("2:00:00", 7200, 120), ("1-0", 86400, 120),
+                                                           ("0:90", 90, 22), ("1-2:3", 93780, 120)])
 def test_the_time_limit_warning_fits_in_the_limit(limit: str, seconds: int, warning: int) -> None:
     from search.execution.slurm import time_seconds
 
@@ -154,8 +155,11 @@ def _state(task: str) -> str:
 
 
 def _squeue(job: str) -> list[str]:
-    out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%i %T"], capture_output=True, text=True).stdout
-    return out.split()[::2]
+    """The job's tasks still queued or running (a failed query, such as slurmctld busy, counts as still there)."""
+    proc = subprocess.run(["squeue", "-h", "-j", job, "-o", "%i %T"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return ["?"]
+    return proc.stdout.split()[::2]
 
 
 @pytest.mark.slow
@@ -209,3 +213,34 @@ def _stop_mid_trial(handle: optuna.Study, job: str, command: list[str], besides:
                 return t.number, task
         time.sleep(0.3)
     raise AssertionError(f"no trial reached its second evaluation under Slurm for {command}")
+
+
+@pytest.mark.slow
+def test_a_time_limit_requeues_the_tasks_and_the_study_outlives_it(tmp_path: Path, postgres_url: str,
+                                                                   slurm: None) -> None:
+    """4 array tasks under a 2-minute --time and trials of about a minute on these shared cores: at each warning
+    (SIGUSR1, 30 s before the limit, or up to a minute earlier) a task hands its trial back and requeues itself.
+    With max_retry=0 (hand-backs must not use up retries) every trial completes once, none is lost or run twice,
+    and retries resume."""
+    study = small_study("slurmtl", tmp_path, budget={"n_trials": 4, "trial_images": 64000, "eval_every_images": 6400})
+    study["storage"].update(url=postgres_url, max_retry=0, grace_period=20)
+    path = write_study(tmp_path, study)
+    proc = _cli("slurm", str(path), "--workers", "4", "--time", "2", "--max-requeues", "8", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    job = json.loads(proc.stdout)["job_id"]
+    deadline = time.time() + 600
+    while time.time() < deadline and _squeue(job):
+        # Slurm holds a requeued task about 2 minutes (BeginTime) before it may start again: release it now
+        out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%i %T %r"], capture_output=True, text=True).stdout
+        for task, state, reason in (line.split()[:3] for line in out.splitlines() if len(line.split()) >= 3):
+            if state == "PENDING" and reason == "BeginTime":
+                subprocess.run(["scontrol", "update", f"JobId={task}", "StartTime=now"], capture_output=True)
+        time.sleep(1)
+    assert not _squeue(job), "the job array did not finish"
+    trials = assert_exact(postgres_url, "slurmtl", 4)
+    handed_back = [t for t in trials if t.state == TrialState.FAIL]
+    assert handed_back and all("interrupted" in t.user_attrs["fail_reason"] for t in handed_back)
+    assert any(attrs.RESUMED_FROM in t.user_attrs for t in trials if t.state == TrialState.COMPLETE)
+    logs = "".join(p.read_text() for p in (tmp_path / "runs" / "slurm").glob("*.out"))
+    assert "SIGUSR1: handing the running trial back" in logs and "requeued (1 of 8)" in logs
+    assert "DUE TO TIME LIMIT" not in logs  # no task reached its limit: each requeued itself before it

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -207,3 +208,67 @@ def test_dashboard_serves_an_artifact_from_the_bucket(tmp_path: Path, s3: tuple[
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def _dashboard_get(args: list[str], urls: list[str], cwd: Path, env: dict[str, str]) -> list[tuple[int, bytes]]:
+    """Start `gan-search dashboard ARGS`, GET each URL once it answers: [(status, body)]."""
+    port = _free_port()
+    proc = subprocess.Popen([*CLI, "dashboard", *args, "--port", str(port)], cwd=cwd,
+                            env={**env, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/api/studies", timeout=2).close()  # noqa: S310 - the local dashboard
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "dashboard exited"
+                assert time.monotonic() < deadline, "the dashboard did not answer within 90 s"
+                time.sleep(0.2)
+        out = []
+        for url in urls:
+            try:
+                with urllib.request.urlopen(base + url, timeout=10) as r:  # noqa: S310 - the local dashboard
+                    out.append((r.status, r.read()))
+            except urllib.error.HTTPError as exc:
+                out.append((exc.code, b""))
+        return out
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_one_dashboard_serves_studies_whose_artifacts_live_in_different_stores(
+        tmp_path: Path, s3: tuple[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two studies in one database, artifacts under s3://B/teamA and s3://B/teamB, the S3 endpoint given only in
+    each study file's storage.s3: each artifact is served from its own study's store (the second study's failed
+    with HTTP 500), also with --artifacts, which keeps the studies' storage.s3."""
+    import optuna.artifacts
+
+    from search import StudySpec, create_or_load_study
+
+    bucket, client = s3
+    endpoint = os.environ["AWS_ENDPOINT_URL_S3"]
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3")  # the dashboard must take it from the studies' storage.s3
+    urls, bodies = [], []
+    for team in ("teamA", "teamB"):
+        raw = small_study(team, tmp_path)
+        raw["storage"].update(artifacts=f"s3://{bucket}/{team}", s3={"endpoint_url": endpoint})
+        study = create_or_load_study(StudySpec.from_dict(raw))
+        trial = study.ask()
+        path = tmp_path / f"{team}.txt"
+        path.write_bytes(f"grid of {team}".encode())
+        artifact = optuna.artifacts.upload_artifact(artifact_store=artifact_store(f"s3://{bucket}/{team}",
+                                                                                  {"endpoint_url": endpoint}),
+                                                    file_path=str(path), study_or_trial=trial)
+        study.tell(trial, 1.0)
+        urls.append(f"/artifacts/{study._study_id}/{trial._trial_id}/{artifact}")
+        bodies.append((200, path.read_bytes()))
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    env = dict(os.environ)
+    assert _dashboard_get(["--storage", url], urls, tmp_path, env) == bodies
+    # --artifacts names one store for every study (here teamA's): teamA's artifact is there, teamB's is not
+    served = _dashboard_get(["--storage", url, "--artifacts", f"s3://{bucket}/teamA"], urls, tmp_path, env)
+    assert served[0] == bodies[0] and served[1][0] in (404, 500)
+    assert f"teamB/{urls[1].rsplit('/', 1)[1]}" in _keys(client, bucket, "teamB/")
