@@ -65,7 +65,7 @@ def load_spec(study_file: str | os.PathLike[str], *, storage: str | None = None,
         raise ConfigError(f"n_trials is population x segments under PBT ({spec.n_trials} here); "
                           f"change budget.trial_images or scheduler.population instead, but got {n_trials=}.")
     spec = spec.with_overrides(storage=storage, artifacts=artifacts, n_trials=n_trials, timeout=timeout)
-    spec = resolve_warm_from(spec)  # another study's best configs, read now: an unknown study fails before any write
+    spec = resolve_warm_from(spec, ranked)  # another study's best configs, read now: an unknown study fails before any write
     return for_workers(spec, workers) if workers > 1 else spec
 
 
@@ -77,7 +77,7 @@ def create(spec: StudySpec) -> tuple[optuna.Study, int]:
     """
     check_url(spec.storage)
     check_artifacts(spec.artifacts, spec.s3)  # an S3 bucket that is missing or out of reach fails here
-    spec = resolve_warm_from(spec)  # (a spec from load_spec has none left)
+    spec = resolve_warm_from(spec, ranked)  # (a spec from load_spec has none left)
     data = load_data(spec.train.replace(device="cpu"))  # missing or unreadable data fails here
     check_models(spec.train, data.shape)  # so does a plug-in arch or loss that fails to import, build or fit
     study = create_or_load_study(spec)

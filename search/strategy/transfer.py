@@ -2,9 +2,11 @@
 
 Users tune families of GANs on new data, and their last study is the best prior they have. Before this study is
 created, each reference is replaced by the source study's K best configs (complete search trials, not seed
-confirmations; by its objective, the Pareto front first where it had several), each fitted to this study's space:
-keys this space does not search are dropped, numbers are clipped into its ranges (ints rounded), categorical
-values it does not allow are dropped, and a config that keeps no key, or that the trainer would refuse, is skipped.
+confirmations, in the order of the one ranking rule the caller passes: ``search.results.selection.ranked``, so a
+trial that misses its constraints never goes before one that holds them), each fitted to this study's space:
+keys this space does not search are dropped, numbers are clipped into its ranges and onto its ``step`` grid (ints
+rounded), categorical values it does not allow are dropped, and a config that keeps no key, or that the trainer
+would refuse, is skipped.
 Each fitted config says where it came from (``from: study NAME trial N``) and what was changed, in one log line.
 An unknown study, or a storage without it, is a one-line ``SpecError`` before anything is written.
 """
@@ -12,12 +14,13 @@ An unknown study, or a storage without it, is a one-line ``SpecError`` before an
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Callable
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
-from search import attrs
 from search.errors import SpecError
 from search.spec.study_file import Param, StudySpec, WarmFrom, apply_params
 from search.store.storage import load_study, make_storage, redact
@@ -26,18 +29,22 @@ from trainer.errors import ConfigError, GanSearchError
 log = logging.getLogger(__name__)
 
 
-def resolve(spec: StudySpec) -> StudySpec:
-    """``spec`` with every study reference in its ``warm_start`` replaced by that study's fitted configs."""
+Ranking = Callable[[optuna.Study], list[FrozenTrial]]
+
+
+def resolve(spec: StudySpec, ranked: Ranking) -> StudySpec:
+    """``spec`` with every study reference in its ``warm_start`` replaced by that study's fitted configs, taken in
+    the order ``ranked`` gives the source study's search trials (best first)."""
     if not spec.warm_from:
         return spec
     refs = dict(spec.warm_from)
     entries: list[Any] = []
     for index, entry in enumerate(spec.raw.get("warm_start", [])):
-        entries += _configs(spec, index, refs[index]) if index in refs else [entry]
+        entries += _configs(spec, index, refs[index], ranked) if index in refs else [entry]
     return spec.with_warm_start(entries)
 
 
-def _configs(spec: StudySpec, index: int, ref: WarmFrom) -> list[dict[str, Any]]:
+def _configs(spec: StudySpec, index: int, ref: WarmFrom, ranked: Ranking) -> list[dict[str, Any]]:
     key = f"warm_start[{index}]"
     url = ref.storage or spec.storage
     try:
@@ -47,7 +54,7 @@ def _configs(spec: StudySpec, index: int, ref: WarmFrom) -> list[dict[str, Any]]
                         f"{str(exc).splitlines()[0]}") from None
     fitted: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for trial in _best_first(source):
+    for trial in ranked(source):
         values, notes = fit(trial.params, spec.space)
         try:
             apply_params(spec.train, values)
@@ -70,15 +77,6 @@ def _configs(spec: StudySpec, index: int, ref: WarmFrom) -> list[dict[str, Any]]
                         "fit this study's space.")
     log.info("%s: %d configs of study %s (%s)", key, len(fitted), ref.study, redact(url))
     return fitted
-
-
-def _best_first(study: optuna.Study) -> list[FrozenTrial]:
-    """Complete search trials, best first: by the objective, or the Pareto front first (then by the first objective)."""
-    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-              if attrs.CONFIRM not in t.user_attrs and t.values]
-    signs = [1.0 if d == optuna.study.StudyDirection.MINIMIZE else -1.0 for d in study.directions]
-    front = {t.number for t in study.best_trials} if len(signs) > 1 else set()
-    return sorted(trials, key=lambda t: (t.number not in front, signs[0] * t.values[0], t.number))
 
 
 def fit(params: dict[str, Any], space: tuple[Param, ...]) -> tuple[dict[str, Any], list[str]]:
@@ -104,6 +102,10 @@ def fit(params: dict[str, Any], space: tuple[Param, ...]) -> tuple[dict[str, Any
             continue
         low, high = float(p.low or 0), float(p.high or 0)
         clipped: float | int = min(max(float(value), low), high)
+        if p.step:  # onto the grid low, low + step, ... (never past high)
+            steps = math.floor((high - low) / p.step + 1e-9)
+            clipped = low + min(max(round((clipped - low) / p.step), 0), steps) * p.step
+            clipped = round(clipped, 12)
         if p.type == "int":
             clipped = int(round(clipped))
         values[name] = clipped

@@ -47,6 +47,33 @@ def test_fit_drops_keys_this_space_lacks_and_clips_values_into_its_ranges() -> N
     assert any(n.startswith("dropped loss='lsgan'") for n in notes)
 
 
+def test_fit_puts_values_on_the_step_grid() -> None:
+    """batch size 48 into 32..256 step 32 trained 48 (Optuna only warned); now it lands on the grid."""
+    space = (Param("batch_size", "int", 32, 256, step=32), Param("beta1", "float", 0.0, 0.5, step=0.1),
+             Param("n_critic", "int", 1, 5, step=2))
+    values, notes = fit({"batch_size": 50, "beta1": 0.27, "n_critic": 4}, space)
+    assert values == {"batch_size": 64, "beta1": 0.3, "n_critic": 5} or values == {"batch_size": 64, "beta1": 0.3,
+                                                                                     "n_critic": 3}
+    assert fit({"batch_size": 48}, space)[0]["batch_size"] in (32, 64)
+    assert fit({"batch_size": 250}, space)[0] == {"batch_size": 256}
+    assert fit({"batch_size": 300}, (Param("batch_size", "int", 32, 250, step=32),))[0] == {"batch_size": 224}
+    assert "clipped batch_size 50 -> 64" in notes
+
+
+def test_warm_start_takes_the_source_studys_trials_in_the_one_ranking_order(tmp_path: Path) -> None:
+    """The source's best value misses its constraints: the ranking rule puts the feasible trials first (ordering by
+    value alone enqueued the infeasible one first)."""
+    url = f"sqlite:///{tmp_path / 'source.db'}"
+    study = optuna.create_study(study_name="constrained", storage=url)
+    dists = {"lr_g": FloatDistribution(1e-5, 1e-1, log=True)}
+    for value, lr, miss in ((1.0, 9e-4, 0.5), (5.0, 2e-4, 0.0), (6.0, 3e-4, 0.0)):
+        study.add_trial(create_trial(params={"lr_g": lr}, distributions=dists, value=value,
+                                     system_attrs={"constraints": (miss,)}))
+    raw = small_study("after-constrained", tmp_path, warm_start=[{"study": "constrained", "storage": url, "top": 2}])
+    spec = api.load_spec(write_study(tmp_path, raw))
+    assert spec.warm_start == ({"lr_g": 2e-4}, {"lr_g": 3e-4})
+
+
 def test_a_study_starts_from_another_studys_best_configs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     url = _source(tmp_path)
     raw = small_study("digits-next", tmp_path, warm_start=[{"study": "fashion-done", "storage": url, "top": 2}])
