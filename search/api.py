@@ -79,6 +79,9 @@ def create(spec: StudySpec) -> tuple[optuna.Study, int]:
     check_artifacts(spec.artifacts, spec.s3)  # an S3 bucket that is missing or out of reach fails here
     spec = resolve_warm_from(spec, ranked)  # (a spec from load_spec has none left)
     data = load_data(spec.train.replace(device="cpu"))  # missing or unreadable data fails here
+    from trainer.metrics import mode_samples
+
+    mode_samples(spec.train, data)  # too few samples to count modes fails here
     check_models(spec.train, data.shape)  # so does a plug-in arch or loss that fails to import, build or fit
     study = create_or_load_study(spec)
     added = scheduler_for(spec).plan(study, spec.n_trials)

@@ -44,6 +44,11 @@ log = logging.getLogger(__name__)
 DOMAIN_VERSION = 1  # bump when DomainNet or its training changes: invalidates cached networks
 DOMAIN_SEED = 0  # the domain network is deterministic from this seed
 DOMAIN_FEATURES = 128
+# Modes (a dataset whose channels each hold one of K classes: K ** C modes). Among N samples a perfect generator shows
+# all but e^(-N/M) of M modes and its mode KL reads (M - 1) / 2N too high: at the papers' 26,000 samples for 1,000
+# modes (26 a mode) that is 5e-12 of the modes and 0.019 of KL; at 1,000 samples 37% of the modes and 0.5.
+MODE_SAMPLES_PER_MODE = 26
+MODE_CLASSIFIER_FLOOR = 0.95  # held-out accuracy of the per-channel classifier below which mode counts are refused
 KID_SUBSETS, KID_SUBSET_SIZE = 20, 500
 PRDC_K = 5  # nearest neighbours of the k-NN manifolds (Naeem et al.'s default)
 CLASS_SHARE = "class_share_"  # metrics class_share_0, class_share_1, ...: each class's share of the samples
@@ -150,9 +155,10 @@ class ChannelNet(nn.Module):
     the channels' features side by side (C x 128); ``codes`` reads each channel's class and returns the base-K code
     of the tuple (the mode), as the papers' mode count does with a pretrained MNIST classifier."""
 
-    def __init__(self, net: DomainNet, channels: int) -> None:
+    def __init__(self, net: DomainNet, channels: int, accuracy: float = math.nan) -> None:
         super().__init__()
         self.net, self.channels = net, channels
+        self.accuracy = accuracy  # the classifier's held-out accuracy on single channels, stored with mode metrics
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.net(x[:, c:c + 1]) for c in range(self.channels)], dim=1)
@@ -191,6 +197,20 @@ def mode_prior(data: ImageData) -> torch.Tensor:
         freq = torch.bincount((y // k ** (c - 1 - i)) % k, minlength=k).double()
         prior = (prior[:, None] * (freq / freq.sum())[None, :]).flatten()
     return prior
+
+
+def mode_samples(cfg: TrainConfig, data: ImageData) -> int:
+    """Generated images the modes are counted on: ``share_samples``, or by default ``MODE_SAMPLES_PER_MODE`` per
+    mode (0 where the dataset has no modes). A ``share_samples`` below that is a one-line ConfigError."""
+    if not data.channel_classes:
+        return 0
+    modes = data.channel_classes ** data.shape[0]
+    need = MODE_SAMPLES_PER_MODE * modes
+    if cfg.share_samples and cfg.share_samples < need:
+        raise ConfigError(f"share_samples must be 0 (then {need}) or >= {need} for the {modes} modes of dataset "
+                          f"{cfg.dataset!r} ({MODE_SAMPLES_PER_MODE} a mode: fewer undercount the modes and bias "
+                          f"mode_kl up by about (M - 1) / 2N), but got share_samples={cfg.share_samples}.")
+    return max(cfg.share_samples, need, cfg.eval_samples)
 
 
 def mode_metrics(codes: torch.Tensor, prior: torch.Tensor) -> dict[str, float]:
@@ -319,6 +339,8 @@ class Evaluator:
         smallest of 10 shares counted on 2000 images reads ~1 point low, one count's noise being ~0.67)."""
         domain = self.net if isinstance(self.net, (DomainNet, ChannelNet)) else None
         every = features(self.net, sampled(sample, max(self.samples, self.share_samples if domain else 0)))
+        if len(every) < self.share_samples:
+            raise ValueError(f"the sampler gave {len(every)} images, fewer than the {self.share_samples} asked")
         fake = every[:self.samples]
         if self.metric == "kid":
             out = {"kid": kernel_distance(self.real_feats, fake)}
@@ -327,6 +349,7 @@ class Evaluator:
         out |= manifold_metrics(self.real_feats, fake)
         if isinstance(domain, ChannelNet) and self.prior is not None:
             out |= mode_metrics(domain.codes(every), self.prior)
+            out |= {"mode_samples": float(len(every)), "mode_classifier_accuracy": round(domain.accuracy, 4)}
         elif isinstance(domain, DomainNet):
             out |= share_metrics(shares_of(domain, every))
         return out
@@ -340,8 +363,13 @@ def feature_network(cfg: TrainConfig, data: ImageData, device: torch.device | st
                               if cfg.feature_weights else "pt_inception-2015-12-05")
         return InceptionFeatures(cfg.feature_weights).to(device), key
     if data.channel_classes:  # one class per channel: the classifier of single channels, applied to each
-        single, _ = domain_net(channel_data(data), cache=cache)
-        return ChannelNet(single, data.shape[0]).to(device), f"channels-{data.fingerprint}-v{DOMAIN_VERSION}-s{DOMAIN_SEED}"
+        single, acc = domain_net(channel_data(data), cache=cache)
+        if acc < MODE_CLASSIFIER_FLOOR:
+            raise ConfigError(f"the per-channel classifier of dataset {cfg.dataset!r} reads held-out channels at "
+                              f"accuracy {acc:.3f}, below the floor {MODE_CLASSIFIER_FLOOR} that mode counts need "
+                              "(more or cleaner labelled data).")
+        channels = ChannelNet(single, data.shape[0], acc)
+        return channels.to(device), f"channels-{data.fingerprint}-v{DOMAIN_VERSION}-s{DOMAIN_SEED}"
     net, _ = domain_net(data, cache=cache)
     return net.to(device), f"domain-{data.fingerprint}-v{DOMAIN_VERSION}-s{DOMAIN_SEED}"
 
@@ -377,7 +405,8 @@ def make_evaluator(cfg: TrainConfig, data: ImageData, device: torch.device | str
     if cfg.eval_metric == "fid":
         check_samples(cfg, real)
     prior = mode_prior(data) if isinstance(net, ChannelNet) else None
-    return Evaluator(net, key, real, statistics(real), cfg.eval_samples, cfg.eval_metric, cfg.share_samples, prior)
+    shares = mode_samples(cfg, data) or cfg.share_samples  # modes: at least 26 samples a mode
+    return Evaluator(net, key, real, statistics(real), cfg.eval_samples, cfg.eval_metric, shares, prior)
 
 
 def class_shares(net: nn.Module, feats: torch.Tensor) -> list[float]:

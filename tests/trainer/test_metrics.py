@@ -227,17 +227,19 @@ def test_class_shares_count_share_samples_and_the_rest_scores_eval_samples(digit
 def test_modes_and_mode_kl_on_known_cases(mnist_dir: Path) -> None:
     """Stacked MNIST's mode count under the per-channel digit classifier: real stacked images cover ~all 1000 modes
     with a small KL; a generator repeating one image covers 1; one with a fixed first channel covers at most 100."""
-    cfg = TrainConfig(dataset="stacked-mnist", data_root=str(mnist_dir), eval_samples=2000, share_samples=10000)
+    cfg = TrainConfig(dataset="stacked-mnist", data_root=str(mnist_dir), eval_samples=2000)
     data = load_data(cfg)
     evaluator = make_evaluator(cfg, data)
     assert evaluator is not None and evaluator.prior is not None and abs(float(evaluator.prior.sum()) - 1) < 1e-9
+    assert evaluator.share_samples == 26000  # by default 26 samples a mode, the papers' count
     real = data.holdout  # 10000 held-out stacked images
 
     def stream(images: torch.Tensor) -> Callable[[int, int], torch.Tensor]:
-        return lambda n, start=0: images[start:start + n]
+        return lambda n, start=0: images[(start + torch.arange(n)) % len(images)]  # round and round
 
     every = evaluator(stream(real))
     assert every["modes"] >= 990 and every["mode_kl"] < 0.1, every
+    assert every["mode_samples"] == 26000 and every["mode_classifier_accuracy"] >= 0.95
     one = evaluator(stream(real[:1].expand(len(real), -1, -1, -1)))
     assert one["modes"] == 1 and one["mode_kl"] > 5  # log(1 / p(that triple)) ~ log(1000)
     fixed = real.clone()
@@ -245,3 +247,48 @@ def test_modes_and_mode_kl_on_known_cases(mnist_dir: Path) -> None:
     hundred = evaluator(stream(fixed))
     assert 90 <= hundred["modes"] <= 100 and hundred["mode_kl"] > 2  # ~log(10): one tenth of the modes, evenly
     assert "class_min_share" not in every  # 1000 "classes" are modes here, not class shares
+
+
+def _channels(n: int, labels: str) -> Callable[[TrainConfig], tuple[torch.Tensor, ...]]:
+    """A plug-in dataset of 2-channel 8x8 images, each channel one of 2 classes (4 modes): learnable (each class a
+    bright or a dark channel) or random (labels that no classifier can read)."""
+
+    def load(cfg: TrainConfig) -> tuple[torch.Tensor, ...]:
+        g = torch.Generator().manual_seed(0)
+        y = torch.randint(0, 4, (n,), generator=g)
+        bits = torch.stack([y // 2, y % 2], 1).float()
+        x = (bits[:, :, None, None].expand(n, 2, 8, 8) * 1.6 - 0.8 + 0.05 * torch.randn(n, 2, 8, 8, generator=g)).clamp(-1, 1)
+        if labels == "random":
+            y = torch.randint(0, 4, (n,), generator=g)
+        return x[: n // 2], y[: n // 2], x[n // 2:], y[n // 2:], {"channel_classes": 2}  # type: ignore[return-value]
+
+    return load
+
+
+def test_modes_need_26_samples_a_mode_and_a_classifier_that_reads_the_channels(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Too few samples for the modes is a one-line ConfigError naming share_samples (0 picks 26 a mode); the
+    classifier's held-out accuracy is stored with the mode metrics, and one below the floor is refused."""
+    import sys
+    import types
+
+    from trainer.metrics import MODE_CLASSIFIER_FLOOR, mode_samples
+
+    module = types.ModuleType("gs_test_channels")
+    module.clean = _channels(800, "clean")  # type: ignore[attr-defined]
+    module.noise = _channels(800, "random")  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "gs_test_channels", module)
+    monkeypatch.setenv("GAN_SEARCH_CACHE", str(tmp_path))
+    cfg = TrainConfig(dataset="gs_test_channels:clean", eval_samples=50, eval_metric="kid", image_size=8)
+    data = load_data(cfg)
+    assert mode_samples(cfg, data) == 104  # 26 x 4 modes
+    with pytest.raises(ConfigError, match=r"share_samples must be 0 \(then 104\) or >= 104 for the 4 modes"):
+        make_evaluator(cfg.replace(share_samples=100), data)
+    evaluator = make_evaluator(cfg, data)
+    assert evaluator is not None and evaluator.share_samples == 104
+    gen = build_generator(cfg, data.shape)
+    out = evaluator(fixed_sampler(gen, seed=0, latent_dim=cfg.latent_dim))
+    assert out["mode_samples"] == 104 and MODE_CLASSIFIER_FLOOR <= out["mode_classifier_accuracy"] <= 1
+    noisy = cfg.replace(dataset="gs_test_channels:noise")
+    with pytest.raises(ConfigError, match="per-channel classifier .* below the floor 0.95"):
+        make_evaluator(noisy, load_data(noisy))

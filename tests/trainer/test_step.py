@@ -54,3 +54,30 @@ def test_training_and_packs_evaluate_distinct_images() -> None:
     train_pack([CFG.replace(seed=1), CFG.replace(seed=2, ema_decay=0.9)], data, evaluator=scorer(packed, 1200),
                vectorise="off")
     assert alone == [1200] and packed == [1200, 1200]
+
+
+@pytest.mark.parametrize("policy", ["cutout", "translation", "color"])
+def test_the_discriminator_sees_augmented_fakes_in_both_steps(policy: str) -> None:
+    """DiffAugment augments the fakes D judges in its own step and in G's step (Zhao et al. 2020: augmenting reals
+    alone lets G learn the augmentations): the images D receives are never the generator's own output, while
+    with augmentation off they are the very tensors G made (so the test sees the difference)."""
+    from trainer import load_data
+    from trainer.step import RunState, SingleNets, gan_step
+
+    data = load_data(TrainConfig())
+    seen: dict[str, list[torch.Tensor]] = {}
+    for augment in (policy, ""):
+        cfg = TrainConfig(augment=augment, batch_size=16, g_width=8, d_width=8, latent_dim=8)
+        nets = SingleNets(cfg, data.shape, torch.device("cpu"))
+        made: list[torch.Tensor] = []
+        judged: list[torch.Tensor] = []
+        nets.g.register_forward_hook(lambda m, i, out, made=made: made.append(out.detach().clone()))
+        nets.d.register_forward_pre_hook(lambda m, args, judged=judged: judged.append(args[0].detach().clone()))
+        gan_step(nets, [RunState(cfg, torch.Generator().manual_seed(0))], data.train, amp=False)
+        assert len(made) == 2 and len(judged) == 3  # D step: G's fakes, D on reals and fakes; G step: G, D
+        seen[augment or "off"] = [judged[1], made[0], judged[2], made[1]]
+    d_fake, d_made, g_fake, g_made = seen[policy]
+    assert not torch.equal(d_fake, d_made), "the D step judged un-augmented fakes"
+    assert not torch.equal(g_fake, g_made), "the G step judged un-augmented fakes"
+    off = seen["off"]
+    assert torch.equal(off[0], off[1]) and torch.equal(off[2], off[3])
