@@ -12,6 +12,13 @@ trains digits to the same FID within a stated margin); fp16 is never chosen.
 The decision is cached in memory and on disk (``$GAN_SEARCH_CACHE/precision/<key>.json``), keyed by the
 device's name, the torch version, the arch and the shapes that set the kernels (image shape, batch size,
 widths, latent size, spectral norm), and is recorded with each trial.
+
+Probing costs training time, so it is cut where the answer is already plain. On a CPU without fast bf16 kernels
+bf16 ran at a tenth of fp32's speed, and the old probe spent 0.69 of three 64k-image trials deciding their three
+shapes. Now: (1) a screen of one timed step per mode drops a mode that runs under ``SLOW`` of the fastest before
+the timed rounds; (2) what a machine cannot do fast is decided once per machine: bf16 under ``SLOW`` of fp32's
+speed at one shape is recorded for the device (``precision/machine-<key>.json``), and later shapes time only the
+fp32 layouts. ``Decision.seconds`` is the probe's own time (0 when read from a cache), recorded with each trial.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from trainer.step import RunState, SingleNets, gan_step
 log = logging.getLogger(__name__)
 
 MARGIN = 1.05  # a mode other than fp32 must be at least 5% faster than fp32 to be chosen
+SLOW = 0.5  # a mode under half the fastest's images/s is dropped from a probe; bf16 that slow is slow for the machine
 VERSION = 2  # bump when the probe changes: invalidates cached decisions
 _memo: dict[str, Decision] = {}
 
@@ -63,9 +71,11 @@ class Decision:
     key: str
     device: str  # the device's name as keyed
     cached: bool = False
+    seconds: float = 0.0  # the probe's own time (0: read from memory or disk)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mode": self.mode.name, "table": self.table, "key": self.key, "device": self.device}
+        return {"mode": self.mode.name, "table": self.table, "key": self.key, "device": self.device,
+                "seconds": round(self.seconds, 2)}
 
 
 def device_name(device: torch.device) -> str:
@@ -116,14 +126,16 @@ def candidates(cfg: TrainConfig, shape: tuple[int, int, int], device: torch.devi
 
 
 def time_modes(cfg: TrainConfig, shape: tuple[int, int, int], device: torch.device, modes: list[Mode],
-               steps: int = 6, rounds: int = 3) -> dict[str, float]:
+               steps: int = 6, rounds: int = 3, screen: bool = True) -> dict[str, float]:
     """Images/s of the training step itself (``trainer.step.gan_step``) per mode, on random images; rounds
-    interleave the modes so drift hits all alike."""
+    interleave the modes so drift hits all alike. With ``screen`` one timed step per mode comes first, and a mode
+    under ``SLOW`` of the fastest there is not timed further (its table entry is the screen's figure)."""
     probe = cfg.replace(schedules={}, budget_images=cfg.batch_size, eval_every_images=cfg.batch_size)
     real = torch.rand(max(cfg.batch_size, 256), *shape, device=device) * 2 - 1
     labels = torch.arange(len(real), device=device) % cfg.classes if cfg.classes else None
     nets = {mode: SingleNets(probe.replace(seed=0), shape, device, channels_last=mode.channels_last) for mode in modes}
     runs = {mode: RunState(probe, torch.Generator(device=device).manual_seed(0)) for mode in modes}
+    images = cfg.batch_size * cfg.n_critic
 
     def run(mode: Mode, n: int) -> float:
         if device.type == "cuda":
@@ -135,14 +147,52 @@ def time_modes(cfg: TrainConfig, shape: tuple[int, int, int], device: torch.devi
             torch.cuda.synchronize(device)
         return time.perf_counter() - t0
 
+    table: dict[str, float] = {}
     for mode in modes:
-        run(mode, 2)  # warm-up: allocations, kernel selection
-    seconds: dict[Mode, list[float]] = {m: [] for m in modes}
-    for _ in range(rounds):
+        run(mode, 1 if screen else 2)  # warm-up: allocations, kernel selection
+    timed = list(modes)
+    if screen and len(modes) > 1:
+        speed = {mode: images / run(mode, 1) for mode in modes}
+        fastest = max(speed.values())
+        timed = [m for m in modes if speed[m] >= SLOW * fastest]
         for mode in modes:
+            if mode not in timed:
+                table[mode.name] = round(speed[mode], 1)
+                log.info("precision: %s dropped from the probe (%.0f images/s against %.0f)", mode.name,
+                         speed[mode], fastest)
+    seconds: dict[Mode, list[float]] = {m: [] for m in timed}
+    for _ in range(rounds):
+        for mode in timed:
             seconds[mode].append(run(mode, steps))
-    images = steps * cfg.batch_size * cfg.n_critic
-    return {m.name: round(images / statistics.median(s), 1) for m, s in seconds.items()}
+    table |= {m.name: round(steps * images / statistics.median(s), 1) for m, s in seconds.items()}
+    return {m.name: table[m.name] for m in modes}
+
+
+def machine_verdict(device: torch.device, cache: Path | None = None) -> Path:
+    """Where this machine's verdict on what it cannot do fast is kept (device name, torch version, probe version)."""
+    keyed = {"v": VERSION, "device": device_name(device), "torch": torch.__version__}
+    key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:20]
+    return (cache or cache_dir()) / "precision" / f"machine-{key}.json"
+
+
+def slow_bf16(device: torch.device, cache: Path | None = None) -> bool:
+    """Whether a probe on this machine already found bf16 under ``SLOW`` of fp32's speed."""
+    path = machine_verdict(device, cache)
+    try:
+        return bool(json.loads(path.read_text()).get("bf16_slow")) if path.is_file() else False
+    except (OSError, ValueError):
+        return False
+
+
+def _judge_machine(table: dict[str, float], device: torch.device, cache: Path | None) -> None:
+    """Record bf16 as slow for this machine when its best layout ran under ``SLOW`` of the best fp32 layout."""
+    bf16 = max((v for k, v in table.items() if k.startswith("bf16")), default=None)
+    fp32 = max((v for k, v in table.items() if k.startswith("fp32")), default=None)
+    if bf16 is not None and fp32 and bf16 < SLOW * fp32:
+        log.info("precision: bf16 runs at %.2fx fp32 on %s: not timed again on this machine", bf16 / fp32,
+                 device_name(device))
+        _write_json(machine_verdict(device, cache), {"bf16_slow": True, "ratio": round(bf16 / fp32, 3),
+                                                     "device": device_name(device), "torch": torch.__version__})
 
 
 def pick(table: dict[str, float], modes: list[Mode]) -> Mode:
@@ -162,6 +212,8 @@ def choose(cfg: TrainConfig, shape: tuple[int, int, int], device: torch.device,
     if memo_key in _memo:  # every run of a worker after its first: no model built, nothing read
         return _memo[memo_key]
     modes = candidates(cfg, shape, device)
+    if cfg.amp == "auto" and len(modes) > 1 and slow_bf16(device, cache):  # decided once for this machine
+        modes = [m for m in modes if not m.amp]
     if len(modes) == 1:
         _memo[memo_key] = Decision(modes[0], {}, key, name)
         return _memo[memo_key]
@@ -175,9 +227,11 @@ def choose(cfg: TrainConfig, shape: tuple[int, int, int], device: torch.device,
         except (ValueError, KeyError, StopIteration):
             log.warning("precision: ignoring an unreadable cached decision %s", path)
     rng_state = torch.get_rng_state()
+    t0 = time.perf_counter()
     table = time_modes(cfg, shape, device, modes)
     torch.set_rng_state(rng_state)  # the probe leaves training's global RNG stream as it was
-    decision = Decision(pick(table, modes), table, key, name)
+    _judge_machine(table, device, cache)
+    decision = Decision(pick(table, modes), table, key, name, seconds=time.perf_counter() - t0)
     log.info("precision on %s: %s (images/s: %s)", name, decision.mode.name,
              ", ".join(f"{k} {v:,.0f}" for k, v in table.items()))
     _write_json(path, decision.to_dict())
@@ -207,5 +261,5 @@ def clear_memo() -> None:
     _memo.clear()
 
 
-__all__ = ["FP32", "MARGIN", "Decision", "Mode", "candidates", "choose", "clear_memo", "decision_key",
-           "device_name", "pick", "resolve", "time_modes"]
+__all__ = ["FP32", "MARGIN", "SLOW", "Decision", "Mode", "candidates", "choose", "clear_memo", "decision_key",
+           "device_name", "machine_verdict", "pick", "resolve", "slow_bf16", "time_modes"]

@@ -7,6 +7,7 @@
         --proposals recorded                      # coordination alone: proposals replayed, the samplers' CPU apart
     python -m benchmarks.scale.cluster --workers --ask-sizes 500 --ask-running 0 64 256     # TPE's cost per worker
     python -m benchmarks.scale.cluster --workers 64 --trial-seconds 60 --kill 0.1 --restart-db 90             # faults
+    python -m benchmarks.scale.cluster --workers 2 --pack 4 --trials-per-worker 3   # packed workers (real training)
 
 Each run gets a new database on the server (random name, dropped after), the MNIST study file
 (``studies/mnist-dcgan.yaml``: TPE with constant liar, median pruner on the best FID so far) with
@@ -28,6 +29,10 @@ host: what one server must supply per trial, whatever the number of machines), a
 after the run, which must be 0. ``--kill F`` SIGKILLs worker processes holding at least a fraction F of the workers
 once every worker is mid-trial; ``--restart-db S`` restarts the PostgreSQL server (``--restart-command``) S seconds
 into the run: the row then also says how many trials were retried and how long the restart took.
+``--pack K``: real ``gan-search worker --pack K`` processes (vectorised packs of K trials, torch) on a tiny digits
+study (4,800-image trials of 8-wide networks at batch 16, 32 or 64, random sampler, no pruner), ``n_trials = workers x K x
+trials-per-worker``: SQL statements and claims per trial, the cost of a packed worker's claim loop (with free slots
+once the plan is used up it asked the study lock at every generator step).
 ``--proposals recorded``: trial n takes recorded trial n's parameters (``search.execution.replay.RecordedProposals``,
 no CPU) instead of the study's TPE, through the same claim/suggest/heartbeat/report/record path: on a cluster each
 worker's sampler runs on its own machine, so what the workers share (the database, the study lock) is measured
@@ -417,6 +422,54 @@ def ask_times(sizes: list[int], study_file: Path, running: list[int]) -> list[di
     return out
 
 
+def run_packed(workers: int, pack: int, args: argparse.Namespace) -> dict[str, Any]:
+    """``workers`` real packed workers (``gan-search worker --pack``) on PostgreSQL: statements and claims per trial."""
+    import optuna
+
+    from search.execution.replay import lost_and_duplicated
+    from search.spec.study_file import StudySpec
+    from search.strategy.schedulers import scheduler_for
+    from search.strategy.study import create_or_load_study
+
+    database, url = new_database()
+    try:
+        with tempfile.TemporaryDirectory() as artifacts:
+            n_trials = workers * pack * args.trials_per_worker
+            raw = {"name": f"packed-{workers}x{pack}", "objective": "g_loss",
+                   "train": {"dataset": "digits", "arch": "dcgan", "g_width": 8, "d_width": 8, "latent_dim": 8,
+                             "batch_size": 32, "device": "cpu", "amp": "off", "channels_last": "off"},
+                   "space": {"lr_g": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True},
+                             "batch_size": [16, 32, 64]},  # packs of 75 to 300 steps: members end apart
+                   "sampler": {"name": "random", "seed": 0}, "pruner": {"name": "none"},
+                   "budget": {"n_trials": n_trials, "trial_images": 4800, "eval_every_images": 1600},
+                   "storage": {"url": url, "artifacts": artifacts, "heartbeat_interval": 10, "grace_period": 60}}
+            spec = StudySpec.from_dict(raw, source="cluster benchmark (packed)")
+            scheduler_for(spec).plan(create_or_load_study(spec), spec.n_trials)
+            start = time.perf_counter()
+            env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+            procs = [subprocess.Popen([sys.executable, "-m", "search.cli", "worker", spec.name, "--storage", url,
+                                       "--pack", str(pack)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True, env=env) for _ in range(workers)]
+            reports = []
+            for p in procs:
+                out, err = p.communicate()
+                if p.returncode != 0:
+                    raise RuntimeError(f"worker failed ({p.returncode}): {err.strip().splitlines()[-3:]}")
+                reports.append(json.loads(out.strip().splitlines()[-1]))
+            wall = time.perf_counter() - start
+            study = optuna.load_study(study_name=spec.name, storage=url)
+            losses = lost_and_duplicated(study)
+            ended = max(losses["ended"], 1)
+            return {"path": "packed", "workers": workers, "pack": pack, "trials": losses["ended"],
+                    "wall_s": round(wall, 1),
+                    "sql_statements_per_trial": round(sum(r["statements"] for r in reports) / ended, 1),
+                    "claims_per_trial": round(sum(len(r["claim_seconds"]) for r in reports) / ended, 2),
+                    "sql_seconds_per_trial": round(sum(r["storage_seconds"] for r in reports) / ended, 3),
+                    "lost": losses["lost"], "duplicated": losses["duplicated"]}
+    finally:
+        drop_database(database)
+
+
 def main() -> None:
     ap = bench_parser(__doc__, "cluster")
     ap.add_argument("--workers", type=int, nargs="*", default=[1, 16, 64, 256])
@@ -438,8 +491,17 @@ def main() -> None:
     ap.add_argument("--kill-after", type=float, default=20.0, help="seconds after every worker is busy")
     ap.add_argument("--restart-db", type=float, default=None, help="restart PostgreSQL this many seconds in")
     ap.add_argument("--restart-command", default="pg_ctlcluster 15 main restart -m fast")
+    ap.add_argument("--pack", type=int, default=0, help="K > 0: real packed workers (gan-search worker --pack K), "
+                                                        "statements and claims per trial")
     args = ap.parse_args()
     rows: list[dict[str, Any]] = []
+    if args.pack:
+        for n in args.workers:
+            row = run_packed(n, args.pack, args)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+        write_result(args, {"rows": rows})
+        return
     for seconds in args.trial_seconds:
         for n in args.workers:
             for path in args.paths:

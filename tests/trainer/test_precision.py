@@ -75,3 +75,32 @@ def test_bf16_trains_digits_to_the_fp32_fid_within_20_percent(seed: int) -> None
     fid = {amp: train(base.replace(amp=amp), data=setup.data, evaluator=setup.evaluator).final_metrics["fid"]
            for amp in ("off", "on")}
     assert abs(fid["on"] - fid["off"]) <= 0.2 * fid["off"], fid
+
+
+def test_a_machine_where_bf16_is_slow_times_only_fp32_layouts_afterwards(tmp_path: Path) -> None:
+    """bf16 under half of fp32's speed at one shape is recorded for the machine; later shapes' probes leave bf16
+    out (a new process reads it from the cache); fast bf16 records nothing. amp: on still gets bf16."""
+    from trainer.precision import SLOW, _judge_machine, machine_verdict, slow_bf16
+
+    clear_memo()
+    _judge_machine({"fp32": 1000.0, "bf16": 1000.0 * SLOW * 1.1, "fp32+channels_last": 900.0}, CPU, tmp_path)
+    assert not slow_bf16(CPU, tmp_path) and not machine_verdict(CPU, tmp_path).exists()
+    _judge_machine({"fp32": 1000.0, "bf16": 100.0, "fp32+channels_last": 900.0, "bf16+channels_last": 120.0}, CPU,
+                   tmp_path)
+    assert slow_bf16(CPU, tmp_path) and json.loads(machine_verdict(CPU, tmp_path).read_text())["ratio"] == 0.12
+    decision = choose(SMALL.replace(batch_size=16), (1, 8, 8), CPU, cache=tmp_path)
+    assert set(decision.table) == {"fp32", "fp32+channels_last"} and not decision.mode.amp
+    assert decision.seconds > 0 and decision.to_dict()["seconds"] > 0
+    clear_memo()
+    assert choose(SMALL.replace(batch_size=16), (1, 8, 8), CPU, cache=tmp_path).seconds == 0  # read from disk
+    assert resolve(SMALL.replace(amp="on", channels_last="off"), (1, 8, 8), CPU)[0].amp
+    clear_memo()
+
+
+def test_the_screen_times_every_mode_and_keeps_the_table_whole() -> None:
+    """The table has a figure for every candidate: a mode dropped at the screen keeps its screen figure."""
+    from trainer.precision import time_modes
+
+    modes = candidates(SMALL, (1, 8, 8), CPU)
+    table = time_modes(SMALL, (1, 8, 8), CPU, modes, steps=2, rounds=1)
+    assert set(table) == {m.name for m in modes} and all(v > 0 for v in table.values())
