@@ -50,6 +50,12 @@ PBT_CHECKPOINT = "pbt_checkpoint"  # artifact id of this segment's final checkpo
 PBT_START_WEIGHTS = "pbt_start_weights"  # digest of the weights the segment started from (its source's)
 PBT_END_WEIGHTS = "pbt_end_weights"  # digest of the weights it ended with
 
+# ---- trial user attributes: promotion by continuation (search/strategy/promotion.py)
+RUNG = "rung"  # the rung a trial trains to: 0 (budget.trial_images), 1.. (promotion.rungs)
+CONTINUES = "continues"  # a continuation: the number of the trial whose checkpoint it continues (one rung below)
+PROMOTION = "promotion"  # on a continuation: the decision {"rung", "rank", "of", "top", "value", "cutoff"}
+RUNG_CHECKPOINT = "rung_checkpoint"  # artifact id of a rung trial's final checkpoint (what a continuation starts from)
+
 # ---- trial user attributes: fault tolerance
 CHECKPOINT = "checkpoint_artifact"  # id of the running trial's last whole checkpoint in the artifact store
 CHECKPOINT_SLOTS = "checkpoint_slots"  # the two artifact ids a trial writes its checkpoints to, in turn

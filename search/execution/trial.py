@@ -173,8 +173,10 @@ class TrialSession:
         trial.set_user_attr(attrs.CHECKPOINT_SLOTS, self.slots)
         self.reported = set(frozen.intermediate_values)  # a retry inherits the intermediate values of the dead trial
         self.losses: list[dict[str, float]] = list(trial.user_attrs.get(attrs.LOSSES, []))
-        self.state: dict[str, Any] = {"best": math.inf if spec.direction == "minimize" else -math.inf, "last": None,
-                                      "values": None}
+        inherited = list(frozen.intermediate_values.values())  # a retry's or a continuation's curve so far
+        pick = min if spec.direction == "minimize" else max
+        self.state: dict[str, Any] = {"best": pick(inherited, default=math.inf if spec.direction == "minimize"
+                                                   else -math.inf), "last": None, "values": None}
         self.gallery = Gallery(trial, self.store, spec.objective, self.workdir)
         self.board = tensorboard_writer(runner.tensorboard, trial) if runner.tensorboard else None
         self.keep_grids = False  # a trial that ends among the best keeps its whole grid history

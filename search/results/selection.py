@@ -3,6 +3,8 @@
 * Trials whose constraints hold (``constraints:`` in the study file) come before those that miss; among the
   latter, the smaller the total violation the better.
 * One objective: by value, in the study's direction.
+* Promotion by continuation: a trial of a higher rung (``attrs.RUNG``: it trained more images, up to the production
+  budget) goes before every trial of a lower rung; the rule above orders each rung.
 * Several objectives: by Pareto front (non-dominated sorting); within a front, nearest to the ideal point
   after each objective is scaled to [0, 1] over that front (the "knee": no objective is given up for a small
   gain in another). The first trial of the first front is the one exported.
@@ -101,10 +103,18 @@ def _split(trials: list[FrozenTrial]) -> tuple[list[FrozenTrial], list[FrozenTri
 
 
 def ranked(study: optuna.Study) -> list[FrozenTrial]:
-    """The study's search trials, best first (feasible before infeasible; see the module's rule)."""
+    """The study's search trials, best first (feasible before infeasible; see the module's rule). Under promotion
+    by continuation a trial of a higher rung (more images trained) goes before every trial of a lower one."""
     feasible, missing = _split(search_trials(study))
-    return ([feasible[i] for i in order([t.values for t in feasible], signs(study))]
-            + sorted(missing, key=lambda t: (violation(t), t.number)))
+    out: list[FrozenTrial] = []
+    for rung in sorted({_rung(t) for t in feasible}, reverse=True):
+        group = [t for t in feasible if _rung(t) == rung]
+        out += [group[i] for i in order([t.values for t in group], signs(study))]
+    return out + sorted(missing, key=lambda t: (violation(t), t.number))
+
+
+def _rung(trial: FrozenTrial) -> int:
+    return int(trial.user_attrs.get(attrs.RUNG, 0))
 
 
 def candidates(study: optuna.Study, constraints_at: str = "search") -> list[FrozenTrial]:

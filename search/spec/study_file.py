@@ -29,7 +29,7 @@ OPERATORS = (">=", "<=")
 PARAM_TYPES = ("float", "int", "categorical")
 CONSTRAINTS_AT = ("search", "export")
 TOP_KEYS = ("name", "direction", "objective", "constraints", "constraints_at", "train", "space", "warm_start", "sampler",
-            "pruner", "guard", "budget", "storage", "scheduler", "export")
+            "pruner", "guard", "budget", "storage", "scheduler", "promotion", "export")
 REPORTS = ("last", "best")  # what a trial reports to the pruner at each evaluation: its value, or its best so far
 # Shared by every trial of a worker (data, feature network and real statistics are loaded once), or fixing
 # the points where trials are compared: these TrainConfig fields cannot be searched.
@@ -108,6 +108,17 @@ class Pbt:
 
 
 @dataclass(frozen=True)
+class Promotion:
+    """Promotion by continuation (asynchronous successive halving whose top rung is the production budget): a trial
+    trains ``budget.trial_images``; one that ends among the top ``1/eta`` of its rung continues from its checkpoint
+    to the next of ``rungs`` (images, increasing; the last is the production budget) on whichever worker claims
+    it (search/strategy/promotion.py)."""
+
+    rungs: tuple[int, ...] = ()
+    eta: int = 3
+
+
+@dataclass(frozen=True)
 class Guard:
     """Loss-curve guard settings (GAN-aware pruning on losses, independent of the metric)."""
 
@@ -154,6 +165,7 @@ class StudySpec:
     keep_grids: int = 5  # trials ending among this many best keep every evaluation's grid; others first and last
     connections: int = 0  # database connections a worker keeps open (0: one per call, closed after it)
     scheduler: Pbt | None = None  # population-based training (search/strategy/pbt.py) instead of independent trials
+    promotion: Promotion | None = None  # trials that continue to higher rungs (search/strategy/promotion.py)
     export: ExportRule = ExportRule()
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)  # the file as written
 
@@ -288,6 +300,12 @@ class StudySpec:
             keep_grids=storage_raw.get("keep_grids", 5), connections=storage_raw.get("connections", 0),
             export=ExportRule(**export_raw), raw=dict(raw),
         )
+        promotion = _promotion(raw.get("promotion"), train, err)
+        if promotion is not None:
+            if raw.get("scheduler") is not None:
+                raise err("promotion", "cannot be combined with scheduler: pbt (a PBT segment already continues "
+                                       "its member's checkpoint).")
+            spec = dataclasses.replace(spec, promotion=promotion)
         scheduler = _scheduler(raw.get("scheduler"), space, train, err)
         if scheduler is not None:
             segments = train.budget_images // scheduler.interval_images
@@ -377,6 +395,8 @@ def _measurable(spec: StudySpec, measured: set[str], err: Any) -> None:
     if len(spec.objectives) > 1 and spec.pruner["name"] != "none":
         raise err("pruner.name", "must be none with several objectives: Optuna's pruners judge one value "
                                  f"(the loss guard still stops diverged trials), but got {spec.pruner['name']!r}.")
+    if spec.promotion is not None and (len(spec.objectives) > 1 or spec.constraints):
+        raise err("promotion", "ranks a rung by one objective: it takes neither several objectives nor constraints.")
     if spec.scheduler is not None and (len(spec.objectives) > 1 or spec.constraints):
         raise err("scheduler", "PBT ranks members by one objective: it takes neither several objectives nor constraints.")
 
@@ -421,6 +441,33 @@ def _scheduler(raw: Any, space: tuple[Param, ...], train: TrainConfig, err: Any)
         raise err("scheduler.interval_images", f"must be a multiple of train.batch_size ({train.batch_size}), "
                                                "so that segments end on a step.")
     return pbt
+
+
+def _promotion(raw: Any, train: TrainConfig, err: Any) -> Promotion | None:
+    """``promotion: {rungs: [IMAGES, ...], eta: K}``: checked against the trial budget and the evaluations."""
+    if raw is None:
+        return None
+    raw = dict(_mapping(raw, "promotion", err))
+    _only(raw, ("rungs", "eta"), "promotion", err)
+    eta = raw.get("eta", Promotion.eta)
+    if not isinstance(eta, int) or isinstance(eta, bool) or eta < 2:
+        raise err("promotion.eta", f"must be an int >= 2 (the top 1/eta of a rung continue), but got {eta!r}.")
+    rungs = raw.get("rungs")
+    if not isinstance(rungs, list) or not rungs or not all(isinstance(r, int) and not isinstance(r, bool)
+                                                          for r in rungs):
+        raise err("promotion.rungs", f"must be a non-empty list of image counts above budget.trial_images "
+                                     f"(the last: the production budget), but got {rungs!r}.")
+    ladder = [train.budget_images, *rungs]
+    for low, high in zip(ladder, ladder[1:], strict=False):
+        if high <= low:
+            raise err("promotion.rungs", f"must increase from budget.trial_images ({train.budget_images}), but got "
+                                         f"{rungs!r}.")
+    for rung in rungs:
+        if rung % train.eval_every_images or rung % train.batch_size:
+            raise err("promotion.rungs", f"each must be a multiple of budget.eval_every_images "
+                                         f"({train.eval_every_images}) and train.batch_size ({train.batch_size}): a "
+                                         f"rung ends with an evaluation, but got {rung}.")
+    return Promotion(tuple(rungs), eta)
 
 
 def suggest_values(trial: Any, spec: StudySpec) -> dict[str, Any]:

@@ -7,8 +7,10 @@ The worker and the trial session call a ``Scheduler`` without knowing which one 
 - ``PopulationBased`` (``search/strategy/pbt.py``): each trial is one segment of a member's training, started from a
   checkpoint (its own member's, or a better member's after exploit); generations are enqueued under the study
   lock; segments are never pruned; the export is the lineage's schedule.
+- ``Promoted`` (``search/strategy/promotion.py``): independent trials at the trial budget, and continuations: the
+  top 1/eta of each rung continue from their final checkpoint to the next rung, up to the production budget.
 
-``scheduler_for(spec)`` picks the one a study file asks for (``scheduler: {name: pbt, ...}``).
+``scheduler_for(spec)`` picks the one a study file asks for (``scheduler: {name: pbt, ...}``, ``promotion: {...}``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from search import attrs
 from search._optuna import storage_of, study_id
 from search.spec.study_file import StudySpec
 from search.store.proxy import surplus
-from search.strategy import pbt
+from search.strategy import pbt, promotion
 from search.strategy.study import counted, plan, retried_numbers, room_for_more, set_target, take_waiting, target_trials
 from trainer import TrainConfig
 
@@ -131,9 +133,52 @@ class PopulationBased(Scheduler):
         return pbt.describe(trial)
 
 
+class Promoted(Scheduler):
+    """Independent trials whose best continue to higher rungs from their checkpoints (``promotion.py``)."""
+
+    needs_lock = "promotions are decided under the study lock"
+
+    def refill(self, study: optuna.Study, store: Any, locked: bool = True) -> int | None:
+        if promotion.decide(study, self.spec) is not None:  # ASHA: a promotion before a new trial
+            return take_waiting(study)
+        return super().refill(study, store, locked)
+
+    def configure(self, trial: optuna.Trial, cfg: TrainConfig) -> TrainConfig:
+        return cfg.replace(budget_images=promotion.ladder(self.spec)[promotion.rung_of(trial)])
+
+    def start_from(self, trial: optuna.Trial, store: Any, workdir: Path) -> Path | None:
+        parent = trial.user_attrs.get(attrs.CONTINUES)
+        if parent is None:
+            return None
+        source = trial.study.get_trials(deepcopy=False)[int(parent)].user_attrs[attrs.RUNG_CHECKPOINT]
+        path = workdir / "source.pt"
+        with store.open_reader(source) as src, open(path, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        return path
+
+    def prunable(self, trial: optuna.Trial) -> bool:
+        return attrs.CONTINUES not in trial.user_attrs  # the rungs judge continuations
+
+    def at_end(self, trial: optuna.Trial, checkpoint: Path, store: Any) -> None:
+        rung = promotion.rung_of(trial)
+        trial.set_user_attr(attrs.RUNG, rung)
+        if rung + 1 >= len(promotion.ladder(self.spec)):
+            return  # the production budget: nothing continues from it
+        artifact = pbt.new_checkpoint_id()
+        with open(checkpoint, "rb") as fh:
+            store.write(artifact, fh)
+        trial.set_user_attr(attrs.RUNG_CHECKPOINT, artifact)
+
+    def describe(self, trial: FrozenTrial) -> str:
+        return promotion.describe(trial)
+
+
 def scheduler_for(spec: StudySpec) -> Scheduler:
-    """The scheduler a study file asks for: PBT with ``scheduler: {name: pbt}``, else independent trials."""
-    return PopulationBased(spec) if spec.scheduler is not None else Independent(spec)
+    """The scheduler a study file asks for: PBT with ``scheduler: {name: pbt}``, promotion by continuation with
+    ``promotion:``, else independent trials."""
+    if spec.scheduler is not None:
+        return PopulationBased(spec)
+    return Promoted(spec) if spec.promotion is not None else Independent(spec)
 
 
-__all__ = ["Independent", "PopulationBased", "Scheduler", "scheduler_for"]
+__all__ = ["Independent", "PopulationBased", "Promoted", "Scheduler", "scheduler_for"]

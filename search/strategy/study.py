@@ -61,8 +61,9 @@ def retried_numbers(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
 
 def counted(t: FrozenTrial, retried: set[int]) -> bool:
     """Whether a trial counts towards n_trials: not a failed trial a retry replaces, not a surplus row of a lock-free
-    claim (search/store/proxy.py), not a seed confirmation."""
-    return _counts(t.state, t.number, bool(t.system_attrs.get(attrs.SURPLUS)), attrs.CONFIRM in t.user_attrs, retried)
+    claim (search/store/proxy.py), not a seed confirmation, not a continuation (search/strategy/promotion.py)."""
+    extra = attrs.CONFIRM in t.user_attrs or attrs.CONTINUES in t.user_attrs
+    return _counts(t.state, t.number, bool(t.system_attrs.get(attrs.SURPLUS)), extra, retried)
 
 
 def _counts(state: TrialState, number: int, surplus: bool, confirm: bool, retried: set[int]) -> bool:
@@ -117,7 +118,8 @@ def _planned_rows(study: optuna.Study) -> int | None:
                          TrialSystemAttributeModel.key.in_((attrs.FAILED_TRIAL, attrs.RETRY_HISTORY, attrs.SURPLUS))))
     confirms = {int(r[0]) for r in _read(rdb, select(TrialUserAttributeModel.trial_id)
                                          .join(TrialModel, TrialModel.trial_id == TrialUserAttributeModel.trial_id)
-                                         .where(TrialModel.study_id == sid, TrialUserAttributeModel.key == attrs.CONFIRM))}
+                                         .where(TrialModel.study_id == sid,
+                                                TrialUserAttributeModel.key.in_((attrs.CONFIRM, attrs.CONTINUES))))}
     chains: dict[int, dict[str, Any]] = {}
     for i, k, v in marks:
         if k in (attrs.FAILED_TRIAL, attrs.RETRY_HISTORY):
