@@ -25,13 +25,22 @@ from search.errors import check_study_name
 from search.execution.launch import devices, run_workers
 from search.execution.worker import WorkerReport
 from search.execution.worker import work as run_worker
-from search.results.export import confirmation_table, enqueue_confirmations, record_confirmations
+from search.results.export import (
+    confirmation_table,
+    enqueue_confirmations,
+    enqueue_race_seeds,
+    finalists,
+    race_runs,
+    race_table,
+    record_confirmations,
+)
 from search.results.export import export as write_export
 from search.results.progress import Monitor
-from search.results.selection import best_trial, primary, ranked
+from search.results.selection import best_trial, primary, ranked, seed_noise, signs, still_racing
 from search.spec.study_file import DEFAULT_ARTIFACTS, DEFAULT_STORAGE, StudySpec
 from search.store.artifacts import StudyStores, artifact_store, check_artifacts, is_s3, resolved, split_s3
 from search.store.storage import check_url, load_study, make_storage, redact
+from search.strategy.promotion import ladder as promotion_ladder
 from search.strategy.scale import for_workers
 from search.strategy.schedulers import scheduler_for
 from search.strategy.study import create_or_load_study, progress, stored_spec, trials_summary
@@ -269,7 +278,9 @@ def confirm_and_export(study: optuna.Study, spec: StudySpec, out: Path, *, retra
     if images is None and retrain is None and confirm:
         images = rule.images  # the study's production budget, unless a retrain sets one
     confirmed = None
-    if confirm:
+    if spec.promotion is not None and retrain is None and not confirm:
+        confirmed = race(study, spec, seeds, workers)
+    elif confirm:
         origins = enqueue_confirmations(study, confirm, seeds, images, constraints_at=spec.constraints_at)
         run_workers(study.study_name, spec.storage, workers, new_trials=False)
         confirmed = confirmation_table(study, origins, spec, images)
@@ -277,6 +288,39 @@ def confirm_and_export(study: optuna.Study, spec: StudySpec, out: Path, *, retra
     metrics = export_study(study, spec, out, retrain, confirmed, plotlyjs=plotlyjs)
     return {"out": str(out), "trial": metrics["trial"], "value": metrics["value"],
             **({"confirmation": confirmed} if confirmed else {})}
+
+
+def race(study: optuna.Study, spec: StudySpec, max_runs: int, workers: int = 1) -> list[dict[str, Any]] | None:
+    """Race the finalists (trials of the top rung: production-budget runs already) on fresh seeds: each round gives
+    one more seed to every finalist that can still beat the leader (``selection.still_racing`` on the pooled seed
+    noise), until one is left or each has ``max_runs`` runs; the winner is the best mean, its export its best run.
+    Nothing reached by continuation is trained again. None when no trial reached the top rung."""
+    assert spec.promotion is not None
+    images = promotion_ladder(spec)[-1]
+    numbers = [t.number for t in finalists(study, spec)]
+    if not numbers:
+        log.warning("study %s: no trial reached the top rung (%d images): exporting the best of the lower rungs",
+                    study.study_name, images)
+        return None
+    sign = signs(study)[0]
+    dropped: dict[int, int] = {}
+    alive, noise = numbers, None
+    for round_ in range(1, max_runs + 1):
+        trials = study.get_trials(deepcopy=False)
+        runs = {n: [float(t.values[0]) for t in race_runs(study, trials[n], images)] for n in alive}
+        noise = seed_noise(runs) if seed_noise(runs) is not None else noise
+        still = still_racing(runs, sign, noise)
+        dropped |= {n: len(runs[n]) for n in alive if n not in still}
+        alive = still
+        if len(alive) <= 1 or round_ == max_runs:
+            break
+        enqueue_race_seeds(study, alive, 10_000 + round_, images)
+        run_workers(study.study_name, spec.storage, workers, new_trials=False)
+    rows = race_table(study, spec, numbers, images, dropped)
+    study.set_user_attr(attrs.CONFIRMATIONS, [*study.user_attrs.get(attrs.CONFIRMATIONS, []),
+                                              {"images": images, "seeds": max_runs, "race": True,
+                                               "seed_noise": noise, "rows": rows}])
+    return rows
 
 
 def export_study(study: optuna.Study, spec: StudySpec, out: Path, retrain: int | None = None,

@@ -59,6 +59,7 @@ from joblib import Parallel, delayed
 from benchmarks._common import machine, out_path, write_result
 from benchmarks._common import parser as bench_parser
 from search import StudySpec, create_or_load_study, run_workers, suggest_config
+from search.results.selection import ranked
 from search.spec.study_file import apply_params
 from search.strategy.schedulers import scheduler_for
 from search.strategy.transfer import resolve as resolve_warm_from
@@ -76,7 +77,7 @@ def gan_search_arm(spec: StudySpec, seed: int, workers: int, budget_s: float, tm
                       "artifacts": str(artifacts or tmp / "art")}
     arm_spec = StudySpec.from_dict(raw, source="benchmark").with_overrides(n_trials=100_000, timeout=budget_s)
     start = datetime.now()
-    arm_spec = resolve_warm_from(arm_spec)  # (the transfer arm: another problem's study, read inside the clock)
+    arm_spec = resolve_warm_from(arm_spec, ranked)  # (the transfer arm: another problem's study, read inside the clock)
     study = create_or_load_study(arm_spec)
     scheduler_for(arm_spec).plan(study, arm_spec.n_trials)
     run_workers(arm_spec.name, arm_spec.storage, workers, artifacts=arm_spec.artifacts, timeout=budget_s)

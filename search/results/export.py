@@ -86,6 +86,50 @@ def confirmation_table(study: optuna.Study, origins: list[int], spec: StudySpec,
             + [missing[i] for i in order([[r["violation"], *r["means"]] for r in missing], [1.0, *sign])])
 
 
+def finalists(study: optuna.Study, spec: StudySpec) -> list[FrozenTrial]:
+    """Under promotion by continuation: the search trials that reached the top rung (the production budget)."""
+    if spec.promotion is None:
+        return []
+    top = len(spec.promotion.rungs)
+    return [t for t in search_trials(study) if int(t.user_attrs.get(attrs.RUNG, 0)) == top]
+
+
+def race_runs(study: optuna.Study, finalist: FrozenTrial, images: int) -> list[FrozenTrial]:
+    """A finalist's runs at the production budget: its own (reached by continuation), then its fresh seeds."""
+    return [finalist, *confirmation_runs(study, finalist.number, images)]
+
+
+def enqueue_race_seeds(study: optuna.Study, numbers: list[int], seed: int, images: int) -> None:
+    """One fresh-seed run at ``images`` for each finalist in ``numbers`` (skipped where the study has it already)."""
+    trials = study.get_trials(deepcopy=False)
+    existing = {(t.user_attrs.get(attrs.CONFIRM), t.user_attrs.get(attrs.SEED_OVERRIDE)) for t in trials
+                if attrs.CONFIRM in t.user_attrs and t.state != TrialState.FAIL}
+    for number in numbers:
+        if (number, seed) not in existing:
+            study.enqueue_trial(trials[number].params, user_attrs={attrs.CONFIRM: number, attrs.SEED_OVERRIDE: seed,
+                                                                   attrs.CONFIRM_IMAGES: images})
+
+
+def race_table(study: optuna.Study, spec: StudySpec, numbers: list[int], images: int,
+               dropped: dict[int, int]) -> list[dict[str, Any]]:
+    """Per finalist: its runs (own and fresh seeds), their mean and spread, the run to export (its best), and
+    after how many runs it was raced out (None: still in at the end); those still in first, by mean."""
+    trials = study.get_trials(deepcopy=False)
+    sign = signs(study)[0]
+    rows = []
+    for number in numbers:
+        runs = race_runs(study, trials[number], images)
+        values = [float(t.values[0]) for t in runs]
+        best_run = min(runs, key=lambda t: sign * float(t.values[0]))
+        rows.append({"trial": number, "images": images, "search_value": primary(trials[number]),
+                     "seeds": [t.user_attrs.get(attrs.SEED) for t in runs], "runs": [t.number for t in runs],
+                     "seed_values": values, "mean": statistics.fmean(values),
+                     "std": statistics.pstdev(values) if len(values) > 1 else 0.0, "means": [statistics.fmean(values)],
+                     "metrics": runs[0].user_attrs.get(attrs.METRICS, {}), "feasible": True, "violation": 0.0,
+                     "export_run": best_run.number, "raced_out_after": dropped.get(number)})
+    return sorted(rows, key=lambda r: (r["raced_out_after"] is not None, sign * r["mean"], r["trial"]))
+
+
 def record_confirmations(study: optuna.Study, rows: list[dict[str, Any]], images: int | None, seeds: int) -> None:
     """Keep the table in the study (``confirmations`` study attribute): the dashboard and later exports see it."""
     done = list(study.user_attrs.get(attrs.CONFIRMATIONS, []))

@@ -9,6 +9,10 @@
   after each objective is scaled to [0, 1] over that front (the "knee": no objective is given up for a small
   gain in another). The first trial of the first front is the one exported.
 
+Under promotion by continuation the export races the finalists (the trials of the top rung, already trained to
+the production budget) on fresh seeds: a config gets another seed only while its mean is within one standard
+error (of the difference of means, from the pooled seed noise) of the leader's (``still_racing``).
+
 Seed confirmations (``export --confirm``) rank their configs by the same rule, on the means of their seeds, but
 for one point, both in which configs they re-run (``candidates``) and in how the confirmed ones rank
 (``export.confirmation_table``): those that miss their constraints come by Pareto front on (total violation,
@@ -24,7 +28,8 @@ confirmed are the best by the objectives alone: the constraints choose among the
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import statistics
+from collections.abc import Mapping, Sequence
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -130,6 +135,32 @@ def candidates(study: optuna.Study, constraints_at: str = "search") -> list[Froz
             + [missing[i] for i in order([[violation(t), *t.values] for t in missing], [1.0, *sign])])
 
 
+def seed_noise(runs: Mapping[int, Sequence[float]]) -> float | None:
+    """The seed noise of one run's value: the pooled within-config standard deviation of ``runs`` (config ->
+    values of its runs on different seeds), from the configs with two runs or more; None while none has two."""
+    pooled = [(len(v) - 1, statistics.variance(v)) for v in runs.values() if len(v) >= 2]
+    dof = sum(d for d, _ in pooled)
+    return math.sqrt(sum(d * var for d, var in pooled) / dof) if dof else None
+
+
+def still_racing(runs: Mapping[int, Sequence[float]], sign: float, noise: float | None, z: float = 1.0) -> list[int]:
+    """The configs that can still beat the leader (the best mean; ``sign`` +1 minimises), the leader first: a config
+    is dropped once its mean is worse than the leader's by more than ``z`` standard errors of the difference of the
+    two means (``noise`` per run); with no noise measured yet, none is dropped."""
+    means = {c: statistics.fmean(v) for c, v in runs.items() if v}
+    if not means:
+        return []
+    leader = min(means, key=lambda c: (sign * means[c], c))
+    alive = [leader]
+    for c in sorted(means, key=lambda c: (sign * means[c], c)):
+        if c == leader:
+            continue
+        gap = sign * (means[c] - means[leader])
+        if noise is None or gap <= z * noise * math.sqrt(1 / len(runs[c]) + 1 / len(runs[leader])):
+            alive.append(c)
+    return alive
+
+
 def best_trial(study: optuna.Study) -> FrozenTrial:
     trials = ranked(study)
     if not trials:
@@ -137,4 +168,5 @@ def best_trial(study: optuna.Study) -> FrozenTrial:
     return trials[0]
 
 
-__all__ = ["best_trial", "candidates", "order", "primary", "ranked", "search_trials", "signs", "violation"]
+__all__ = ["best_trial", "candidates", "order", "primary", "ranked", "search_trials", "seed_noise", "signs",
+           "still_racing", "violation"]

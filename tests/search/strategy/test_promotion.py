@@ -186,3 +186,44 @@ def test_four_workers_on_postgres_promote_each_trial_once_and_by_the_rule(tmp_pa
         assert {t.number for t in at_rung[:len(at_rung) // 3]} <= set(parents), rung
     assert [t for t in trials if t.user_attrs.get(attrs.RUNG) == 2]  # the production budget was reached
     assert_exact(postgres_url, "asha4", len(trials))
+
+
+def test_racing_drops_a_finalist_that_cannot_win_on_a_scripted_objective() -> None:
+    """Scripted values per (config, seed): config 1 is clearly worse (dropped once the noise is measured), config 2
+    is within the noise of the leader (it keeps racing); before any config has two seeds nobody is dropped."""
+    from search.results.selection import seed_noise, still_racing
+
+    script = {0: [10.0, 10.6, 9.4], 1: [14.0, 14.5, 13.5], 2: [10.5, 10.1, 10.9]}
+    first = {c: v[:1] for c, v in script.items()}
+    assert seed_noise(first) is None and still_racing(first, 1.0, None) == [0, 2, 1]
+    two = {c: v[:2] for c, v in script.items()}
+    noise = seed_noise(two)
+    assert noise is not None and 0.2 < noise < 0.6
+    assert still_racing(two, 1.0, noise) == [0, 2]  # 1 is behind by ~4, ten standard errors
+    assert still_racing(two, -1.0, noise) == [1]  # maximised, 1 leads and the rest are out
+    assert still_racing({0: [1.0, 1.2], 1: [1.15]}, 1.0, 0.0) == [0]  # zero noise: any gap drops
+
+
+def test_the_export_races_the_finalists_and_trains_none_again(tmp_path: Path) -> None:
+    """6 trials, eta 3: 2 reach the production budget by continuation; the export gives fresh seeds while a finalist
+    can still win (at most 3 runs each), records the race with its measured noise, and exports the winner's best
+    run; the finalists' own runs are not retrained (their seeds are not among the fresh ones)."""
+    raw = _study(tmp_path, "race", budget={"n_trials": 6, "trial_images": 640, "eval_every_images": 320},
+                 export={"seeds": 3})
+    result = api.run(write_study(tmp_path, raw), export_to=tmp_path / "best")
+    study = result.study
+    race = study.user_attrs[attrs.CONFIRMATIONS][-1]
+    assert race["race"] is True and race["images"] == 1280
+    rows = race["rows"]
+    finals = [t for t in study.trials if t.user_attrs.get(attrs.RUNG) == 1]
+    assert sorted(r["trial"] for r in rows) == sorted(t.number for t in finals) and len(rows) == 2
+    for row in rows:
+        assert row["runs"][0] == row["trial"] and 1 <= len(row["runs"]) <= 3
+        assert row["seeds"][0] == 0 and all(s >= 10_000 for s in row["seeds"][1:])  # fresh seeds only
+    winner = rows[0]
+    assert winner["raced_out_after"] is None and winner["mean"] <= min(r["mean"] for r in rows)
+    exported = __import__("json").loads((tmp_path / "best" / "metrics.json").read_text())
+    assert exported["trial"] == winner["export_run"]
+    assert exported["value"] == min(winner["seed_values"])
+    retrains = [t for t in study.trials if attrs.CONFIRM in t.user_attrs]
+    assert len(retrains) == sum(len(r["runs"]) - 1 for r in rows)
