@@ -195,7 +195,8 @@ def best_or_none(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
 
 
 def status(name: str, storage: str | None = None) -> dict[str, Any]:
-    """Where a study stands: the plan, states, pruned trials with reasons, the best trial."""
+    """Where a study stands: the plan, states, pruned trials with reasons, the best trial, the promotion decisions
+    and seed races (promotion by continuation)."""
     study, _ = open_study(name, storage)
     best = best_or_none(study)
     pruned = {t.number: t.user_attrs.get(attrs.PRUNE_REASON) for t in study.get_trials(deepcopy=False)
@@ -205,7 +206,9 @@ def status(name: str, storage: str | None = None) -> dict[str, Any]:
             "best_values": best.values if best else None, "best_params": best.params if best else None,
             "best_metrics": best.user_attrs.get(attrs.METRICS) if best else None,
             "best_class_shares": best.user_attrs.get(attrs.CLASS_SHARES) if best else None,
-            "confirmations": study.user_attrs.get(attrs.CONFIRMATIONS, []),
+            "confirmations": study.user_attrs.get(attrs.CONFIRMATIONS, []),  # seed races: with their seed noise
+            "promotions": {t.number: {"continues": t.user_attrs[attrs.CONTINUES], **t.user_attrs.get(attrs.PROMOTION, {})}
+                           for t in study.get_trials(deepcopy=False) if attrs.CONTINUES in t.user_attrs},
             "workers": {t.number: t.user_attrs.get(attrs.WORKER) for t in study.get_trials(deepcopy=False)
                         if attrs.WORKER in t.user_attrs}}
 

@@ -121,6 +121,7 @@ def _summary_table(study: Any) -> str:
     from optuna.trial import TrialState
 
     from search.strategy.pbt import describe as pbt_line
+    from search.strategy.promotion import describe as rung_line
     from search.strategy.study import describe_progress, progress
 
     lines = [describe_progress(progress(study))]
@@ -132,7 +133,8 @@ def _summary_table(study: Any) -> str:
             value = f"({list(t.intermediate_values.values())[-1]:.4g})"
         if t.user_attrs.get(attrs.FEASIBLE) is False:
             value = "x " + value  # misses a constraint
-        why = t.user_attrs.get(attrs.PRUNE_REASON) or t.user_attrs.get(attrs.FAIL_REASON) or pbt_line(t)
+        why = (t.user_attrs.get(attrs.PRUNE_REASON) or t.user_attrs.get(attrs.FAIL_REASON) or pbt_line(t)
+               or rung_line(t))
         if attrs.CONFIRM in t.user_attrs:
             why = why or f"confirms trial {t.user_attrs[attrs.CONFIRM]} (seed {t.user_attrs.get(attrs.SEED)})"
         params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())

@@ -105,6 +105,8 @@ def test_a_continued_trial_equals_an_uninterrupted_run_on_the_same_worker(tmp_pa
     assert len(result.study.trials) == 4 and result.summary()["states"] == {"COMPLETE": 4}
     cont = _assert_equals_an_uninterrupted_run(result.study, spec, tmp_path)
     assert "rung 1: continues trial" in scheduler_for(spec).describe(cont)
+    shown = api.status("same", spec.storage)["promotions"]
+    assert shown == {cont.number: {"continues": cont.user_attrs[attrs.CONTINUES], **cont.user_attrs[attrs.PROMOTION]}}
 
 
 def test_a_continued_trial_equals_an_uninterrupted_run_on_another_worker(tmp_path: Path) -> None:
