@@ -125,7 +125,7 @@ class StudyStores:
     study's location and keeps each study's S3 settings. ``select(path)`` is called before each request."""
 
     def __init__(self, storage: Any, location: str | None = None, default: str = "runs/artifacts") -> None:
-        self._storage, self._location, self._default = storage, location, default
+        self.rdb, self._location, self._default = storage, location, default
         self._stores: dict[int, Any] = {}
         self._local = threading.local()
 
@@ -135,7 +135,7 @@ class StudyStores:
 
     def store_of(self, study_id: int) -> Any:
         if study_id not in self._stores:
-            stored = self._storage.get_study_user_attrs(study_id)
+            stored = self.rdb.get_study_user_attrs(study_id)
             s3 = ((stored.get(attrs.SPEC) or {}).get("storage") or {}).get("s3") or {}
             location = self._location or stored.get(attrs.ARTIFACTS) or self._default
             self._stores[study_id] = artifact_store(location, s3)

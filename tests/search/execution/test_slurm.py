@@ -218,11 +218,12 @@ def _stop_mid_trial(handle: optuna.Study, job: str, command: list[str], besides:
 @pytest.mark.slow
 def test_a_time_limit_requeues_the_tasks_and_the_study_outlives_it(tmp_path: Path, postgres_url: str,
                                                                    slurm: None) -> None:
-    """4 array tasks under a 2-minute --time and trials of about a minute on these shared cores: at each warning
-    (SIGUSR1, 30 s before the limit, or up to a minute earlier) a task hands its trial back and requeues itself.
+    """4 array tasks under a 2-minute --time and trials of 2-3 minutes on these shared cores (longer than the 30-90 s
+    until the first warning: SIGUSR1 30 s before the limit, or up to a minute earlier): at each warning a task hands
+    its trial back and requeues itself.
     With max_retry=0 (hand-backs must not use up retries) every trial completes once, none is lost or run twice,
     and retries resume."""
-    study = small_study("slurmtl", tmp_path, budget={"n_trials": 4, "trial_images": 64000, "eval_every_images": 6400})
+    study = small_study("slurmtl", tmp_path, budget={"n_trials": 4, "trial_images": 192000, "eval_every_images": 9600})
     study["storage"].update(url=postgres_url, max_retry=0, grace_period=20)
     path = write_study(tmp_path, study)
     proc = _cli("slurm", str(path), "--workers", "4", "--time", "2", "--max-requeues", "8", cwd=tmp_path)
