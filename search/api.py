@@ -311,7 +311,8 @@ def race(study: optuna.Study, spec: StudySpec, max_runs: int, workers: int = 1) 
     for round_ in range(1, max_runs + 1):
         trials = study.get_trials(deepcopy=False)
         runs = {n: [float(t.values[0]) for t in race_runs(study, trials[n], images)] for n in alive}
-        noise = seed_noise(runs) if seed_noise(runs) is not None else noise
+        measured = seed_noise(runs)
+        noise = measured if measured is not None else noise  # the finalists left may all have one run
         still = still_racing(runs, sign, noise)
         dropped |= {n: len(runs[n]) for n in alive if n not in still}
         alive = still

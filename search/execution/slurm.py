@@ -139,7 +139,7 @@ def time_seconds(limit: str) -> int:
     """Slurm's ``--time`` in seconds (M, M:S, H:M:S, D-H, D-H:M, D-H:M:S)."""
     days, _, rest = limit.rpartition("-") if "-" in limit else ("0", "", limit)
     parts = [int(p) for p in rest.split(":")]
-    if days != "0" or "-" in limit:  # D-H[:M[:S]]
+    if "-" in limit:  # D-H[:M[:S]]
         h, m, sec = (parts + [0, 0])[:3]
     elif len(parts) == 1:
         h, m, sec = 0, parts[0], 0

@@ -301,7 +301,7 @@ def _claim_loop(study: optuna.Study, spec: StudySpec, storage: Any, slots: _Slot
                     requeue(study, claimed.trial, spec)
                     claimed.heartbeat.close()
                     raise KeyboardInterrupt
-                done += _interruptible(stop, lambda c=claimed: slots.start(c, outage))  # type: ignore[misc]
+                done += _interruptible(stop, functools.partial(slots.start, claimed, outage))
             if stopped():
                 raise KeyboardInterrupt
             if not slots.busy():

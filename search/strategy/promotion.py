@@ -17,7 +17,6 @@ trial (SuccessiveHalvingPruner's docstring); here a continuation is a new trial 
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from typing import Any
 
@@ -42,7 +41,7 @@ def ladder(spec: StudySpec) -> list[int]:
 
 def _better_first(spec: StudySpec, trials: list[FrozenTrial]) -> list[FrozenTrial]:
     sign = 1.0 if spec.direction == "minimize" else -1.0
-    return sorted(trials, key=lambda t: (sign * float(t.value if t.value is not None else math.inf * sign), t.number))
+    return sorted(trials, key=lambda t: (sign * float(t.value), t.number))  # type: ignore[arg-type]
 
 
 def decide(study: optuna.Study, spec: StudySpec) -> FrozenTrial | None:
